@@ -37,16 +37,18 @@ class ValidationConfig:
         Sales above this in one SKU-month are 'absurd' and quarantined.
     customer_cap : int
         Customer counts above this are quarantined.
-    gap_policy : {"missing", "zero"}
+    gap_policy : {"missing", "zero"} or None
         What a month absent inside a SKU's history means. "missing": unknown (not a
         zero); the month has no target and lags/rolling means skip it. "zero": the source
         omits months without sales (as Online Retail does), so the gap is filled with
-        sales 0. Either way every gap is reported.
+        sales 0. Either way every gap is reported. None (the default): use the mapping's
+        per-source default (``gap_policy`` in its TOML), else "missing"; a value set here
+        overrides the mapping.
     """
 
     sales_cap: int = 10_000_000
     customer_cap: int = 100_000_000
-    gap_policy: Literal["missing", "zero"] = "missing"
+    gap_policy: Literal["missing", "zero"] | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,181 @@
+r"""Response families: Poisson (log), NB2 (log) and binomial (logit).
+
+Every family works on the linear predictor :math:`\eta` and gives, per observation, the
+log-likelihood :math:`\ell_i(\eta_i)` with all constants, its first derivative
+:math:`g_i = \partial\ell_i/\partial\eta_i`, the negative second derivative
+:math:`h_i = -\partial^2\ell_i/\partial\eta_i^2` (the Newton weight of PIRLS) and
+:math:`h'_i = \partial h_i/\partial\eta_i` (used by the exact gradient of the Laplace deviance).
+
+* Poisson, log link: :math:`\ell = y\eta - e^\eta - \log y!`, :math:`g = y-\mu`, :math:`h = h' = \mu`.
+* Binomial, logit link, :math:`m` trials: :math:`\ell = y\eta - m\log(1+e^\eta) + \log\binom{m}{y}`,
+  :math:`g = y - m p`, :math:`h = m p(1-p)`, :math:`h' = m p(1-p)(1-2p)`.
+* NB2, log link, size :math:`\theta` (glmmTMB ``nbinom2``), :math:`\operatorname{Var} = \mu + \mu^2/\theta`:
+  :math:`\ell = \log\Gamma(y+\theta) - \log\Gamma(\theta) - \log y! + \theta\log\theta + y\log\mu
+  - (y+\theta)\log(\mu+\theta)`, :math:`g = \theta(y-\mu)/(\mu+\theta)`,
+  :math:`h = \theta(y+\theta)\mu/(\mu+\theta)^2` (the observed, not the Fisher, weight, as TMB's
+  Laplace uses the exact Hessian), :math:`h' = \theta(y+\theta)\mu(\theta-\mu)/(\mu+\theta)^3`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import digamma, expit, gammaln
+
+from poolcast.errors import InvalidParameterError
+
+__all__ = ["FAMILIES", "Binomial", "Family", "NegBin2", "Poisson", "get_family"]
+
+_ETA_MAX = 700.0
+
+
+@dataclass(frozen=True)
+class Family:
+    """Base class: a response family with a fixed link.
+
+    Attributes
+    ----------
+    name : str
+        "poisson", "negbin" or "binomial".
+    link : str
+        Link name ("log" or "logit").
+    has_dispersion : bool
+        True when the family carries an estimated shape (NB2 size).
+    """
+
+    name: str = ""
+    link: str = ""
+    has_dispersion: bool = False
+
+    def linkinv(self, eta: np.ndarray) -> np.ndarray:
+        """Mean (per trial for binomial) from the linear predictor."""
+        raise NotImplementedError
+
+    def linkfun(self, mu: np.ndarray) -> np.ndarray:
+        """Linear predictor from the mean."""
+        raise NotImplementedError
+
+    def loglik(self, eta, y, trials, nb_theta=None) -> np.ndarray:
+        """Per-observation log-likelihood with all constants."""
+        raise NotImplementedError
+
+    def derivs(self, eta, y, trials, nb_theta=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return (g, h, h') as defined in the module docstring."""
+        raise NotImplementedError
+
+    def start_eta(self, y, trials) -> np.ndarray:
+        """A safe starting linear predictor from the data (like R's ``mustart``)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Poisson(Family):
+    """Poisson with log link."""
+
+    name: str = "poisson"
+    link: str = "log"
+
+    def linkinv(self, eta):
+        return np.exp(np.minimum(eta, _ETA_MAX))
+
+    def linkfun(self, mu):
+        return np.log(mu)
+
+    def loglik(self, eta, y, trials, nb_theta=None):
+        mu = self.linkinv(eta)
+        return y * eta - mu - gammaln(y + 1.0)
+
+    def derivs(self, eta, y, trials, nb_theta=None):
+        mu = self.linkinv(eta)
+        return y - mu, mu, mu
+
+    def start_eta(self, y, trials):
+        return np.log(y + 0.1)
+
+
+@dataclass(frozen=True)
+class NegBin2(Poisson):
+    """Negative binomial type 2 (size ``nb_theta``) with log link."""
+
+    name: str = "negbin"
+    link: str = "log"
+    has_dispersion: bool = True
+
+    def loglik(self, eta, y, trials, nb_theta=None):
+        th = float(nb_theta)
+        mu = self.linkinv(eta)
+        return (
+            gammaln(y + th)
+            - gammaln(th)
+            - gammaln(y + 1.0)
+            + th * np.log(th)
+            + y * eta
+            - (y + th) * np.log(mu + th)
+        )
+
+    def derivs(self, eta, y, trials, nb_theta=None):
+        th = float(nb_theta)
+        mu = self.linkinv(eta)
+        s = mu + th
+        g = th * (y - mu) / s
+        h = th * (y + th) * mu / s**2
+        h3 = h * (th - mu) / s
+        return g, h, h3
+
+    def derivs_log_theta(self, eta, y, nb_theta):
+        r"""Derivatives with respect to :math:`\psi = \log\theta` at fixed :math:`\eta`.
+
+        Returns :math:`(\partial\ell/\partial\psi, \partial g/\partial\psi, \partial h/\partial\psi)`.
+        """
+        th = float(nb_theta)
+        mu = self.linkinv(eta)
+        s = mu + th
+        dl = digamma(y + th) - digamma(th) + np.log(th) + 1.0 - np.log(s) - (y + th) / s
+        dg = mu * (y - mu) / s**2
+        dh = mu * (y * mu + 2.0 * th * mu - th * y) / s**3
+        return th * dl, th * dg, th * dh
+
+
+@dataclass(frozen=True)
+class Binomial(Family):
+    """Binomial with logit link; ``y`` counts successes out of ``trials`` (1 for Bernoulli)."""
+
+    name: str = "binomial"
+    link: str = "logit"
+
+    def linkinv(self, eta):
+        return expit(eta)
+
+    def linkfun(self, mu):
+        return np.log(mu) - np.log1p(-mu)
+
+    def loglik(self, eta, y, trials, nb_theta=None):
+        m = trials
+        log1pe = np.logaddexp(0.0, eta)
+        const = gammaln(m + 1.0) - gammaln(y + 1.0) - gammaln(m - y + 1.0)
+        return y * eta - m * log1pe + const
+
+    def derivs(self, eta, y, trials, nb_theta=None):
+        p = expit(eta)
+        h = trials * p * (1.0 - p)
+        return y - trials * p, h, h * (1.0 - 2.0 * p)
+
+    def start_eta(self, y, trials):
+        p = (y + 0.5) / (trials + 1.0)
+        return np.log(p) - np.log1p(-p)
+
+
+FAMILIES: dict[str, Family] = {"poisson": Poisson(), "negbin": NegBin2(), "binomial": Binomial()}
+
+
+def get_family(family: str | Family) -> Family:
+    """Return the family object for a name ("poisson", "negbin" or "binomial")."""
+    if isinstance(family, Family):
+        return family
+    key = {"nb2": "negbin", "nbinom2": "negbin", "negative_binomial": "negbin"}.get(family, family)
+    if key not in FAMILIES:
+        raise InvalidParameterError(
+            f"family={family!r} is not supported; use one of {sorted(FAMILIES)}."
+        )
+    return FAMILIES[key]

@@ -1,0 +1,137 @@
+"""Objective stage: the approximate marginal deviance as a function of (theta, beta[, nb_theta]).
+
+``make_objective`` binds a design to its family and random-effects system; the returned
+:class:`Objective` keeps its state in explicit attributes (the warm-start ``u_warm`` /
+``beta_warm`` and the last PIRLS result), no hidden closures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from poolcast.glmm._resystem import make_system
+from poolcast.glmm.control import GlmmControl
+from poolcast.glmm.families import Family, get_family
+from poolcast.glmm.laplace import laplace_deviance, laplace_gradient
+from poolcast.glmm.pirls import PirlsResult, pirls
+from poolcast.glmm.quadrature import agq_deviance, check_agq
+from poolcast.glmm.terms import GlmmDesign
+
+__all__ = ["Objective", "make_objective"]
+
+
+@dataclass
+class Objective:
+    """Deviance function of a GLMM.
+
+    Attributes
+    ----------
+    design : GlmmDesign
+        Model matrices.
+    family : Family
+        Response family.
+    system : BlockSystem or SparseSystem
+        Random-effects linear algebra.
+    n_agq : int
+        Quadrature nodes (1 = Laplace).
+    control : GlmmControl
+        Tolerances.
+    u_warm : np.ndarray
+        Warm start of u for the next PIRLS call (TMB's ``random.start``).
+    beta_warm : np.ndarray
+        Warm start of beta for the nAGQ=0 deviance.
+    last : PirlsResult or None
+        The last PIRLS result.
+    n_evals : int
+        Number of deviance evaluations so far.
+    """
+
+    design: GlmmDesign
+    family: Family
+    system: Any
+    n_agq: int
+    control: GlmmControl
+    u_warm: np.ndarray
+    beta_warm: np.ndarray
+    last: PirlsResult | None = None
+    n_evals: int = 0
+    warm_start: bool = field(default=True)
+
+    @property
+    def analytic_gradient(self) -> bool:
+        """True when the exact gradient is available (one factor, Laplace)."""
+        return self.system.single and self.n_agq == 1
+
+    def mode(self, theta, beta=None, nb_theta=None) -> PirlsResult:
+        """Run PIRLS at (theta, beta); beta=None optimises beta jointly (nAGQ=0)."""
+        vary = beta is None
+        start_beta = self.beta_warm if vary else beta
+        pr = pirls(
+            self,
+            np.asarray(theta, dtype=float),
+            start_beta,
+            vary_beta=vary,
+            nb_theta=nb_theta,
+            control=self.control,
+            u_start=self.u_warm if self.warm_start else None,
+        )
+        if np.all(np.isfinite(pr.u)):
+            self.u_warm = pr.u
+            if vary:
+                self.beta_warm = pr.beta
+        self.last = pr
+        self.n_evals += 1
+        return pr
+
+    def deviance(self, theta, beta=None, nb_theta=None) -> float:
+        """Approximate -2 log-likelihood at (theta, beta).
+
+        With ``beta=None`` beta is optimised inside PIRLS (lme4 nAGQ=0); otherwise the Laplace
+        (n_agq=1) or AGQ deviance at the given beta.
+        """
+        pr = self.mode(theta, beta, nb_theta)
+        if beta is not None and self.n_agq > 1:
+            return agq_deviance(self, pr, np.asarray(beta, float), self.n_agq, nb_theta)
+        return laplace_deviance(pr)
+
+    def deviance_and_gradient(
+        self, theta, beta, nb_theta=None
+    ) -> tuple[float, np.ndarray, np.ndarray, float | None]:
+        """Laplace deviance and its exact gradient (one grouping factor only)."""
+        pr = self.mode(theta, beta, nb_theta)
+        gt, gb, gp = laplace_gradient(self, pr, nb_theta=nb_theta)
+        return laplace_deviance(pr), gt, gb, gp
+
+
+def make_objective(
+    design: GlmmDesign, *, n_agq: int = 1, control: GlmmControl | None = None
+) -> Objective:
+    """Bind a design to its family and random-effects system.
+
+    Parameters
+    ----------
+    design : GlmmDesign
+        From :func:`poolcast.glmm.terms.build_design`.
+    n_agq : int
+        1 for Laplace; > 1 for adaptive Gauss-Hermite quadrature (single scalar term only).
+    control : GlmmControl, optional
+
+    Returns
+    -------
+    Objective
+    """
+    control = control or GlmmControl()
+    check_agq(design, n_agq)
+    system = make_system(design, control.dense_q_max)
+    return Objective(
+        design=design,
+        family=get_family(design.family),
+        system=system,
+        n_agq=int(n_agq),
+        control=control,
+        u_warm=np.zeros(system.q),
+        beta_warm=np.zeros(design.X.shape[1]),
+    )

@@ -1,0 +1,150 @@
+"""Fixed-effect covariates shared by the pooling comparison (GLM, no-pooling GLM, GEE, GLMM).
+
+The candidate covariates are ``t``, the Fourier seasonality ``fourier_s1, fourier_c1,
+fourier_s2, fourier_c2``, the customer features (``log_customers`` or the spline basis
+``cust_spline_*``, when the feature table has them) and ``promo``. A covariate is kept only
+when the training frame supports it: present, not all null and not constant (promo all 0,
+no customers in car parts...); the reasons for dropping are recorded.
+
+Transformations, frozen from the training frame and applied unchanged to forecast rows:
+
+* null values are imputed with the training median of the column (e.g. ``log_customers``
+  of a SKU without customer history), so a forecast never fails on a missing feature;
+* the continuous covariates (``t`` and the customer features) are centred at their
+  training mean, so the intercept is the log mean at average trend and customers and
+  the IRLS / PIRLS problems are well conditioned. Fourier terms and ``promo`` are not
+  centred. Slopes are unchanged by centring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from poolcast.errors import DataContractError
+
+__all__ = [
+    "FOURIER_COLUMNS",
+    "CovariateSpec",
+    "build_covariate_frame",
+    "build_covariates",
+    "build_design",
+    "make_covariate_spec",
+]
+
+FOURIER_COLUMNS: tuple[str, ...] = ("fourier_s1", "fourier_c1", "fourier_s2", "fourier_c2")
+
+
+def _is_centred(name: str) -> bool:
+    return name == "t" or name == "log_customers" or name.startswith("cust_")
+
+
+@dataclass(frozen=True)
+class CovariateSpec:
+    """Frozen covariate layout of one fit.
+
+    Fields
+    ------
+    terms : tuple of str
+        Covariate columns in design order (the intercept is not listed).
+    centres : tuple of float
+        Value subtracted from each term (0 for terms that are not centred).
+    fill_values : tuple of float
+        Training median used for null values of each term.
+    dropped : dict of str to str
+        Candidate covariates left out, with the reason.
+    """
+
+    terms: tuple[str, ...]
+    centres: tuple[float, ...]
+    fill_values: tuple[float, ...]
+    dropped: dict[str, str] = field(default_factory=dict)
+
+    def formula(self, response: str = "sales", random: str | None = None) -> str:
+        """Formula string of the fixed part (plus a random part such as ``"(1 | sku)"``)."""
+        rhs = " + ".join(self.terms) if self.terms else "1"
+        if random:
+            rhs = f"{rhs} + {random}"
+        return f"{response} ~ {rhs}"
+
+
+def make_covariate_spec(
+    train: pl.DataFrame, *, customer_terms: str = "log", include_promo: bool = True
+) -> CovariateSpec:
+    """Choose the covariates the training frame supports and freeze their transformations.
+
+    Parameters
+    ----------
+    train : pl.DataFrame
+        Training rows of one horizon (feature-table columns).
+    customer_terms : {"log", "spline", "none"}
+        ``"log"``: ``log_customers``; ``"spline"``: the ``cust_spline_*`` basis (falls back to
+        ``log_customers`` when the basis is absent); ``"none"``: no customer feature.
+    include_promo : bool
+        Use ``promo`` when it varies in the training frame.
+    """
+    wanted: list[str] = ["t", *FOURIER_COLUMNS]
+    if customer_terms == "spline":
+        spline = sorted(
+            (c for c in train.columns if c.startswith("cust_spline_")),
+            key=lambda c: int(c.rsplit("_", 1)[1]) if c.rsplit("_", 1)[1].isdigit() else 0,
+        )
+        wanted += spline if spline else ["log_customers"]
+    elif customer_terms == "log":
+        wanted.append("log_customers")
+    if include_promo:
+        wanted.append("promo")
+    dropped: dict[str, str] = {}
+    if not include_promo:
+        dropped["promo"] = "excluded by include_promo=False"
+    terms: list[str] = []
+    centres: list[float] = []
+    fills: list[float] = []
+    for name in wanted:
+        if name not in train.columns:
+            dropped[name] = "absent from the training frame"
+            continue
+        col = train.get_column(name).cast(pl.Float64)
+        values = col.drop_nulls().drop_nans().to_numpy()
+        if values.size == 0:
+            dropped[name] = "all null in the training frame"
+            continue
+        if np.ptp(values) <= 1e-12 * max(1.0, float(np.abs(values).max())):
+            dropped[name] = f"constant ({values[0]:g}) in the training frame"
+            continue
+        fill = float(np.median(values))
+        filled = col.fill_null(fill).fill_nan(fill).to_numpy()
+        terms.append(name)
+        fills.append(fill)
+        centres.append(float(filled.mean()) if _is_centred(name) else 0.0)
+    return CovariateSpec(tuple(terms), tuple(centres), tuple(fills), dropped)
+
+
+def build_covariates(spec: CovariateSpec, frame: pl.DataFrame) -> np.ndarray:
+    """Covariate matrix (n, len(spec.terms)): nulls imputed, continuous terms centred."""
+    missing = [t for t in spec.terms if t not in frame.columns]
+    if missing:
+        raise DataContractError(
+            f"forecast rows lack covariate column(s) {missing} the model was fitted with; "
+            "build them with poolcast.features.build_forecast_frame from the same FeatureSpec"
+        )
+    out = np.empty((frame.height, len(spec.terms)), dtype=float)
+    for j, (name, centre, fill) in enumerate(zip(spec.terms, spec.centres, spec.fill_values, strict=True)):
+        col = frame.get_column(name).cast(pl.Float64).fill_null(fill).fill_nan(fill)
+        out[:, j] = col.to_numpy() - centre
+    return out
+
+
+def build_design(spec: CovariateSpec, frame: pl.DataFrame) -> np.ndarray:
+    """Design matrix with a leading intercept column: (n, 1 + len(spec.terms))."""
+    return np.column_stack([np.ones(frame.height), build_covariates(spec, frame)])
+
+
+def build_covariate_frame(spec: CovariateSpec, frame: pl.DataFrame) -> pl.DataFrame:
+    """``sku``, ``sales`` (when present) and the transformed covariates under their own names."""
+    x = build_covariates(spec, frame)
+    cols = [pl.Series(name, x[:, j]) for j, name in enumerate(spec.terms)]
+    keep = [c for c in ("sku", "sales") if c in frame.columns]
+    return frame.select(keep).with_columns(cols)

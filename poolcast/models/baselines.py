@@ -1,0 +1,156 @@
+"""Baseline candidates: seasonal naive (the scale of every scaled metric) and a moving average."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import polars as pl
+
+from poolcast.models._negbin import estimate_alpha_moments, sample_nb2
+from poolcast.models._validation import Interval, Options
+from poolcast.models.base import Candidate, HorizonReport
+
+__all__ = ["MovingAverage", "SeasonalNaive"]
+
+
+def _first_available(frame: pl.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
+    """Row-wise first non-null value among ``columns`` (those present), else 0."""
+    present = [pl.col(c).cast(pl.Float64) for c in columns if c in frame.columns]
+    if not present:
+        return np.zeros(frame.height)
+    expr = pl.coalesce([*present, pl.lit(0.0)])
+    return frame.select(expr.alias("x")).get_column("x").to_numpy().astype(float)
+
+
+@dataclass(frozen=True)
+class _NaiveModel:
+    errors: np.ndarray
+    n_rows: int
+    n_iter: int = 0
+
+
+class SeasonalNaive(Candidate):
+    """Seasonal naive forecast :math:`\\hat y_T = y_{T-12}` with empirical predictive errors.
+
+    The point forecast is the feature ``sales_lag_seasonal`` (sales at T-12), falling back to
+    ``sales_lag_0`` (the origin month), then ``sales_rm_12``, then 0 when a SKU is too short.
+
+    Predictive distribution, per horizon h, from the in-sample seasonal-naive errors of the
+    training rows of that horizon:
+
+    * ``error_model="log_ratio"`` (default, scale-free across SKUs):
+      :math:`e = \\log(1+y) - \\log(1+\\hat y)`; a draw is
+      :math:`\\operatorname{round}((1+\\hat y)e^{e^*} - 1)` with :math:`e^*` resampled, clipped at 0;
+    * ``error_model="additive"``: :math:`e = y - \\hat y`; draw :math:`\\operatorname{round}(\\hat y + e^*)`,
+      clipped at 0.
+
+    The predictive ``mean`` is the point forecast itself (so MASE scores the textbook baseline);
+    quantiles come from the draws.
+
+    Parameters
+    ----------
+    error_model : {"log_ratio", "additive"}
+    max_errors : int
+        At most this many training errors are kept per horizon (an even subsample).
+    """
+
+    name: ClassVar[str] = "seasonal_naive"
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "error_model": [Options(frozenset({"log_ratio", "additive"}))],
+        "max_errors": [Interval(int, 1, None)],
+    }
+    _point_columns: ClassVar[tuple[str, ...]] = ("sales_lag_seasonal", "sales_lag_0", "sales_rm_12")
+
+    def __init__(self, *, error_model: str = "log_ratio", max_errors: int = 50_000) -> None:
+        self.error_model = error_model
+        self.max_errors = max_errors
+
+    def _point(self, frame: pl.DataFrame) -> np.ndarray:
+        return _first_available(frame, self._point_columns)
+
+    def _fit_horizon(self, train_h: pl.DataFrame, horizon: int) -> _NaiveModel:
+        y = train_h.get_column("sales").cast(pl.Float64).to_numpy()
+        yhat = self._point(train_h)
+        if self.error_model == "log_ratio":
+            errors = np.log1p(y) - np.log1p(yhat)
+        else:
+            errors = y - yhat
+        if errors.size > self.max_errors:
+            errors = errors[np.linspace(0, errors.size - 1, self.max_errors).astype(int)]
+        if errors.size == 0:
+            errors = np.zeros(1)
+        return _NaiveModel(errors=np.sort(errors), n_rows=train_h.height)
+
+    def _predict_horizon(
+        self, model: _NaiveModel, rows_h: pl.DataFrame, n_samples: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        yhat = self._point(rows_h)
+        e = model.errors[rng.integers(0, model.errors.size, size=(rows_h.height, n_samples))]
+        if self.error_model == "log_ratio":
+            draws = np.expm1(np.log1p(yhat)[:, None] + e)
+        else:
+            draws = yhat[:, None] + e
+        return yhat, np.clip(np.rint(draws), 0, None).astype(np.int64)
+
+    def _report_horizon(self, model: _NaiveModel) -> HorizonReport:
+        q = np.quantile(model.errors, [0.1, 0.5, 0.9])
+        return HorizonReport(
+            convergence={
+                "error_model": self.error_model,
+                "n_errors": int(model.errors.size),
+                "error_q10": float(q[0]),
+                "error_q50": float(q[1]),
+                "error_q90": float(q[2]),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class _MovingAverageModel:
+    alpha: float
+    n_rows: int
+    n_iter: int = 0
+
+
+class MovingAverage(Candidate):
+    """Moving-average forecast :math:`\\hat y_T = \\frac1w\\sum_{k<w} y_{origin-k}` with NB2 noise.
+
+    The point forecast is the feature ``sales_rm_<window>`` (null-skipping mean ending at the
+    origin), falling back to the other rolling mean, then ``sales_lag_0``, then 0. The
+    predictive distribution is NB2 with mean :math:`\\hat y` and a dispersion estimated per
+    horizon from the training residuals by moments,
+    :math:`\\hat\\alpha = \\sum[(y-\\hat y)^2-\\hat y]/\\sum \\hat y^2` (floored at 1e-8, i.e. Poisson).
+
+    Parameters
+    ----------
+    window : {3, 12}
+        Months in the rolling mean.
+    """
+
+    name: ClassVar[str] = "moving_average"
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "window": [Options(frozenset({3, 12}))],
+    }
+
+    def __init__(self, *, window: int = 3) -> None:
+        self.window = window
+
+    def _point(self, frame: pl.DataFrame) -> np.ndarray:
+        other = 12 if self.window == 3 else 3
+        return _first_available(frame, (f"sales_rm_{self.window}", f"sales_rm_{other}", "sales_lag_0"))
+
+    def _fit_horizon(self, train_h: pl.DataFrame, horizon: int) -> _MovingAverageModel:
+        y = train_h.get_column("sales").cast(pl.Float64).to_numpy()
+        alpha = estimate_alpha_moments(y, self._point(train_h))
+        return _MovingAverageModel(alpha=alpha, n_rows=train_h.height)
+
+    def _predict_horizon(
+        self, model: _MovingAverageModel, rows_h: pl.DataFrame, n_samples: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        yhat = self._point(rows_h)
+        return yhat, sample_nb2(yhat, model.alpha, n_samples, rng)
+
+    def _report_horizon(self, model: _MovingAverageModel) -> HorizonReport:
+        return HorizonReport(convergence={"nb2_alpha": model.alpha, "window": self.window})

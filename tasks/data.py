@@ -1,0 +1,58 @@
+"""Load, validate and prepare the backtest: each task one call into poolcast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from poolcast.backtest import OriginSplit, prepare_splits
+from poolcast.config import PipelineConfig, load_config
+from poolcast.io import LoadedSource, load_source
+from poolcast.validation import ValidationResult, validate_panel, write_quarantine
+from tasks._retry import retry_if_transient
+
+__all__ = ["build_backtest", "load", "resolve_config", "save_quarantine", "validate"]
+
+
+@task(cache_policy=NO_CACHE)
+def resolve_config(
+    config_path: str | None, *, source: str, mapping: str, as_of: str | None, work_dir: str
+) -> PipelineConfig:
+    """The run's configuration: the TOML file (if any) overridden by the flow parameters."""
+    return load_config(config_path, source=source, mapping=mapping, as_of=as_of, work_dir=work_dir)
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10, retry_condition_fn=retry_if_transient)
+def load(config: PipelineConfig) -> LoadedSource:
+    """Read the source through the mapping (retried only on transient I/O errors)."""
+    loaded = load_source(config.source, config.mapping)
+    get_run_logger().info("loaded %d rows from %s", loaded.frame.height, loaded.source)
+    return loaded
+
+
+@task(cache_policy=NO_CACHE)
+def validate(loaded: LoadedSource, config: PipelineConfig) -> ValidationResult:
+    """Quarantine bad rows and build the validated panel."""
+    result = validate_panel(loaded, config=config.validation, as_of=config.as_of)
+    c = result.counts
+    get_run_logger().info(
+        "rows in %d = accepted %d + quarantined %d; %d SKUs, %d gap months",
+        c.rows_in, c.rows_accepted, c.rows_quarantined, c.skus, c.gaps,
+    )
+    return result
+
+
+@task(cache_policy=NO_CACHE)
+def save_quarantine(result: ValidationResult, work_dir: Path) -> Path:
+    """Write the quarantine table to ``<work_dir>/quarantine.csv`` (header only when empty)."""
+    return write_quarantine(result, Path(work_dir) / "quarantine.csv")
+
+
+@task(cache_policy=NO_CACHE)
+def build_backtest(panel, config: PipelineConfig) -> list[OriginSplit]:
+    """Rolling-origin splits with leakage-safe features rebuilt at every origin."""
+    splits = prepare_splits(panel, feature_config=config.features, n_origins=config.backtest.n_origins)
+    get_run_logger().info("backtest origins: %s", ", ".join(str(s.origin) for s in splits))
+    return splits
