@@ -28,8 +28,7 @@ from poolcast.config import FeatureConfig
 from poolcast.errors import DataContractError, InvalidParameterError, PoolcastError
 from poolcast.features import (
     FeatureSpec,
-    build_forecast_frame,
-    build_training_frame,
+    build_origin_frames,
     make_feature_spec,
 )
 from poolcast.metrics import (
@@ -206,9 +205,8 @@ def prepare_splits(
         history = panel.filter(pl.col("month") <= origin)
         later = panel.filter(pl.col("month") > origin)
         spec = make_feature_spec(history, feature_config)
-        train = build_training_frame(history, spec)
         plan = later.select("sku", "month", "promo") if has_promo else None
-        rows = build_forecast_frame(history, spec, origin=origin, future=plan)
+        train, rows = build_origin_frames(history, spec, origin=origin, future=plan)
         truth = later.filter(pl.col("sales").is_not_null()).select(
             "sku", "month", pl.col("sales").cast(pl.Int64).alias("_y")
         )
@@ -522,6 +520,14 @@ def select_champion(leaderboard: pl.DataFrame, *, metric: str = "scaled_pinball"
     PoolcastError
         When no candidate succeeded.
     """
+    failed = leaderboard.filter(pl.col("status") != "ok")
+    reasons = "; ".join(f"{c}: {e}" for c, e in failed.select("candidate", "error").iter_rows())
+    if failed.height == leaderboard.height:
+        raise PoolcastError(
+            "no candidate can be champion: every candidate failed the backtest"
+            + (f" ({reasons})" if reasons else " (none ran)")
+            + "; check the data and the candidate list in [backtest] candidates"
+        )
     if metric not in leaderboard.columns:
         numeric = [c for c, t in leaderboard.schema.items() if t.is_numeric()]
         raise InvalidParameterError(
@@ -531,12 +537,9 @@ def select_champion(leaderboard: pl.DataFrame, *, metric: str = "scaled_pinball"
         (pl.col("status") == "ok") & pl.col(metric).is_not_null() & pl.col(metric).is_not_nan()
     )
     if ok.height == 0:
-        failed = leaderboard.filter(pl.col("status") == "failed")
-        reasons = "; ".join(f"{c}: {e}" for c, e in failed.select("candidate", "error").iter_rows())
         raise PoolcastError(
             f"no candidate can be champion: none finished the backtest with a finite {metric!r}"
             + (f" (failures: {reasons})" if reasons else "")
-            + "; check the data and the candidate list in [backtest] candidates"
         )
     tie = ["mase"] if "mase" in ok.columns else []
     ordered = ok.with_columns(*(pl.col(c).fill_nan(math.inf) for c in tie)).sort(

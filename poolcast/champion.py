@@ -100,7 +100,9 @@ class ChampionForecaster:
         )
         return forecast.to_frame()
 
-    def forecast(self, history: pl.DataFrame, *, future: pl.DataFrame | None = None) -> pl.DataFrame:
+    def forecast(
+        self, history: pl.DataFrame, *, future: pl.DataFrame | None = None
+    ) -> pl.DataFrame:
         """Forecast the next horizons from the end of a validated panel."""
         from poolcast.features import build_forecast_frame
 
@@ -111,9 +113,13 @@ class ChampionForecaster:
 
         pandas datetimes in ``origin`` / ``month`` are cast back to polars ``Date``.
         """
-        frame = model_input if isinstance(model_input, pl.DataFrame) else pl.from_pandas(model_input)
+        frame = (
+            model_input if isinstance(model_input, pl.DataFrame) else pl.from_pandas(model_input)
+        )
         casts = [
-            pl.col(c).cast(pl.Date) for c in _DATE_COLUMNS if c in frame.columns and frame.schema[c] != pl.Date
+            pl.col(c).cast(pl.Date)
+            for c in _DATE_COLUMNS
+            if c in frame.columns and frame.schema[c] != pl.Date
         ]
         if casts:
             frame = frame.with_columns(casts)

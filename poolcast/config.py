@@ -155,7 +155,11 @@ class PipelineConfig:
 
     @property
     def outputs_db(self) -> Path:
-        return Path(self.tracking.outputs_db) if self.tracking.outputs_db else self.work_dir / "outputs.duckdb"
+        return (
+            Path(self.tracking.outputs_db)
+            if self.tracking.outputs_db
+            else self.work_dir / "outputs.duckdb"
+        )
 
     def with_overrides(self, **overrides: Any) -> PipelineConfig:
         """A copy with top-level fields replaced; None values are ignored."""

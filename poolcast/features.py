@@ -60,6 +60,7 @@ __all__ = [
     "KEY_COLUMNS",
     "FeatureSpec",
     "build_forecast_frame",
+    "build_origin_frames",
     "build_training_frame",
     "make_feature_spec",
 ]
@@ -203,18 +204,7 @@ def build_training_frame(history: pl.DataFrame, spec: FeatureSpec) -> pl.DataFra
     """
     _check_history(history)
     panel = _sorted(history)
-    state = _origin_state(panel, spec)
-    rows = _expand(state, spec)
-    targets = panel.filter(pl.col("sales").is_not_null()).select(
-        "sku",
-        "month",
-        pl.col("sales").cast(pl.Int64),
-        pl.col("promo").cast(pl.Int8)
-        if "promo" in panel.columns
-        else pl.lit(0, pl.Int8).alias("promo"),
-    )
-    rows = rows.join(targets, on=["sku", "month"], how="inner")
-    return _finish(rows, spec)
+    return _training_rows(panel, _origin_state(panel, spec), spec)
 
 
 def build_forecast_frame(
@@ -245,6 +235,31 @@ def build_forecast_frame(
         A SKU whose history ends before the origin gets NULL lags for the unseen months.
         Sorted by (horizon, sku).
     """
+    panel, origin = _panel_up_to(history, origin)
+    state = _origin_state(panel, spec)
+    return _forecast_rows(state, spec, origin, future)
+
+
+def build_origin_frames(
+    history: pl.DataFrame,
+    spec: FeatureSpec,
+    *,
+    origin: date,
+    future: pl.DataFrame | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Training and forecast frames of one origin, sharing one pass over the history.
+
+    Equal to ``(build_training_frame(history.filter(month <= origin), spec),
+    build_forecast_frame(history, spec, origin=origin, future=future))`` and cheaper: the
+    origin-side features are computed once (the backtest calls this per origin).
+    """
+    panel, origin = _panel_up_to(history, origin)
+    state = _origin_state(panel, spec)
+    return _training_rows(panel, state, spec), _forecast_rows(state, spec, origin, future)
+
+
+def _panel_up_to(history: pl.DataFrame, origin: date | None) -> tuple[pl.DataFrame, date]:
+    """Sorted rows up to the origin, SKUs that ended earlier padded with empty months."""
     _check_history(history)
     if origin is None:
         origin = history.get_column("month").max()
@@ -255,9 +270,29 @@ def build_forecast_frame(
     panel = _sorted(history.filter(pl.col("month") <= origin))
     if panel.height == 0:
         raise DataContractError(f"history has no month at or before origin {origin}")
-    panel = _extend_to(panel, origin)
-    state = _origin_state(panel, spec).filter(pl.col("origin") == origin)
+    # Padding only appends months after a SKU's last one: the state of earlier months is
+    # unchanged (every feature is causal) and padded months hold no target.
+    return _extend_to(panel, origin), origin
+
+
+def _training_rows(panel: pl.DataFrame, state: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
     rows = _expand(state, spec)
+    targets = panel.filter(pl.col("sales").is_not_null()).select(
+        "sku",
+        "month",
+        pl.col("sales").cast(pl.Int64),
+        pl.col("promo").cast(pl.Int8)
+        if "promo" in panel.columns
+        else pl.lit(0, pl.Int8).alias("promo"),
+    )
+    rows = rows.join(targets, on=["sku", "month"], how="inner", maintain_order="left")
+    return _finish(rows, spec)
+
+
+def _forecast_rows(
+    state: pl.DataFrame, spec: FeatureSpec, origin: date, future: pl.DataFrame | None
+) -> pl.DataFrame:
+    rows = _expand(state.filter(pl.col("origin") == origin), spec)
     if future is not None:
         missing = [c for c in ("sku", "month", "promo") if c not in future.columns]
         if missing:
@@ -265,7 +300,7 @@ def build_forecast_frame(
         plan = future.select("sku", "month", pl.col("promo").cast(pl.Int8)).unique(
             ["sku", "month"], keep="last"
         )
-        rows = rows.join(plan, on=["sku", "month"], how="left")
+        rows = rows.join(plan, on=["sku", "month"], how="left", maintain_order="left")
     else:
         rows = rows.with_columns(promo=pl.lit(None, pl.Int8))
     rows = rows.with_columns(pl.col("promo").fill_null(0), sales=pl.lit(None, pl.Int64))
@@ -363,7 +398,7 @@ def _log_customers(panel: pl.DataFrame) -> pl.DataFrame:
     )
     return (
         panel.select("sku", "month")
-        .join(observed, on=["sku", "month"], how="left")
+        .join(observed, on=["sku", "month"], how="left", maintain_order="left")
         .with_columns(pl.col("log_customers").forward_fill().over("sku"))
     )
 
@@ -405,20 +440,26 @@ def _origin_state(panel: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
 
 
 def _expand(state: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
-    """Cross origins with horizons; add T, the seasonal lag for h and the calendar of T."""
-    horizons = pl.DataFrame({"horizon": list(spec.horizons)}, schema={"horizon": pl.Int32})
-    target_idx = _month_index("origin") + pl.col("horizon")
+    """Cross origins with horizons; add T, the seasonal lag for h and the calendar of T.
+
+    Built as one block per horizon (each in the state's (sku, origin) order), so the
+    result is already sorted by (horizon, sku, origin).
+    """
     epoch_idx = spec.epoch.year * 12 + spec.epoch.month - 1
-    seasonal = pl.lit(None, pl.Float64)
+    seasonal = [f"_seasonal_{h}" for h in spec.horizons]
+    base = state.drop(seasonal)
+    blocks = []
     for h in spec.horizons:
-        seasonal = (
-            pl.when(pl.col("horizon") == h).then(pl.col(f"_seasonal_{h}")).otherwise(seasonal)
+        target_idx = _month_index("origin") + h
+        blocks.append(
+            base.with_columns(
+                pl.lit(h, pl.Int32).alias("horizon"),
+                _date_from_index(target_idx).alias("month"),
+                ((target_idx - epoch_idx).cast(pl.Float64) / 12.0).alias("t"),
+                state.get_column(f"_seasonal_{h}").alias("sales_lag_seasonal"),
+            )
         )
-    rows = state.join(horizons, how="cross").with_columns(
-        month=_date_from_index(target_idx),
-        t=(target_idx - epoch_idx).cast(pl.Float64) / 12.0,
-        sales_lag_seasonal=seasonal,
-    )
+    rows = pl.concat(blocks)
     moy = pl.col("month").dt.month()
     angle = 2.0 * math.pi * moy.cast(pl.Float64) / 12.0
     return rows.with_columns(
@@ -427,11 +468,11 @@ def _expand(state: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
         fourier_c1=angle.cos(),
         fourier_s2=(2.0 * angle).sin(),
         fourier_c2=(2.0 * angle).cos(),
-    ).drop([f"_seasonal_{h}" for h in spec.horizons])
+    )
 
 
 def _finish(rows: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
     missing = [c for c in spec.feature_columns if c not in rows.columns]
     if missing:  # pragma: no cover - guards a spec / builder mismatch
         raise DataContractError(f"feature builder did not produce column(s) {missing}")
-    return rows.select(*KEY_COLUMNS, *spec.feature_columns).sort("horizon", "sku", "origin")
+    return rows.select(*KEY_COLUMNS, *spec.feature_columns)

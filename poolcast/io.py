@@ -226,7 +226,7 @@ def _read_sql(
     if table is None and query is None:
         raise SourceError(
             f"{shown}: no table or query named; write the URL as '{shown}#table' or set "
-            f"[source] table = \"...\" (or query) in mapping {mapping.name!r}",
+            f'[source] table = "..." (or query) in mapping {mapping.name!r}',
             source=shown,
         )
     if table is not None:
@@ -260,7 +260,9 @@ def _read_sql(
     return frame, shown
 
 
-def _check_columns(raw: pl.DataFrame, mapping: Mapping, shown: str, *, separator: str | None) -> None:
+def _check_columns(
+    raw: pl.DataFrame, mapping: Mapping, shown: str, *, separator: str | None
+) -> None:
     missing = [(dst, src) for dst, src in mapping.columns.items() if src not in raw.columns]
     if not missing:
         return

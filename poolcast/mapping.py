@@ -52,7 +52,15 @@ REQUIRED_CONTRACT_COLUMNS: tuple[str, ...] = ("sku", "month", "sales")
 OPTIONAL_CONTRACT_COLUMNS: tuple[str, ...] = ("customer_count", "category", "promo", "on_hand")
 CONTRACT_COLUMNS: tuple[str, ...] = REQUIRED_CONTRACT_COLUMNS + OPTIONAL_CONTRACT_COLUMNS
 
-_TOP_KEYS = {"name", "description", "gap_policy", "columns", "optional_columns", "binarise", "source"}
+_TOP_KEYS = {
+    "name",
+    "description",
+    "gap_policy",
+    "columns",
+    "optional_columns",
+    "binarise",
+    "source",
+}
 _SOURCE_KEYS = {"separator", "table", "query"}
 _GAP_POLICIES = ("missing", "zero")
 _BINARISABLE = ("promo",)
@@ -103,9 +111,12 @@ class Mapping:
         if missing:
             raise InvalidParameterError(
                 f"{where}: [columns] must map the required contract column(s) {missing} "
-                f"(e.g. sku = \"YourSkuColumn\")"
+                f'(e.g. sku = "YourSkuColumn")'
             )
-        for table_name, cols in (("columns", self.columns), ("optional_columns", self.optional_columns)):
+        for table_name, cols in (
+            ("columns", self.columns),
+            ("optional_columns", self.optional_columns),
+        ):
             unknown = sorted(set(cols) - set(CONTRACT_COLUMNS))
             if unknown:
                 raise InvalidParameterError(
@@ -166,7 +177,9 @@ class Mapping:
 def shipped_mappings() -> list[str]:
     """Names of the mappings shipped in ``poolcast/mappings/``."""
     folder = resources.files("poolcast") / "mappings"
-    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+    return sorted(
+        p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")
+    )
 
 
 def load_mapping(mapping: str | Path | Mapping) -> Mapping:
@@ -188,11 +201,15 @@ def load_mapping(mapping: str | Path | Mapping) -> Mapping:
     path = Path(text)
     if text in shipped_mappings() and not path.suffix:
         resource = resources.files("poolcast") / "mappings" / f"{text}.toml"
-        return _from_toml(resource.read_text(), where=f"shipped mapping {text!r}", path=None, stem=text)
+        return _from_toml(
+            resource.read_text(), where=f"shipped mapping {text!r}", path=None, stem=text
+        )
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise InvalidParameterError(f"mapping file {text!r} does not exist")
-        return _from_toml(path.read_text(), where=f"mapping file {text!r}", path=path, stem=path.stem)
+        return _from_toml(
+            path.read_text(), where=f"mapping file {text!r}", path=path, stem=path.stem
+        )
     raise InvalidParameterError(
         f"mapping {text!r} is neither a shipped mapping {shipped_mappings()} nor a TOML file path"
     )
@@ -205,7 +222,9 @@ def _from_toml(text: str, *, where: str, path: Path | None, stem: str) -> Mappin
         raise InvalidParameterError(f"{where} is not valid TOML: {exc}") from exc
     unknown = sorted(set(raw) - _TOP_KEYS)
     if unknown:
-        raise InvalidParameterError(f"{where}: unknown key(s) {unknown}; allowed are {sorted(_TOP_KEYS)}")
+        raise InvalidParameterError(
+            f"{where}: unknown key(s) {unknown}; allowed are {sorted(_TOP_KEYS)}"
+        )
     source = raw.get("source", {})
     unknown = sorted(set(source) - _SOURCE_KEYS)
     if unknown:

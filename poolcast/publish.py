@@ -74,7 +74,11 @@ def forecast_quantiles_long(forecast: pl.DataFrame) -> tuple[pl.DataFrame, pl.Da
     points = forecast.drop(qcols)
     if not qcols:
         return points, pl.DataFrame(
-            schema={**{k: forecast.schema[k] for k in keys}, "level": pl.Float64, "value": pl.Float64}
+            schema={
+                **{k: forecast.schema[k] for k in keys},
+                "level": pl.Float64,
+                "value": pl.Float64,
+            }
         )
     long = forecast.select([*keys, *qcols]).unpivot(
         index=keys, on=qcols, variable_name="level", value_name="value"
@@ -105,9 +109,7 @@ def _check_tables(tables: Mapping[str, pl.DataFrame]) -> None:
 
 def _ensure_table(con, name: str, frame: pl.DataFrame) -> None:
     """Create ``name`` from the frame's schema if absent; add columns the frame has and the table lacks."""
-    con.execute(
-        f"CREATE TABLE IF NOT EXISTS {_ident(name)} AS SELECT * FROM frame LIMIT 0"
-    )
+    con.execute(f"CREATE TABLE IF NOT EXISTS {_ident(name)} AS SELECT * FROM frame LIMIT 0")
     existing = {row[0] for row in con.execute(f"DESCRIBE {_ident(name)}").fetchall()}
     described = {row[0]: row[1] for row in con.execute("DESCRIBE SELECT * FROM frame").fetchall()}
     for col, sql_type in described.items():

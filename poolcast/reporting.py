@@ -18,6 +18,7 @@ import polars as pl
 
 __all__ = [
     "CandidateFailure",
+    "CandidateRun",
     "RetrainSummary",
     "candidate_figures",
     "candidate_metrics",
@@ -25,9 +26,10 @@ __all__ = [
     "candidate_tables",
     "data_quality_rows",
     "describe_candidate",
+    "failures_of",
     "leaderboard_rows",
-    "summary_markdown",
     "split_outcomes",
+    "summary_markdown",
     "summary_text",
 ]
 
@@ -85,6 +87,17 @@ class RetrainSummary:
     quarantine_path: Path | None = None
     forecast_rows: int = 0
 
+    def __str__(self) -> str:
+        return summary_text(self)
+
+
+def failures_of(leaderboard: pl.DataFrame) -> dict[str, str]:
+    """``{candidate: error}`` of the leaderboard's failed rows."""
+    if "status" not in leaderboard.columns:
+        return {}
+    failed = leaderboard.filter(pl.col("status") == "failed")
+    return {name: error or "" for name, error in failed.select("candidate", "error").iter_rows()}
+
 
 def _clean(value: Any, digits: int) -> Any:
     """JSON-friendly cell: floats rounded, NaN/inf as None, dates as ISO strings."""
@@ -122,10 +135,13 @@ def data_quality_rows(
     """
     rows = [{"check": name, "rows": int(value)} for name, value in counts.items()]
     if reasons is not None and reasons.height and reason_column in reasons.columns:
-        per = reasons.group_by(reason_column).len().sort(["len", reason_column], descending=[True, False])
+        per = (
+            reasons.group_by(reason_column)
+            .len()
+            .sort(["len", reason_column], descending=[True, False])
+        )
         rows += [
-            {"check": f"quarantined: {reason}", "rows": int(n)}
-            for reason, n in per.iter_rows()
+            {"check": f"quarantined: {reason}", "rows": int(n)} for reason, n in per.iter_rows()
         ]
     return rows
 
@@ -152,7 +168,10 @@ def leaderboard_rows(
 
 
 def _top(summary: RetrainSummary, n: int) -> list[dict[str, Any]]:
-    return leaderboard_rows(summary.leaderboard.head(n))
+    board = summary.leaderboard
+    if "status" in board.columns:
+        board = board.filter(pl.col("status") == "ok")
+    return leaderboard_rows(board.head(n))
 
 
 def summary_markdown(summary: RetrainSummary, *, top: int = 5) -> str:
@@ -180,7 +199,9 @@ def summary_markdown(summary: RetrainSummary, *, top: int = 5) -> str:
         cols = list(rows[0])
         lines += [f"## Leaderboard (top {len(rows)})", "", "| " + " | ".join(cols) + " |"]
         lines.append("|" + "|".join("---" for _ in cols) + "|")
-        lines += ["| " + " | ".join("" if r[c] is None else str(r[c]) for c in cols) + " |" for r in rows]
+        lines += [
+            "| " + " | ".join("" if r[c] is None else str(r[c]) for c in cols) + " |" for r in rows
+        ]
         lines.append("")
     if summary.failures:
         lines += ["## Failed candidates", ""]
@@ -191,9 +212,7 @@ def summary_markdown(summary: RetrainSummary, *, top: int = 5) -> str:
 
 def summary_text(summary: RetrainSummary, *, top: int = 3) -> str:
     """A short plain-text summary printed at the end of a run."""
-    best = ", ".join(
-        f"{r.get('name', r.get('candidate', '?'))}" for r in _top(summary, top)
-    )
+    best = ", ".join(f"{r.get('name', r.get('candidate', '?'))}" for r in _top(summary, top))
     lines = [
         f"poolcast retrain as of {summary.as_of or 'latest'}",
         f"  rows in {summary.rows_in} = accepted {summary.rows_accepted} + quarantined "
@@ -234,9 +253,30 @@ class CandidateFailure:
         return f"{self.error_type}: {self.message}"
 
 
+@dataclass(frozen=True)
+class CandidateRun:
+    """A candidate that finished the backtest.
+
+    Fields
+    ------
+    result : CandidateBacktest
+        Its backtest (predictions, metrics).
+    report : CandidateReport or None
+        ``describe()`` of the candidate fitted at the last origin (see :func:`describe_candidate`).
+    """
+
+    result: Any
+    report: Any = None
+
+    @property
+    def name(self) -> str:
+        """Candidate name."""
+        return self.result.name
+
+
 def split_outcomes(outcomes: Sequence[Any]) -> tuple[list[Any], dict[str, str]]:
     """Split compete outcomes into backtest results and ``{name: "ErrorType: message"}`` failures."""
-    results = [o for o in outcomes if not isinstance(o, CandidateFailure)]
+    results = [o.result for o in outcomes if isinstance(o, CandidateRun)]
     failures = {o.name: o.error for o in outcomes if isinstance(o, CandidateFailure)}
     return results, failures
 

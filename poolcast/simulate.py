@@ -165,7 +165,12 @@ def simulate_panel(
     _check(n_months >= 1, "n_months", n_months, ">= 1")
     _check(family in _FAMILIES, "family", family, f"one of {list(_FAMILIES)}")
     _check(n_categories >= 1, "n_categories", n_categories, ">= 1")
-    _check(sd_intercept >= 0 and sd_promo >= 0 and sd_category >= 0, "sd_*", (sd_intercept, sd_promo, sd_category), ">= 0")
+    _check(
+        sd_intercept >= 0 and sd_promo >= 0 and sd_category >= 0,
+        "sd_*",
+        (sd_intercept, sd_promo, sd_category),
+        ">= 0",
+    )
     _check(-1.0 <= corr <= 1.0, "corr", corr, "in [-1, 1]")
     _check(theta > 0, "theta", theta, "> 0")
     _check(0.0 <= promo_rate <= 1.0, "promo_rate", promo_rate, "in [0, 1]")
@@ -193,7 +198,9 @@ def simulate_panel(
 
     # SKU x month draws, (n_skus, n_months)
     promo = (rng.random((n_skus, n_months)) < promo_rate).astype(np.int8)
-    log_traffic = cust_level[:, None] + 0.15 * sin1[None, :] + rng.normal(0.0, 0.2, (n_skus, n_months))
+    log_traffic = (
+        cust_level[:, None] + 0.15 * sin1[None, :] + rng.normal(0.0, 0.2, (n_skus, n_months))
+    )
     customers = rng.poisson(np.exp(log_traffic))
     eta = (
         intercept
@@ -214,9 +221,7 @@ def simulate_panel(
     sku_names = pl.int_range(1, n_skus + 1, eager=True).cast(pl.String).str.zfill(width)
     sku_names = ("SKU" + sku_names).alias("sku")
     cat_names = [f"C{k + 1:0{cat_width}d}" for k in range(n_categories)]
-    months = pl.date_range(
-        first, _add_months(first, n_months - 1), "1mo", eager=True
-    )
+    months = pl.date_range(first, _add_months(first, n_months - 1), "1mo", eager=True)
     sku_cats = pl.Series("category", cat_names, dtype=pl.String).gather(category_idx)
     frame = pl.DataFrame(
         {
@@ -239,8 +244,14 @@ def simulate_panel(
             "fourier_s1": float(seasonal[0]),
             "fourier_c1": float(seasonal[1]),
         },
-        category_effects={name: float(v) for name, v in zip(cat_names, category_effect, strict=True)},
-        sd={"intercept": float(sd_intercept), "promo": float(sd_promo), "category": float(sd_category)},
+        category_effects={
+            name: float(v) for name, v in zip(cat_names, category_effect, strict=True)
+        },
+        sd={
+            "intercept": float(sd_intercept),
+            "promo": float(sd_promo),
+            "category": float(sd_category),
+        },
         corr=float(corr),
         sku_effects=pl.DataFrame(
             {"sku": sku_names, "category": sku_cats, "intercept": b0, "promo": b1}
@@ -275,4 +286,6 @@ def _add_months(d: date, k: int) -> date:
 
 def _check(ok: bool, name: str, value: object, allowed: str) -> None:
     if not ok:
-        raise InvalidParameterError(f"simulate_panel: {name}={value!r} is not allowed; it must be {allowed}")
+        raise InvalidParameterError(
+            f"simulate_panel: {name}={value!r} is not allowed; it must be {allowed}"
+        )

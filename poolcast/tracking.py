@@ -16,7 +16,9 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,24 +29,32 @@ from poolcast.champion import (
     TAG_FINGERPRINT,
     TAG_METRIC,
     TAG_SCORE,
+    AliasDecision,
     ChampionForecaster,
     ChampionRecord,
+    decide_alias,
 )
+from poolcast.config import PipelineConfig
 
 __all__ = [
     "CHAMPION_ALIAS",
+    "Registration",
+    "RetrainRun",
     "current_champion",
     "ensure_experiment",
     "finish_run",
+    "log_candidate_outcome",
     "log_candidate_run",
     "log_champion_model",
     "log_data_quality",
     "log_frame",
     "log_input_dataset",
     "log_values",
+    "register_champion",
     "run_url",
     "set_champion_alias",
     "start_parent_run",
+    "start_retrain",
 ]
 
 CHAMPION_ALIAS = "champion"
@@ -146,7 +156,9 @@ def log_data_quality(
     """Log the data-quality counts as metrics and the quarantine file as an artifact."""
     log_values(tracking_uri, run_id, metrics={f"dq_{k}": float(v) for k, v in counts.items()})
     if quarantine_path is not None and Path(quarantine_path).exists():
-        _client(tracking_uri).log_artifact(run_id, str(quarantine_path), artifact_path="data_quality")
+        _client(tracking_uri).log_artifact(
+            run_id, str(quarantine_path), artifact_path="data_quality"
+        )
 
 
 def log_input_dataset(
@@ -156,9 +168,11 @@ def log_input_dataset(
     import mlflow.data
     from mlflow.entities import DatasetInput, InputTag
 
-    dataset = mlflow.data.from_pandas(
-        panel.to_pandas(), source=source, name=name, targets="sales"
-    )
+    with warnings.catch_warnings():  # "source can be interpreted in multiple ways": a local file
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_pandas(
+            panel.to_pandas(), source=source, name=name, targets="sales"
+        )
     entity = dataset._to_mlflow_entity()
     _client(tracking_uri).log_inputs(
         run_id,
@@ -245,7 +259,10 @@ def log_champion_model(
     requirements = [f"{m}=={_version(m)}" for m in ("mlflow", "numpy", "polars", "pandas", "scipy")]
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id):
+    with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+        # MLflow's advice (type hints, input example, models-from-code) does not apply: the
+        # signature is given, and the wrapper is pickled on purpose.
+        warnings.simplefilter("ignore", UserWarning)
         info = mlflow.pyfunc.log_model(
             name="champion_model",
             python_model=_pyfunc_model(forecaster),
@@ -255,7 +272,12 @@ def log_champion_model(
         )
     version = str(info.registered_model_version)
     client = _client(tracking_uri)
-    tags = {TAG_CANDIDATE: forecaster.name, TAG_SCORE: repr(float(score)), TAG_FINGERPRINT: fingerprint, TAG_METRIC: metric}
+    tags = {
+        TAG_CANDIDATE: forecaster.name,
+        TAG_SCORE: repr(float(score)),
+        TAG_FINGERPRINT: fingerprint,
+        TAG_METRIC: metric,
+    }
     for key, value in tags.items():
         client.set_model_version_tag(registered_model_name, version, key, value)
     return version
@@ -282,7 +304,12 @@ def current_champion(
 
 
 def set_champion_alias(
-    tracking_uri: str, registered_model_name: str, version: str, *, reason: str, alias: str = CHAMPION_ALIAS
+    tracking_uri: str,
+    registered_model_name: str,
+    version: str,
+    *,
+    reason: str,
+    alias: str = CHAMPION_ALIAS,
 ) -> None:
     """Point `alias` at `version` and record why on the version."""
     client = _client(tracking_uri)
@@ -292,5 +319,143 @@ def set_champion_alias(
 
 def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     """A browser URL of the run: the server's UI for http(s) URIs, else a local ``mlflow ui``."""
-    base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    base = (
+        tracking_uri.rstrip("/")
+        if tracking_uri.startswith(("http://", "https://"))
+        else "http://127.0.0.1:5000"
+    )
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+@dataclass(frozen=True)
+class RetrainRun:
+    """The MLflow parent run of one retrain.
+
+    Fields
+    ------
+    tracking_uri : str
+        MLflow tracking URI.
+    experiment_id : str
+        Experiment of the run.
+    run_id : str
+        The parent run.
+    """
+
+    tracking_uri: str
+    experiment_id: str
+    run_id: str
+
+    @property
+    def url(self) -> str:
+        """Browser URL of the run (see :func:`run_url`)."""
+        return run_url(self.tracking_uri, self.experiment_id, self.run_id)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The registered champion version and the alias decision.
+
+    Fields
+    ------
+    version : str
+        New registry version of the champion model.
+    decision : AliasDecision
+        Whether the alias ``champion`` moved to it, and why.
+    """
+
+    version: str
+    decision: AliasDecision
+
+
+def start_retrain(config: PipelineConfig, *, run_name: str) -> RetrainRun:
+    """Create (if needed) the experiment and start the retrain's parent run with the config as params."""
+    uri = config.mlflow_tracking_uri
+    experiment_id = ensure_experiment(
+        uri, config.tracking.experiment_name, artifact_dir=Path(config.work_dir) / "mlartifacts"
+    )
+    params = {
+        "source": config.source,
+        "mapping": config.mapping,
+        "as_of": config.as_of,
+        **{f"features.{k}": v for k, v in asdict(config.features).items()},
+        **{f"backtest.{k}": v for k, v in asdict(config.backtest).items()},
+        **{f"validation.{k}": v for k, v in asdict(config.validation).items()},
+    }
+    run_id = start_parent_run(
+        uri, experiment_id, run_name=run_name, params=params, tags={"poolcast.kind": "retrain"}
+    )
+    return RetrainRun(uri, experiment_id, run_id)
+
+
+def log_candidate_outcome(run: RetrainRun, outcome: Any, history: pl.DataFrame) -> str:
+    """Child run of one compete outcome: metrics, params, tables and plots, or the failure."""
+    from poolcast.reporting import (
+        CandidateFailure,
+        candidate_figures,
+        candidate_metrics,
+        candidate_params,
+        candidate_tables,
+    )
+
+    common = {
+        "tracking_uri": run.tracking_uri,
+        "experiment_id": run.experiment_id,
+        "parent_run_id": run.run_id,
+    }
+    if isinstance(outcome, CandidateFailure):
+        return log_candidate_run(**common, name=outcome.name, error=outcome.error)
+    return log_candidate_run(
+        **common,
+        name=outcome.name,
+        params=candidate_params(outcome.report),
+        metrics=candidate_metrics(outcome.result),
+        tables=candidate_tables(outcome.result, outcome.report),
+        figures=candidate_figures(outcome.result, history, outcome.report),
+    )
+
+
+def register_champion(
+    run: RetrainRun,
+    forecaster: ChampionForecaster,
+    *,
+    registered_model_name: str,
+    example: pl.DataFrame,
+    score: float,
+    fingerprint: str,
+    metric: str,
+    rescore: Callable[[str], float | None],
+) -> Registration:
+    """Register the champion model and apply the alias rule of ``poolcast.champion``.
+
+    The current champion is read *before* the new version is registered; the alias moves
+    only when :func:`poolcast.champion.decide_alias` says so. The decision is logged on the
+    parent run (tags ``poolcast.alias_moved`` / ``poolcast.alias_reason``).
+    """
+    current = current_champion(run.tracking_uri, registered_model_name)
+    decision = decide_alias(
+        new_score=score, fingerprint=fingerprint, current=current, rescore=rescore
+    )
+    version = log_champion_model(
+        run.tracking_uri,
+        run.run_id,
+        forecaster,
+        registered_model_name=registered_model_name,
+        example=example,
+        score=score,
+        fingerprint=fingerprint,
+        metric=metric,
+    )
+    if decision.move:
+        set_champion_alias(run.tracking_uri, registered_model_name, version, reason=decision.reason)
+    log_values(
+        run.tracking_uri,
+        run.run_id,
+        metrics={"champion_score": score},
+        tags={
+            "poolcast.champion": forecaster.name,
+            "poolcast.champion_version": version,
+            "poolcast.alias_moved": decision.move,
+            "poolcast.alias_reason": decision.reason,
+        },
+    )
+    return Registration(version, decision)

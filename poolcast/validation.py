@@ -226,30 +226,33 @@ def validate_panel(
     if "promo" in has:
         text, num = pl.col("_clean_promo"), pl.col("_num_promo")
         rules["promo_null"] = ("promo", text.is_null())
-        rules["promo_invalid"] = ("promo", text.is_not_null() & ~num.is_in([0.0, 1.0]).fill_null(False))
+        rules["promo_invalid"] = (
+            "promo",
+            text.is_not_null() & ~num.is_in([0.0, 1.0]).fill_null(False),
+        )
     if "on_hand" in has:
         rules.update(_count_rules("on_hand", cap=None, nullable=True))
 
-    # duplicates among rows with a usable key
+    # duplicates among rows with a usable key; the window functions run only on the
+    # (usually few) rows whose key occurs more than once
     key_ok = sku.is_not_null() & month.is_not_null() & (month.dt.day() == 1)
     value_cols = [f"_clean_{c}" for c in raw.columns if c not in (ROW_COLUMN, "sku", "month")]
     keyed = parsed.with_columns(
-        pl.when(key_ok).then(sku).alias("_key_sku"),
-        pl.when(key_ok).then(month).alias("_key_month"),
+        (key_ok & pl.struct(sku, month).is_duplicated()).fill_null(False).alias("_dup_key")
     )
-    key = ["_key_sku", "_key_month"]
-    n_key = pl.len().over(key)
+    dups = keyed.filter(pl.col("_dup_key"))
+    key = ["_clean_sku", "_month"]
     n_distinct = (
         pl.struct(value_cols).n_unique().over(key) if value_cols else pl.lit(1, dtype=pl.UInt32)
     )
     first_row = pl.col(ROW_COLUMN).min().over(key)
-    keyed = keyed.with_columns(
-        (key_ok & (n_key > 1) & (n_distinct > 1)).alias("_dup_conflict"),
-        (key_ok & (n_key > 1) & (n_distinct == 1) & (pl.col(ROW_COLUMN) != first_row)).alias(
-            "_dup_exact"
-        ),
+    dups = dups.select(
+        ROW_COLUMN,
+        (n_distinct > 1).alias("_dup_conflict"),
+        ((n_distinct == 1) & (pl.col(ROW_COLUMN) != first_row)).alias("_dup_exact"),
         first_row.alias("_dup_first_row"),
     )
+    keyed = keyed.join(dups, on=ROW_COLUMN, how="left", maintain_order="left")
     rules["duplicate_conflict"] = (_KEY_COLUMN, pl.col("_dup_conflict"))
     rules["exact_duplicate"] = (_KEY_COLUMN, pl.col("_dup_exact"))
 
@@ -407,9 +410,9 @@ def _typed_rows(accepted: pl.DataFrame, has: set[str]) -> pl.DataFrame:
         (_to_int("customer_count") if "customer_count" in has else pl.lit(None, pl.Int64)).alias(
             "customer_count"
         ),
-        (
-            _to_int("promo").cast(pl.Int8) if "promo" in has else pl.lit(0, dtype=pl.Int8)
-        ).alias("promo"),
+        (_to_int("promo").cast(pl.Int8) if "promo" in has else pl.lit(0, dtype=pl.Int8)).alias(
+            "promo"
+        ),
         (pl.col("_clean_category") if "category" in has else pl.lit(None, pl.String)).alias(
             "category"
         ),

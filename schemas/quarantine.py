@@ -59,4 +59,4 @@ class Quarantine(pa.DataFrameModel):
 
     class Config:
         strict = True
-        unique = ["row", "rule"]
+        unique = ("row", "rule")

@@ -50,7 +50,7 @@ class SalesInput(pa.DataFrameModel):
 
     class Config:
         strict = False
-        unique = ["sku", "month"]
+        unique = ("sku", "month")
 
     @pa.check("month", name="first_of_month")
     def _first_of_month(cls, data: pa.PolarsData) -> pl.LazyFrame:
@@ -73,7 +73,7 @@ class SalesPanel(SalesInput):
 
     class Config:
         strict = True
-        unique = ["sku", "month"]
+        unique = ("sku", "month")
 
     @pa.dataframe_check(name="sales_null_only_on_gaps")
     def _sales_null_only_on_gaps(cls, data: pa.PolarsData) -> pl.LazyFrame:

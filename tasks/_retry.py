@@ -19,7 +19,9 @@ def is_transient(exc: BaseException | None) -> bool:
         if isinstance(exc, OSError) and not isinstance(exc, _PERMANENT_OS_ERRORS):
             return True
         if type(exc).__name__ in {"OperationalError", "IOException", "MlflowException"} and (
-            "lock" in str(exc).lower() or "timeout" in str(exc).lower() or "connection" in str(exc).lower()
+            "lock" in str(exc).lower()
+            or "timeout" in str(exc).lower()
+            or "connection" in str(exc).lower()
         ):
             return True
         exc, seen = exc.__cause__ or exc.__context__, seen + 1

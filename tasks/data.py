@@ -24,7 +24,9 @@ def resolve_config(
     return load_config(config_path, source=source, mapping=mapping, as_of=as_of, work_dir=work_dir)
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10, retry_condition_fn=retry_if_transient)
+@task(
+    cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10, retry_condition_fn=retry_if_transient
+)
 def load(config: PipelineConfig) -> LoadedSource:
     """Read the source through the mapping (retried only on transient I/O errors)."""
     loaded = load_source(config.source, config.mapping)
@@ -39,7 +41,11 @@ def validate(loaded: LoadedSource, config: PipelineConfig) -> ValidationResult:
     c = result.counts
     get_run_logger().info(
         "rows in %d = accepted %d + quarantined %d; %d SKUs, %d gap months",
-        c.rows_in, c.rows_accepted, c.rows_quarantined, c.skus, c.gaps,
+        c.rows_in,
+        c.rows_accepted,
+        c.rows_quarantined,
+        c.skus,
+        c.gaps,
     )
     return result
 
@@ -53,6 +59,8 @@ def save_quarantine(result: ValidationResult, work_dir: Path) -> Path:
 @task(cache_policy=NO_CACHE)
 def build_backtest(panel, config: PipelineConfig) -> list[OriginSplit]:
     """Rolling-origin splits with leakage-safe features rebuilt at every origin."""
-    splits = prepare_splits(panel, feature_config=config.features, n_origins=config.backtest.n_origins)
+    splits = prepare_splits(
+        panel, feature_config=config.features, n_origins=config.backtest.n_origins
+    )
     get_run_logger().info("backtest origins: %s", ", ".join(str(s.origin) for s in splits))
     return splits

@@ -17,7 +17,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 from scipy.sparse.linalg import splu
 
-from poolcast.glmm.terms import GlmmDesign, ReBlock
+from poolcast.glmm.terms import GlmmDesign
 
 __all__ = ["BlockFactor", "BlockSystem", "SparseFactor", "SparseSystem", "make_system"]
 
@@ -97,14 +97,16 @@ class BlockSystem:
         self.idx = self.block.level_index
         self.G, self.k = self.block.n_levels, self.block.k
         self.q = self.G * self.k
-        self.Zr = self.block.Z
+        self.Zr = np.ascontiguousarray(self.block.Z)
+        self.Zcols = [np.ascontiguousarray(self.Zr[:, c]) for c in range(self.k)]
         self.z_is_one = self.k == 1 and bool(np.all(self.Zr == 1.0))
         self.set_theta(design.theta_start())
 
     def set_theta(self, theta: np.ndarray) -> None:
         """Set Λ and A = Z Λ for a new theta."""
         self.lam = self.block.lambda_block(np.asarray(theta, dtype=float))
-        self.A = self.Zr @ self.lam
+        self.A = np.ascontiguousarray(self.Zr @ self.lam)
+        self.Acols = [np.ascontiguousarray(self.A[:, c]) for c in range(self.k)]
 
     def segsum(self, v: np.ndarray) -> np.ndarray:
         """(G,) sums of v over the rows of each level."""
@@ -113,9 +115,10 @@ class BlockSystem:
     def re_eta(self, u: np.ndarray) -> np.ndarray:
         """Z Λ u for flat u (q,)."""
         U = u.reshape(self.G, self.k)
-        if self.k == 1:
-            return self.A[:, 0] * U[self.idx, 0]
-        return np.einsum("ik,ik->i", self.A, U[self.idx])
+        out = self.Acols[0] * U[:, 0][self.idx]
+        for c in range(1, self.k):
+            out += self.Acols[c] * U[:, c][self.idx]
+        return out
 
     def crossprod(self, v: np.ndarray) -> np.ndarray:
         """Λᵀ Zᵀ v, flat (q,) for v (n,), or (q, m) for v (n, m)."""
@@ -137,7 +140,7 @@ class BlockSystem:
         Hb = np.empty((self.G, k, k))
         for r in range(k):
             for c in range(r + 1):
-                s = self.segsum(D * self.A[:, r] * self.A[:, c])
+                s = self.segsum(D * self.Acols[r] * self.Acols[c])
                 Hb[:, r, c] = s
                 Hb[:, c, r] = s
         Hb[:, np.arange(k), np.arange(k)] += 1.0

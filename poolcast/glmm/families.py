@@ -58,6 +58,14 @@ class Family:
 
     def loglik(self, eta, y, trials, nb_theta=None) -> np.ndarray:
         """Per-observation log-likelihood with all constants."""
+        return self.loglik_kernel(eta, y, trials, nb_theta) + self.loglik_const(y, trials)
+
+    def loglik_kernel(self, eta, y, trials, nb_theta=None) -> np.ndarray:
+        """Log-likelihood without the terms that depend on the data only."""
+        raise NotImplementedError
+
+    def loglik_const(self, y, trials) -> np.ndarray:
+        """The data-only terms of the log-likelihood (computed once per fit)."""
         raise NotImplementedError
 
     def derivs(self, eta, y, trials, nb_theta=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -82,9 +90,11 @@ class Poisson(Family):
     def linkfun(self, mu):
         return np.log(mu)
 
-    def loglik(self, eta, y, trials, nb_theta=None):
-        mu = self.linkinv(eta)
-        return y * eta - mu - gammaln(y + 1.0)
+    def loglik_kernel(self, eta, y, trials, nb_theta=None):
+        return y * eta - self.linkinv(eta)
+
+    def loglik_const(self, y, trials):
+        return -gammaln(y + 1.0)
 
     def derivs(self, eta, y, trials, nb_theta=None):
         mu = self.linkinv(eta)
@@ -102,16 +112,11 @@ class NegBin2(Poisson):
     link: str = "log"
     has_dispersion: bool = True
 
-    def loglik(self, eta, y, trials, nb_theta=None):
+    def loglik_kernel(self, eta, y, trials, nb_theta=None):
         th = float(nb_theta)
         mu = self.linkinv(eta)
         return (
-            gammaln(y + th)
-            - gammaln(th)
-            - gammaln(y + 1.0)
-            + th * np.log(th)
-            + y * eta
-            - (y + th) * np.log(mu + th)
+            gammaln(y + th) - gammaln(th) + th * np.log(th) + y * eta - (y + th) * np.log(mu + th)
         )
 
     def derivs(self, eta, y, trials, nb_theta=None):
@@ -150,11 +155,11 @@ class Binomial(Family):
     def linkfun(self, mu):
         return np.log(mu) - np.log1p(-mu)
 
-    def loglik(self, eta, y, trials, nb_theta=None):
-        m = trials
-        log1pe = np.logaddexp(0.0, eta)
-        const = gammaln(m + 1.0) - gammaln(y + 1.0) - gammaln(m - y + 1.0)
-        return y * eta - m * log1pe + const
+    def loglik_kernel(self, eta, y, trials, nb_theta=None):
+        return y * eta - trials * np.logaddexp(0.0, eta)
+
+    def loglik_const(self, y, trials):
+        return gammaln(trials + 1.0) - gammaln(y + 1.0) - gammaln(trials - y + 1.0)
 
     def derivs(self, eta, y, trials, nb_theta=None):
         p = expit(eta)

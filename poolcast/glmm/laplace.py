@@ -64,31 +64,36 @@ def laplace_gradient(
     U = pr.u.reshape(G, k)
     D = w * pr.h
     # SA_i = S_j a_i, s_i = a_i' S_j a_i
-    SA = np.zeros((len(idx), k))
+    Acols = sysm.Acols
+    SA = []
     for r in range(k):
-        for c in range(k):
-            SA[:, r] += S[idx, r, c] * A[:, c]
-    s = np.einsum("ik,ik->i", A, SA)
+        col = S[:, r, 0][idx] * Acols[0]
+        for c in range(1, k):
+            col += S[:, r, c][idx] * Acols[c]
+        SA.append(col)
+    s = Acols[0] * SA[0]
+    for r in range(1, k):
+        s += Acols[r] * SA[r]
     c_vec = w * pr.h3 * s
     v = pr.factor.solve(sysm.crossprod(c_vec))  # flat (q,)
     wg = w * pr.g
     grad_beta = X.T @ (-2.0 * wg + c_vec - D * sysm.re_eta(v))
 
-    Zr = sysm.Zr
+    Zc = sysm.Zcols
     rows, cols = d.blocks[0].tril_index()
     grad_theta = np.empty(len(rows))
     for m, (r, c) in enumerate(zip(rows, cols, strict=True)):
-        e = Zr[:, r] * U[idx, c]
+        e = Zc[r] * U[:, c][idx]
         rho = -sysm.crossprod(D * e).reshape(G, k)
-        rho[:, c] += sysm.segsum(wg * Zr[:, r])
+        rho[:, c] += sysm.segsum(wg * Zc[r])
         grad_theta[m] = (
-            np.dot(-2.0 * wg + c_vec, e)
-            + 2.0 * np.dot(D * Zr[:, r], SA[:, c])
-            + float(v @ rho.ravel())
+            ((-2.0 * wg + c_vec) * e).sum()
+            + 2.0 * (D * Zc[r] * SA[c]).sum()
+            + float((v * rho.ravel()).sum())
         )
     grad_psi = None
     if nb_theta is not None:
         l_psi, g_psi, h_psi = fam.derivs_log_theta(pr.eta, y, nb_theta)
         rho = sysm.crossprod(w * g_psi)
-        grad_psi = float(-2.0 * np.dot(w, l_psi) + v @ rho + np.dot(w * h_psi, s))
+        grad_psi = float(-2.0 * (w * l_psi).sum() + (v * rho).sum() + (w * h_psi * s).sum())
     return grad_theta, grad_beta, grad_psi

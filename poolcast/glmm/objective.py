@@ -45,6 +45,10 @@ class Objective:
         Warm start of beta for the nAGQ=0 deviance.
     last : PirlsResult or None
         The last PIRLS result.
+    ll_const : np.ndarray
+        (n,) weighted data-only log-likelihood terms (computed once).
+    ll_const_total : float
+        Their sum.
     n_evals : int
         Number of deviance evaluations so far.
     """
@@ -56,6 +60,8 @@ class Objective:
     control: GlmmControl
     u_warm: np.ndarray
     beta_warm: np.ndarray
+    ll_const: np.ndarray | None = None
+    ll_const_total: float = 0.0
     last: PirlsResult | None = None
     n_evals: int = 0
     warm_start: bool = field(default=True)
@@ -126,9 +132,13 @@ def make_objective(
     control = control or GlmmControl()
     check_agq(design, n_agq)
     system = make_system(design, control.dense_q_max)
+    family = get_family(design.family)
+    ll_const = design.weights * family.loglik_const(design.y, design.trials)
     return Objective(
+        ll_const=ll_const,
+        ll_const_total=float(ll_const.sum()),
         design=design,
-        family=get_family(design.family),
+        family=family,
         system=system,
         n_agq=int(n_agq),
         control=control,

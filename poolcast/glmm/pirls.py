@@ -30,7 +30,7 @@ __all__ = ["PirlsResult", "pirls"]
 
 @dataclass(frozen=True)
 class PirlsResult:
-    """State at the conditional mode.
+    r"""State at the conditional mode.
 
     Attributes
     ----------
@@ -106,9 +106,12 @@ def pirls(
     beta = np.array(beta, dtype=float)
     u = np.zeros(sysm.q) if u_start is None else np.array(u_start, dtype=float)
 
+    ll_const = objective.ll_const_total
+
     def pdev_at(beta_: np.ndarray, u_: np.ndarray) -> tuple[float, np.ndarray]:
         eta_ = X @ beta_ + off + sysm.re_eta(u_)
-        return float(-2.0 * np.dot(w, fam.loglik(eta_, y, tr, nb_theta)) + u_ @ u_), eta_
+        ll = float((w * fam.loglik_kernel(eta_, y, tr, nb_theta)).sum()) + ll_const
+        return -2.0 * ll + float((u_ * u_).sum()), eta_
 
     pdev, eta = pdev_at(beta, u)
     if not np.isfinite(pdev) and u_start is not None:

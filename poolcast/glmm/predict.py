@@ -118,8 +118,12 @@ def predict(
         raise InvalidParameterError(
             f"level={level!r} is not a prediction level; use one of {', '.join(_LEVELS)}."
         )
-    new = design_for_newdata(results.design, newdata, offset=offset, trials=trials)
     family = results.family
+    design_trials = trials
+    if family.name == "binomial" and trials is None:
+        # The mean proportion needs no trials; ones keep the design from asking for them.
+        design_trials = np.ones(newdata.shape[0])
+    new = design_for_newdata(results.design, newdata, offset=offset, trials=design_trials)
     if level == "marginal":
         eta0 = compute_eta(results, new, level="population")
         v = compute_marginal_variance(results, new)
@@ -133,7 +137,7 @@ def predict(
             )
     else:
         mu = np.asarray(family.linkinv(compute_eta(results, new, level=level)), dtype=float)
-    if family.name == "binomial" and trials is not None and new.trials is not None:
+    if family.name == "binomial" and trials is not None:
         mu = mu * np.asarray(new.trials, dtype=float)
     return mu
 

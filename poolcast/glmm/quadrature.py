@@ -83,6 +83,9 @@ def agq_deviance(objective: Any, pr: PirlsResult, beta: np.ndarray, n_agq: int, 
     terms = np.empty((sysm.G, len(z)))
     for j, (zk, wj) in enumerate(zip(z, wk, strict=True)):
         uk = u_hat + sigma * zk
-        ll = sysm.segsum(d.weights * fam.loglik(eta0 + a * uk[idx], d.y, d.trials, nb_theta))
+        ll = sysm.segsum(
+            d.weights * fam.loglik_kernel(eta0 + a * uk[idx], d.y, d.trials, nb_theta)
+            + objective.ll_const
+        )
         terms[:, j] = np.log(wj) + ll - 0.5 * uk**2 + 0.5 * zk**2
     return float(np.sum(np.log(H) - 2.0 * logsumexp(terms, axis=1)))

@@ -55,9 +55,8 @@ def simulate(
     newdata : polars.DataFrame or pandas.DataFrame
         Rows with every column the formula uses. Rows with the same level of a grouping factor
         share that group's random effect within a draw. Levels the fit never saw are new
-        groups; to tell new groups apart, the grouping column must be in ``newdata`` under the
-        factor's name (as for any simple ``(… | sku)`` term); if it is not, all unseen rows of
-        that factor are treated as one new group.
+        groups, told apart by the values of the grouping column(s); each gets its own draw
+        from :math:`N(0, \\Sigma)`.
     n : int
         Number of draws, >= 1.
     rng : numpy.random.Generator
@@ -67,8 +66,10 @@ def simulate(
     offset : str, array-like or None
         Offset of the new rows, as in :func:`~poolcast.glmm.predict.predict`.
     trials : str, array-like or None
-        Binomial trials :math:`n_i` of the new rows. When None, the design's trials are used,
-        and 1 (Bernoulli) when it has none. Binomial draws are counts of successes.
+        Binomial trials :math:`n_i` of the new rows. When None, the fitted trials column (or
+        ``cbind`` expression) evaluated on ``newdata``, and 1 for a Bernoulli fit (see
+        :func:`~poolcast.glmm.terms.design_for_newdata`). Binomial draws are counts of
+        successes.
 
     Returns
     -------
@@ -171,7 +172,7 @@ def _random_part(
 
     unseen = idx < 0
     if unseen.any():
-        labels = _unseen_labels(newdata, factor, unseen)
+        labels = _unseen_labels(results, newdata, factor, unseen)
         _, new_code = np.unique(labels, return_inverse=True)
         n_new = int(new_code.max()) + 1
         codes[unseen] = seen_levels.shape[0] + new_code
@@ -183,13 +184,22 @@ def _random_part(
     return np.einsum("ik,ink->in", z, b[codes])
 
 
-def _unseen_labels(newdata: Any, factor: str, unseen: np.ndarray) -> np.ndarray:
-    """Labels of the rows whose level of ``factor`` is new (one label if the column is absent)."""
-    columns = list(getattr(newdata, "columns", []))
-    if factor not in columns:
+def _unseen_labels(
+    results: GlmmResults, newdata: Any, factor: str, unseen: np.ndarray
+) -> np.ndarray:
+    """Group keys of the rows whose level of ``factor`` is new.
+
+    The key joins the grouping columns with ":" as the design does (``"a:b"`` for a nested
+    factor). When the design does not name its grouping columns, all new rows share one key.
+    """
+    blocks = {b.factor: b for b in getattr(results.design, "blocks", ())}
+    group_vars = getattr(blocks.get(factor), "group_vars", None)
+    if not group_vars:
         return np.zeros(int(unseen.sum()), dtype=np.int64)
-    values = np.asarray(newdata[factor])[unseen]
-    return values.astype(str)
+    keys = np.asarray(newdata[group_vars[0]]).astype(str)[unseen]
+    for var in group_vars[1:]:
+        keys = np.char.add(np.char.add(keys, ":"), np.asarray(newdata[var]).astype(str)[unseen])
+    return keys
 
 
 def _draw_response(

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import polars as pl
-from formulaic import Formula, ModelSpec, model_matrix
+from formulaic import Formula, model_matrix
 
 from poolcast.errors import FormulaError, InvalidParameterError, ModelSpecificationError
 from poolcast.glmm.control import GlmmControl

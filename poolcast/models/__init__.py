@@ -1,5 +1,63 @@
-"""Competing candidate models behind one interface: fit on the feature table, predict a distribution."""
+"""Competing candidate models behind one interface: fit on the feature table, predict a distribution.
 
+Modules: :mod:`~poolcast.models.forecast` (the :class:`Forecast`), :mod:`~poolcast.models.base`
+(the :class:`Candidate` interface, direct multi-horizon loop, :class:`CandidateReport`),
+:mod:`~poolcast.models.baselines` (seasonal naive, moving average), :mod:`~poolcast.models.glm`
+(complete and no pooling), :mod:`~poolcast.models.gee` (population average),
+:mod:`~poolcast.models.glmm` (partial pooling) and :mod:`~poolcast.models.registry`
+(:func:`default_candidates`).
+"""
+
+from poolcast.models.base import Candidate, CandidateReport, HorizonReport
+from poolcast.models.baselines import MovingAverage, SeasonalNaive
 from poolcast.models.forecast import KEY_COLUMNS, Forecast, quantile_column, quantiles_from_samples
+from poolcast.models.gee import GeePoisson, GeePoissonAR1, GeePoissonExchangeable
+from poolcast.models.glm import (
+    PooledGlm,
+    PooledNegBinGlm,
+    PooledPoissonGlm,
+    SkuFixedEffectsNegBinGlm,
+)
+from poolcast.models.glmm import (
+    GlmmCandidate,
+    GlmmNegBinRandomIntercept,
+    GlmmNegBinRandomInterceptSlope,
+    GlmmPoissonRandomIntercept,
+    GlmmPoissonRandomInterceptAgq,
+    GlmmPoissonRandomInterceptSlope,
+)
+from poolcast.models.registry import (
+    CANDIDATE_CLASSES,
+    CANDIDATE_NAMES,
+    default_candidates,
+    make_candidate,
+)
 
-__all__ = ["KEY_COLUMNS", "Forecast", "quantile_column", "quantiles_from_samples"]
+__all__ = [
+    "CANDIDATE_CLASSES",
+    "CANDIDATE_NAMES",
+    "KEY_COLUMNS",
+    "Candidate",
+    "CandidateReport",
+    "Forecast",
+    "GeePoisson",
+    "GeePoissonAR1",
+    "GeePoissonExchangeable",
+    "GlmmCandidate",
+    "GlmmNegBinRandomIntercept",
+    "GlmmNegBinRandomInterceptSlope",
+    "GlmmPoissonRandomIntercept",
+    "GlmmPoissonRandomInterceptAgq",
+    "GlmmPoissonRandomInterceptSlope",
+    "HorizonReport",
+    "MovingAverage",
+    "PooledGlm",
+    "PooledNegBinGlm",
+    "PooledPoissonGlm",
+    "SeasonalNaive",
+    "SkuFixedEffectsNegBinGlm",
+    "default_candidates",
+    "make_candidate",
+    "quantile_column",
+    "quantiles_from_samples",
+]

@@ -131,7 +131,9 @@ def build_covariates(spec: CovariateSpec, frame: pl.DataFrame) -> np.ndarray:
             "build them with poolcast.features.build_forecast_frame from the same FeatureSpec"
         )
     out = np.empty((frame.height, len(spec.terms)), dtype=float)
-    for j, (name, centre, fill) in enumerate(zip(spec.terms, spec.centres, spec.fill_values, strict=True)):
+    for j, (name, centre, fill) in enumerate(
+        zip(spec.terms, spec.centres, spec.fill_values, strict=True)
+    ):
         col = frame.get_column(name).cast(pl.Float64).fill_null(fill).fill_nan(fill)
         out[:, j] = col.to_numpy() - centre
     return out

@@ -53,7 +53,9 @@ def estimate_alpha_ml(y: np.ndarray, mu: np.ndarray, *, start: float | None = No
     def negll(log_alpha: float) -> float:
         return -nb2_loglik(y, mu, float(np.exp(log_alpha)))
 
-    res = optimize.minimize_scalar(negll, bounds=_LOG_ALPHA_BOUNDS, method="bounded", options={"xatol": 1e-5})
+    res = optimize.minimize_scalar(
+        negll, bounds=_LOG_ALPHA_BOUNDS, method="bounded", options={"xatol": 1e-5}
+    )
     return float(np.exp(res.x))
 
 
@@ -68,7 +70,9 @@ def estimate_alpha_moments(y: np.ndarray, mu: np.ndarray) -> float:
     return max(ALPHA_MIN, float(np.sum((y[keep] - mu[keep]) ** 2 - mu[keep]) / denom))
 
 
-def sample_nb2(mu: np.ndarray, alpha: float | np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:
+def sample_nb2(
+    mu: np.ndarray, alpha: float | np.ndarray, n_samples: int, rng: np.random.Generator
+) -> np.ndarray:
     """Draws (len(mu), n_samples) from NB2(mu, alpha) via the gamma–Poisson mixture.
 
     ``mu`` may be (n,) or already (n, n_samples) (parameter uncertainty); ``alpha`` a scalar
@@ -86,7 +90,9 @@ def sample_nb2(mu: np.ndarray, alpha: float | np.ndarray, n_samples: int, rng: n
     return rng.poisson(np.maximum(rate, 0.0)).astype(np.int64)
 
 
-def sample_quasi_poisson(mu: np.ndarray, phi: float, n_samples: int, rng: np.random.Generator) -> np.ndarray:
+def sample_quasi_poisson(
+    mu: np.ndarray, phi: float, n_samples: int, rng: np.random.Generator
+) -> np.ndarray:
     """Draws with mean ``mu`` and variance ``phi * mu`` (quasi-Poisson), as a gamma–Poisson mixture.
 
     With :math:`\\phi>1`, :math:`y\\mid G\\sim\\text{Poisson}(\\mu G)`, :math:`G\\sim\\text{Gamma}(k, 1/k)`,

@@ -99,7 +99,13 @@ def _score_run(
         d = np.bincount(g, weights=w, minlength=n_groups)
         d = np.maximum(d, 1e-12)
         ga = np.bincount(g, weights=s, minlength=n_groups)
-        bm = np.column_stack([np.bincount(g, weights=w * x[:, k], minlength=n_groups) for k in range(p)]) if p else np.zeros((n_groups, 0))
+        bm = (
+            np.column_stack(
+                [np.bincount(g, weights=w * x[:, k], minlength=n_groups) for k in range(p)]
+            )
+            if p
+            else np.zeros((n_groups, 0))
+        )
         c = x.T @ (x * w[:, None])
         bd = bm / d[:, None]
         schur = c - bm.T @ bd
@@ -115,7 +121,9 @@ def _score_run(
             if ll_new >= ll - 1e-10 * abs(ll):
                 break
             step *= 0.5
-        change = max(np.max(np.abs(step * da), initial=0.0), np.max(np.abs(step * dbeta), initial=0.0))
+        change = max(
+            np.max(np.abs(step * da), initial=0.0), np.max(np.abs(step * dbeta), initial=0.0)
+        )
         a, beta, mu = a_new, b_new, mu_new
         rel = abs(ll_new - ll) / (abs(ll) + 1.0)
         ll = ll_new
@@ -126,7 +134,11 @@ def _score_run(
     denom = 1.0 + alpha * mu
     w = mu / denom
     d = np.maximum(np.bincount(g, weights=w, minlength=n_groups), 1e-12)
-    bm = np.column_stack([np.bincount(g, weights=w * x[:, k], minlength=n_groups) for k in range(p)]) if p else np.zeros((n_groups, 0))
+    bm = (
+        np.column_stack([np.bincount(g, weights=w * x[:, k], minlength=n_groups) for k in range(p)])
+        if p
+        else np.zeros((n_groups, 0))
+    )
     schur = x.T @ (x * w[:, None]) - bm.T @ (bm / d[:, None])
     beta_cov = linalg.inv(schur) if p else np.zeros((0, 0))
     bd = bm / d[:, None]
@@ -172,13 +184,17 @@ def fit_sku_fixed_effects(
     beta = np.zeros(x.shape[1])
     alpha = 0.0
     total_iter = 0
-    a, beta, it, converged, beta_cov, a_se = _score_run(yk, xk, gk, nk, a, beta, alpha, max_iter=max_iter, tol=tol)
+    a, beta, it, converged, beta_cov, a_se = _score_run(
+        yk, xk, gk, nk, a, beta, alpha, max_iter=max_iter, tol=tol
+    )
     total_iter += it
     if family == "nb2":
         mu = np.exp(np.minimum(a[gk] + xk @ beta, _ETA_MAX))
         alpha = estimate_alpha_ml(yk, mu)
         for _ in range(max_outer):
-            a, beta, it, converged, beta_cov, a_se = _score_run(yk, xk, gk, nk, a, beta, alpha, max_iter=max_iter, tol=tol)
+            a, beta, it, converged, beta_cov, a_se = _score_run(
+                yk, xk, gk, nk, a, beta, alpha, max_iter=max_iter, tol=tol
+            )
             total_iter += it
             mu = np.exp(np.minimum(a[gk] + xk @ beta, _ETA_MAX))
             new_alpha = estimate_alpha_ml(yk, mu)

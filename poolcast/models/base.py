@@ -135,9 +135,7 @@ class Candidate:
     def _get_param_names(cls) -> list[str]:
         sig = inspect.signature(cls.__init__)
         return sorted(
-            p.name
-            for p in sig.parameters.values()
-            if p.name != "self" and p.kind == p.KEYWORD_ONLY
+            p.name for p in sig.parameters.values() if p.name != "self" and p.kind == p.KEYWORD_ONLY
         )
 
     def get_params(self) -> dict[str, Any]:
@@ -188,13 +186,17 @@ class Candidate:
         self._check_columns(train, self._required_columns, "training")
         train = train.filter(pl.col("sales").is_not_null())
         if train.height == 0:
-            raise DataContractError(f"{self.name}: the training frame has no rows with observed sales")
+            raise DataContractError(
+                f"{self.name}: the training frame has no rows with observed sales"
+            )
         horizons = tuple(sorted(int(h) for h in train.get_column("horizon").unique().to_list()))
         models: dict[int, Any] = {}
         n_iter: dict[int, int] = {}
         n_rows: dict[int, int] = {}
         for h in horizons:
-            train_h = train.filter(pl.col("horizon") == h).sort(["sku", "month"] if "month" in train.columns else ["sku"])
+            train_h = train.filter(pl.col("horizon") == h).sort(
+                ["sku", "month"] if "month" in train.columns else ["sku"]
+            )
             models[h] = self._fit_horizon(train_h, h)
             n_iter[h] = int(getattr(models[h], "n_iter", 0))
             n_rows[h] = train_h.height
@@ -246,7 +248,11 @@ class Candidate:
             raise InvalidParameterError(
                 f"{self.name}: quantiles={list(quantiles)!r} must be a non-empty list of levels in (0, 1)"
             )
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int | np.integer) or n_samples < 1:
+        if (
+            isinstance(n_samples, bool)
+            or not isinstance(n_samples, int | np.integer)
+            or n_samples < 1
+        ):
             raise InvalidParameterError(f"{self.name}: n_samples={n_samples!r} must be an int >= 1")
         if not isinstance(rng, np.random.Generator):
             raise InvalidParameterError(
@@ -279,7 +285,11 @@ class Candidate:
         self._check_is_fitted()
         reports = {h: self._report_horizon(self.models_[h]) for h in self.horizons_}
         convergence = {
-            f"h={h}": {"n_train_rows": self.n_train_rows_[h], "n_iter": self.n_iter_[h], **r.convergence}
+            f"h={h}": {
+                "n_train_rows": self.n_train_rows_[h],
+                "n_iter": self.n_iter_[h],
+                **r.convergence,
+            }
             for h, r in reports.items()
         }
         return CandidateReport(
@@ -306,7 +316,9 @@ class Candidate:
         return HorizonReport()
 
 
-def check_finite_coefficients(name: str, horizon: int, values: np.ndarray, terms: Sequence[str]) -> None:
+def check_finite_coefficients(
+    name: str, horizon: int, values: np.ndarray, terms: Sequence[str]
+) -> None:
     """Raise :class:`PoolcastError` naming the candidate when a fit gave NaN/inf coefficients."""
     bad = [t for t, v in zip(terms, np.atleast_1d(values), strict=False) if not np.isfinite(v)]
     if bad:
@@ -323,4 +335,8 @@ def record_warnings(caught: Sequence[warnings.WarningMessage]) -> list[str]:
 
 def warn_not_converged(name: str, horizon: int, detail: str) -> None:
     """Emit a :class:`ConvergenceWarning` naming the candidate and horizon."""
-    warnings.warn(f"{name}: horizon {horizon} fit did not converge ({detail})", ConvergenceWarning, stacklevel=3)
+    warnings.warn(
+        f"{name}: horizon {horizon} fit did not converge ({detail})",
+        ConvergenceWarning,
+        stacklevel=3,
+    )

@@ -139,7 +139,9 @@ class MovingAverage(Candidate):
 
     def _point(self, frame: pl.DataFrame) -> np.ndarray:
         other = 12 if self.window == 3 else 3
-        return _first_available(frame, (f"sales_rm_{self.window}", f"sales_rm_{other}", "sales_lag_0"))
+        return _first_available(
+            frame, (f"sales_rm_{self.window}", f"sales_rm_{other}", "sales_lag_0")
+        )
 
     def _fit_horizon(self, train_h: pl.DataFrame, horizon: int) -> _MovingAverageModel:
         y = train_h.get_column("sales").cast(pl.Float64).to_numpy()
@@ -147,7 +149,11 @@ class MovingAverage(Candidate):
         return _MovingAverageModel(alpha=alpha, n_rows=train_h.height)
 
     def _predict_horizon(
-        self, model: _MovingAverageModel, rows_h: pl.DataFrame, n_samples: int, rng: np.random.Generator
+        self,
+        model: _MovingAverageModel,
+        rows_h: pl.DataFrame,
+        n_samples: int,
+        rng: np.random.Generator,
     ) -> tuple[np.ndarray, np.ndarray]:
         yhat = self._point(rows_h)
         return yhat, sample_nb2(yhat, model.alpha, n_samples, rng)

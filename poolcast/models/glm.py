@@ -1,6 +1,7 @@
 """GLM candidates: complete pooling (one equation for all SKUs) and no pooling (SKU fixed effects).
 
-Complete pooling (statsmodels GLM, IRLS) with a log link,
+Complete pooling (IRLS, :mod:`poolcast.models._irls`; the same estimates as statsmodels'
+``GLM``, several times faster) with a log link,
 
 .. math:: \\log\\mu_{it} = \\beta_0 + x_{it}^\\top\\beta,
 
@@ -31,26 +32,29 @@ from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
-import statsmodels.api as sm
-from statsmodels.tools import sm_exceptions
 
 from poolcast.errors import PoolcastError
-from poolcast.models._design import CovariateSpec, build_covariates, build_design, make_covariate_spec
-from poolcast.models._negbin import estimate_alpha_ml, sample_nb2
+from poolcast.models._design import (
+    CovariateSpec,
+    build_covariates,
+    build_design,
+    make_covariate_spec,
+)
+from poolcast.models._irls import GlmFitResult, fit_glm, fit_nb2_glm
+from poolcast.models._negbin import sample_nb2
 from poolcast.models._sku_irls import fit_sku_fixed_effects
 from poolcast.models._validation import Interval, Options
-from poolcast.models.base import Candidate, HorizonReport, check_finite_coefficients, record_warnings
+from poolcast.models.base import (
+    Candidate,
+    HorizonReport,
+    check_finite_coefficients,
+    record_warnings,
+    warn_not_converged,
+)
 
 __all__ = ["PooledGlm", "PooledNegBinGlm", "PooledPoissonGlm", "SkuFixedEffectsNegBinGlm"]
 
 _ETA_MAX = 30.0
-_STATSMODELS_WARNINGS = (
-    sm_exceptions.ConvergenceWarning,
-    sm_exceptions.PerfectSeparationWarning,
-    sm_exceptions.IterationLimitWarning,
-    sm_exceptions.DomainWarning,
-    RuntimeWarning,
-)
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ class PooledGlm(_ModelCandidate):
     parameter_uncertainty : bool
         Draw :math:`\\beta` from its asymptotic normal per predictive draw.
     max_iter : int
-        IRLS iteration limit of each statsmodels fit.
+        IRLS iteration limit of each fit.
     tol : float
         IRLS convergence tolerance.
 
@@ -128,12 +132,8 @@ class PooledGlm(_ModelCandidate):
         self.max_iter = max_iter
         self.tol = tol
 
-    def _irls(self, y: np.ndarray, x: np.ndarray, family: Any, start: np.ndarray | None) -> Any:
-        model = sm.GLM(y, x, family=family)
-        return model.fit(method="IRLS", maxiter=self.max_iter, tol=self.tol, start_params=start)
-
-    def _fit_family(self, y: np.ndarray, x: np.ndarray) -> tuple[Any, float, int]:
-        """Hook: fit the family; return (statsmodels results, alpha, iterations)."""
+    def _fit_family(self, y: np.ndarray, x: np.ndarray) -> GlmFitResult:
+        """Hook: fit the family by IRLS (:mod:`poolcast.models._irls`)."""
         raise NotImplementedError
 
     def _fit_horizon(self, train_h: pl.DataFrame, horizon: int) -> _GlmModel:
@@ -143,27 +143,25 @@ class PooledGlm(_ModelCandidate):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                res, alpha, n_iter = self._fit_family(y, x)
+                res = self._fit_family(y, x)
             except (np.linalg.LinAlgError, ValueError) as exc:
-                raise PoolcastError(f"{self.name}: horizon {horizon} fit failed: {exc}") from exc
+                raise PoolcastError(
+                    f"{self.name}: horizon {horizon} fit failed ({exc}); the design "
+                    f"{['Intercept', *spec.terms]} is singular or the data degenerate"
+                ) from exc
         terms = ["Intercept", *spec.terms]
-        beta = np.asarray(res.params, dtype=float)
-        check_finite_coefficients(self.name, horizon, beta, terms)
-        found = [w for w in caught if issubclass(w.category, _STATSMODELS_WARNINGS)]
-        if any(issubclass(w.category, sm_exceptions.PerfectSeparationWarning) for w in found):
-            raise PoolcastError(
-                f"{self.name}: horizon {horizon}: perfect separation in the GLM fit ({found[0].message})"
-            )
-        cov = np.asarray(res.cov_params(), dtype=float)
+        check_finite_coefficients(self.name, horizon, res.beta, terms)
+        if not res.converged:
+            warn_not_converged(self.name, horizon, f"IRLS stopped after {res.n_iter} iterations")
         return _GlmModel(
             spec=spec,
-            beta=beta,
-            cov=cov,
-            alpha=alpha,
-            n_iter=n_iter,
-            converged=bool(getattr(res, "converged", True)),
-            loglik=float(res.llf),
-            warnings=record_warnings(found),
+            beta=res.beta,
+            cov=res.cov,
+            alpha=res.alpha,
+            n_iter=res.n_iter,
+            converged=res.converged,
+            loglik=res.loglik,
+            warnings=record_warnings(caught),
         )
 
     @property
@@ -178,7 +176,9 @@ class PooledGlm(_ModelCandidate):
         mean = np.exp(np.minimum(x @ model.beta, _ETA_MAX))
         mu = mean
         if self.parameter_uncertainty:
-            draws = rng.multivariate_normal(model.beta, model.cov, size=n_samples, method="cholesky")
+            draws = rng.multivariate_normal(
+                model.beta, model.cov, size=n_samples, method="cholesky"
+            )
             mu = np.exp(np.minimum(x @ draws.T, _ETA_MAX))
         return mean, sample_nb2(mu, model.alpha, n_samples, rng)
 
@@ -206,9 +206,8 @@ class PooledPoissonGlm(PooledGlm):
 
     name: ClassVar[str] = "glm_poisson_pooled"
 
-    def _fit_family(self, y: np.ndarray, x: np.ndarray) -> tuple[Any, float, int]:
-        res = self._irls(y, x, sm.families.Poisson(), None)
-        return res, 0.0, int(res.fit_history["iteration"])
+    def _fit_family(self, y: np.ndarray, x: np.ndarray) -> GlmFitResult:
+        return fit_glm(y, x, alpha=0.0, max_iter=self.max_iter, tol=self.tol)
 
 
 class PooledNegBinGlm(PooledGlm):
@@ -245,20 +244,8 @@ class PooledNegBinGlm(PooledGlm):
         )
         self.max_outer = max_outer
 
-    def _fit_family(self, y: np.ndarray, x: np.ndarray) -> tuple[Any, float, int]:
-        res = self._irls(y, x, sm.families.Poisson(), None)
-        n_iter = int(res.fit_history["iteration"])
-        alpha = estimate_alpha_ml(y, res.mu)
-        for _ in range(self.max_outer):
-            res = self._irls(y, x, sm.families.NegativeBinomial(alpha=alpha), res.params)
-            n_iter += int(res.fit_history["iteration"])
-            new_alpha = estimate_alpha_ml(y, res.mu)
-            done = abs(np.log(new_alpha) - np.log(alpha)) < 1e-4
-            alpha = new_alpha
-            if done:
-                break
-        res = self._irls(y, x, sm.families.NegativeBinomial(alpha=alpha), res.params)
-        return res, alpha, n_iter
+    def _fit_family(self, y: np.ndarray, x: np.ndarray) -> GlmFitResult:
+        return fit_nb2_glm(y, x, max_iter=self.max_iter, tol=self.tol, max_outer=self.max_outer)
 
 
 @dataclass(frozen=True)
@@ -321,7 +308,9 @@ class SkuFixedEffectsNegBinGlm(_ModelCandidate):
         levels = {s: i for i, s in enumerate(levels_series.to_list())}
         g = sku.replace_strict(levels, return_dtype=pl.Int64).to_numpy()
         if y.sum() <= 0:
-            raise PoolcastError(f"{self.name}: horizon {horizon}: every training sale is 0; nothing to fit")
+            raise PoolcastError(
+                f"{self.name}: horizon {horizon}: every training sale is 0; nothing to fit"
+            )
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             try:
                 res = fit_sku_fixed_effects(
@@ -359,14 +348,22 @@ class SkuFixedEffectsNegBinGlm(_ModelCandidate):
         self, model: _SkuModel, rows_h: pl.DataFrame, n_samples: int, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
         x = build_covariates(model.spec, rows_h)
-        idx = rows_h.get_column("sku").replace_strict(model.levels, default=-1, return_dtype=pl.Int64).to_numpy()
+        idx = (
+            rows_h.get_column("sku")
+            .replace_strict(model.levels, default=-1, return_dtype=pl.Int64)
+            .to_numpy()
+        )
         a = np.where(idx >= 0, model.a[np.maximum(idx, 0)], model.a_new)
         mean = np.exp(np.minimum(a + x @ model.beta, _ETA_MAX))
         return mean, sample_nb2(mean, model.alpha, n_samples, rng)
 
     def _report_horizon(self, model: _SkuModel) -> HorizonReport:
         coefs = pl.DataFrame(
-            {"term": list(model.spec.terms), "estimate": model.beta, "std_error": np.sqrt(np.diag(model.cov))},
+            {
+                "term": list(model.spec.terms),
+                "estimate": model.beta,
+                "std_error": np.sqrt(np.diag(model.cov)),
+            },
             schema={"term": pl.String, "estimate": pl.Float64, "std_error": pl.Float64},
         )
         skus = pl.DataFrame(

@@ -1,0 +1,91 @@
+"""The monthly retrain: load -> validate -> features/backtest -> compete -> select -> refit +
+forecast -> track (MLflow) -> publish (DuckDB) -> report (Prefect artifacts).
+
+Run it with ``poolcast run SOURCE --mapping online_retail``, or directly::
+
+    python -m flows.monthly_retrain data/example/online_retail_sku_monthly.csv.gz online_retail
+
+Candidates compete in parallel on Prefect's thread-pool task runner (2 workers); a candidate
+that raises is recorded (leaderboard row and FAILED child run) and the others go on.
+Schedules, work pools and default parameters live in ``deployments/``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from poolcast.reporting import RetrainSummary
+from tasks import compete, data, forecast, publish, report, tracking
+
+__all__ = ["monthly_retrain"]
+
+
+@flow(name="monthly-retrain", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=True)
+def monthly_retrain(
+    source: str,
+    mapping: str = "contract",
+    as_of: str | None = None,
+    config_path: str | None = None,
+    work_dir: str = ".poolcast",
+) -> RetrainSummary:
+    """Retrain, select and publish this month's demand forecasts.
+
+    Parameters
+    ----------
+    source : str
+        CSV / Parquet path or SQL URL of the monthly SKU sales.
+    mapping : str
+        Shipped mapping name or TOML path renaming the source's columns to the contract.
+    as_of : str, optional
+        Last month the run may see (``YYYY-MM``); later rows are quarantined.
+    config_path : str, optional
+        TOML run configuration (see ``poolcast.config.load_config``).
+    work_dir : str
+        Where the MLflow store, the outputs database and the quarantine file go.
+    """
+    config = data.resolve_config(
+        config_path, source=source, mapping=mapping, as_of=as_of, work_dir=work_dir
+    )
+    validated = data.validate(data.load(config), config)
+    quarantine_path = data.save_quarantine(validated, config.work_dir)
+    run = tracking.start_run(config, run_name=f"retrain-{validated.counts.last_month}")
+    tracking.log_data_quality(run, validated, quarantine_path)
+    report.data_quality_artifact(validated)
+
+    splits = data.build_backtest(validated.panel, config)
+    factories = compete.candidate_lineup(config, validated)
+    futures = [compete.compete.submit(name, f, splits, config) for name, f in factories.items()]
+    outcomes = [future.result() for future in futures]
+    for outcome in outcomes:
+        tracking.log_candidate(run, outcome, validated.panel)
+    board = compete.leaderboard(outcomes, config)
+    report.leaderboard_artifact(board, config.backtest.selection_metric)
+
+    champion = compete.select(board, config)
+    forecaster = forecast.refit(champion, factories, validated.panel, config)
+    predicted = forecast.forecast(forecaster, validated.panel)
+    registration = tracking.register(
+        run,
+        forecaster,
+        splits[-1].test,
+        config=config,
+        score=forecast.score_of(board, champion, config),
+        fingerprint=forecast.fingerprint(validated.panel, splits, config),
+        rescore=forecast.rescorer(board, factories, splits, config),
+    )
+    tracking.log_forecast(run, predicted, board)
+    published = publish.publish(config, run.run_id, validated, predicted, board, champion)
+
+    summary = report.summarize(
+        validated, board, champion, registration, run, published, quarantine_path
+    )
+    report.summary_artifacts(summary)
+    tracking.finish(run)
+    return summary
+
+
+if __name__ == "__main__":
+    monthly_retrain(*sys.argv[1:3])

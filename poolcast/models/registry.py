@@ -1,0 +1,100 @@
+"""The default line-up of candidates, by stable name (the MLflow child-run names)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+from poolcast.errors import InvalidParameterError
+from poolcast.models.base import Candidate
+from poolcast.models.baselines import MovingAverage, SeasonalNaive
+from poolcast.models.gee import GeePoissonAR1, GeePoissonExchangeable
+from poolcast.models.glm import PooledNegBinGlm, PooledPoissonGlm, SkuFixedEffectsNegBinGlm
+from poolcast.models.glmm import (
+    GlmmNegBinRandomIntercept,
+    GlmmNegBinRandomInterceptSlope,
+    GlmmPoissonRandomIntercept,
+    GlmmPoissonRandomInterceptAgq,
+    GlmmPoissonRandomInterceptSlope,
+)
+
+__all__ = ["CANDIDATE_CLASSES", "CANDIDATE_NAMES", "default_candidates", "make_candidate"]
+
+CANDIDATE_CLASSES: dict[str, type[Candidate]] = {
+    cls.name: cls
+    for cls in (
+        SeasonalNaive,
+        MovingAverage,
+        PooledPoissonGlm,
+        PooledNegBinGlm,
+        SkuFixedEffectsNegBinGlm,
+        GeePoissonExchangeable,
+        GeePoissonAR1,
+        GlmmPoissonRandomIntercept,
+        GlmmNegBinRandomIntercept,
+        GlmmPoissonRandomInterceptSlope,
+        GlmmNegBinRandomInterceptSlope,
+        GlmmPoissonRandomInterceptAgq,
+    )
+}
+CANDIDATE_NAMES: tuple[str, ...] = tuple(CANDIDATE_CLASSES)
+_PROMO_SLOPE = frozenset({"glmm_poisson_ri_slope", "glmm_nb2_ri_slope"})
+_BASELINES = frozenset({"seasonal_naive", "moving_average"})
+
+
+def make_candidate(name: str, **params: object) -> Candidate:
+    """A new, unfitted candidate by name (``params`` go to its constructor).
+
+    >>> make_candidate("glm_nb2_pooled").name
+    'glm_nb2_pooled'
+    """
+    try:
+        cls = CANDIDATE_CLASSES[name]
+    except KeyError:
+        raise InvalidParameterError(
+            f"unknown candidate {name!r}; known candidates are {list(CANDIDATE_NAMES)}"
+        ) from None
+    return cls(**params)
+
+
+def default_candidates(
+    *, has_customers: bool, has_promo: bool, names: tuple[str, ...] | None = None
+) -> dict[str, Callable[[], Candidate]]:
+    """Factories of the default line-up, keyed by candidate name, in a stable order.
+
+    Parameters
+    ----------
+    has_customers : bool
+        The data have customer counts: the model candidates use ``log_customers``; without
+        them they use no customer feature (``customer_terms="none"``).
+    has_promo : bool
+        The data have promo variation: adds the random promo-slope GLMMs
+        (``glmm_poisson_ri_slope``, ``glmm_nb2_ri_slope``) and lets models use ``promo``.
+    names : tuple of str or None
+        Restrict to these candidates (``BacktestConfig.candidates``); None = the default line-up.
+        Naming a promo-slope candidate runs it even without promo (it falls back to a random
+        intercept and records why).
+
+    Returns
+    -------
+    dict of str to callable
+        ``factory()`` returns a new unfitted candidate.
+    """
+    if names is not None:
+        unknown = [n for n in names if n not in CANDIDATE_CLASSES]
+        if unknown:
+            raise InvalidParameterError(
+                f"unknown candidate name(s) {unknown}; known candidates are {list(CANDIDATE_NAMES)}"
+            )
+        chosen = list(names)
+    else:
+        chosen = [n for n in CANDIDATE_NAMES if has_promo or n not in _PROMO_SLOPE]
+    customer_terms = "log" if has_customers else "none"
+    factories: dict[str, Callable[[], Candidate]] = {}
+    for name in chosen:
+        cls = CANDIDATE_CLASSES[name]
+        if name in _BASELINES:
+            factories[name] = cls
+        else:
+            factories[name] = partial(cls, customer_terms=customer_terms, include_promo=has_promo)
+    return factories

@@ -1,0 +1,72 @@
+"""Compete: one task per candidate on the rolling-origin backtest, then select the champion."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import polars as pl
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from poolcast.backtest import (
+    OriginSplit,
+    backtest_candidate,
+    build_leaderboard,
+    select_champion,
+)
+from poolcast.config import PipelineConfig
+from poolcast.reporting import CandidateFailure, CandidateRun, describe_candidate, split_outcomes
+from poolcast.validation import ValidationResult
+
+__all__ = ["candidate_lineup", "compete", "leaderboard", "select"]
+
+
+@task(cache_policy=NO_CACHE)
+def candidate_lineup(
+    config: PipelineConfig, validated: ValidationResult
+) -> dict[str, Callable[[], Any]]:
+    """Factories of the candidates to run: the default line-up for what the data has (customer
+    counts; a promo flag that is ever 1), or the names in ``[backtest] candidates``."""
+    from poolcast.models import default_candidates  # TODO(pipeline): module-level once it lands
+
+    has_promo = bool(validated.panel.get_column("promo").max() or 0)
+    lineup = default_candidates(has_customers=validated.has_customers, has_promo=has_promo)
+    wanted = config.backtest.candidates
+    return lineup if wanted is None else {name: lineup[name] for name in wanted}
+
+
+@task(cache_policy=NO_CACHE)
+def compete(
+    name: str, factory: Callable[[], Any], splits: Sequence[OriginSplit], config: PipelineConfig
+) -> CandidateRun | CandidateFailure:
+    """Backtest one candidate and describe its last-origin fit; an exception becomes a recorded
+    failure (never retried)."""
+    b = config.backtest
+    try:
+        result = backtest_candidate(
+            name, factory, splits, quantiles=b.quantiles, n_samples=b.n_samples, seed=b.seed
+        )
+        report = describe_candidate(factory, splits[-1])
+    except Exception as exc:  # the one broad catch: a failing candidate must not fail the month
+        get_run_logger().warning("candidate %s failed: %s: %s", name, type(exc).__name__, exc)
+        return CandidateFailure(name, type(exc).__name__, str(exc))
+    get_run_logger().info(
+        "candidate %s: %s", name, {k: round(v, 4) for k, v in result.metrics.items()}
+    )
+    return CandidateRun(result, report)
+
+
+@task(cache_policy=NO_CACHE)
+def leaderboard(outcomes: Sequence[Any], config: PipelineConfig) -> pl.DataFrame:
+    """One row per candidate, failures included, best first."""
+    results, failures = split_outcomes(outcomes)
+    return build_leaderboard(results, failures, sort_by=config.backtest.selection_metric)
+
+
+@task(cache_policy=NO_CACHE)
+def select(board: pl.DataFrame, config: PipelineConfig) -> str:
+    """The champion: the smallest selection metric (ties by MASE); raises when all failed."""
+    name = select_champion(board, metric=config.backtest.selection_metric)
+    get_run_logger().info("champion: %s", name)
+    return name

@@ -1,0 +1,90 @@
+"""Refit the champion on all history and forecast the next horizons (fits are not retried)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import polars as pl
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from poolcast.backtest import OriginSplit
+from poolcast.champion import (
+    ChampionForecaster,
+    backtest_fingerprint,
+    fit_champion,
+    leaderboard_score,
+    make_rescorer,
+)
+from poolcast.config import PipelineConfig
+
+__all__ = ["fingerprint", "forecast", "refit", "rescorer", "score_of"]
+
+
+@task(cache_policy=NO_CACHE)
+def refit(
+    name: str,
+    factories: Mapping[str, Callable[[], Any]],
+    panel: pl.DataFrame,
+    config: PipelineConfig,
+) -> ChampionForecaster:
+    """The champion's candidate class fitted on the whole validated panel."""
+    b = config.backtest
+    return fit_champion(
+        name,
+        factories[name],
+        panel,
+        config.features,
+        quantiles=b.quantiles,
+        n_samples=b.n_samples,
+        seed=b.seed,
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def forecast(forecaster: ChampionForecaster, panel: pl.DataFrame) -> pl.DataFrame:
+    """Forecast distribution for the next horizons from the end of the panel."""
+    frame = forecaster.forecast(panel)
+    get_run_logger().info(
+        "forecast: %d rows (%d SKUs)", frame.height, frame.get_column("sku").n_unique()
+    )
+    return frame
+
+
+@task(cache_policy=NO_CACHE)
+def fingerprint(panel: pl.DataFrame, splits: Sequence[OriginSplit], config: PipelineConfig) -> str:
+    """Fingerprint of this run's backtest (data + origins + horizons + metric + quantiles)."""
+    return backtest_fingerprint(
+        panel,
+        origins=[s.origin for s in splits],
+        horizons=config.features.horizons,
+        metric=config.backtest.selection_metric,
+        quantiles=config.backtest.quantiles,
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def score_of(board: pl.DataFrame, name: str, config: PipelineConfig) -> float:
+    """The champion's backtest score on the leaderboard."""
+    return leaderboard_score(board, name, metric=config.backtest.selection_metric)
+
+
+@task(cache_policy=NO_CACHE)
+def rescorer(
+    board: pl.DataFrame,
+    factories: Mapping[str, Callable[[], Any]],
+    splits: Sequence[OriginSplit],
+    config: PipelineConfig,
+) -> Callable[[str], float | None]:
+    """How to score the current registry champion on this run's backtest (see poolcast.champion)."""
+    b = config.backtest
+    return make_rescorer(
+        board,
+        factories,
+        splits,
+        metric=b.selection_metric,
+        quantiles=b.quantiles,
+        n_samples=b.n_samples,
+        seed=b.seed,
+    )

@@ -1,0 +1,118 @@
+"""Prefect artifacts for the ops dashboards: data-quality and leaderboard tables, a markdown
+summary, and a link to the MLflow run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+from prefect import task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from poolcast.publish import PublishResult
+from poolcast.reporting import (
+    RetrainSummary,
+    data_quality_rows,
+    failures_of,
+    leaderboard_rows,
+    summary_markdown,
+    summary_text,
+)
+from poolcast.tracking import Registration, RetrainRun
+from poolcast.validation import ValidationResult
+
+__all__ = ["data_quality_artifact", "leaderboard_artifact", "summarize", "summary_artifacts"]
+
+LEADERBOARD_COLUMNS = (
+    "candidate",
+    "status",
+    "scaled_pinball",
+    "mase",
+    "crps",
+    "coverage_80",
+    "coverage_95",
+    "wape",
+    "bias",
+    "fit_seconds",
+    "error",
+)
+
+
+@task(cache_policy=NO_CACHE)
+def data_quality_artifact(validated: ValidationResult) -> None:
+    """Table artifact ``data-quality``: the counts, then quarantined lines per rule."""
+    c = validated.counts
+    counts = {
+        "rows_in": c.rows_in,
+        "rows_accepted": c.rows_accepted,
+        "rows_quarantined": c.rows_quarantined,
+        "gap_months_filled": c.gaps,
+        "skus": c.skus,
+    }
+    create_table_artifact(
+        table=data_quality_rows(counts, validated.quarantine),
+        key="data-quality",
+        description=f"Input rows accepted and quarantined (gap policy {c.gap_policy})",
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def leaderboard_artifact(board: pl.DataFrame, metric: str) -> None:
+    """Table artifact ``leaderboard``: one row per candidate, failed ones with their error."""
+    create_table_artifact(
+        table=leaderboard_rows(board, columns=LEADERBOARD_COLUMNS),
+        key="leaderboard",
+        description=f"Backtest leaderboard, best {metric} first",
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def summary_artifacts(summary: RetrainSummary) -> str:
+    """Markdown ``retrain-summary`` and link ``mlflow-run`` artifacts; returns (and prints) the text summary."""
+    create_markdown_artifact(
+        markdown=summary_markdown(summary),
+        key="retrain-summary",
+        description="Monthly retrain summary",
+    )
+    create_link_artifact(
+        link=summary.mlflow_run_url,
+        link_text=f"MLflow run {summary.mlflow_run_id}",
+        key="mlflow-run",
+        description="The retrain's MLflow parent run",
+    )
+    text = summary_text(summary)
+    print(text)
+    return text
+
+
+@task(cache_policy=NO_CACHE)
+def summarize(
+    validated: ValidationResult,
+    board: pl.DataFrame,
+    champion: str,
+    registration: Registration,
+    run: RetrainRun,
+    published: PublishResult,
+    quarantine_path: Path,
+) -> RetrainSummary:
+    """Collect the run's outcome into the RetrainSummary the flow returns."""
+    c = validated.counts
+    return RetrainSummary(
+        as_of=c.last_month,
+        rows_in=c.rows_in,
+        rows_accepted=c.rows_accepted,
+        rows_quarantined=c.rows_quarantined,
+        n_skus=c.skus,
+        leaderboard=board,
+        failures=failures_of(board),
+        champion=champion,
+        champion_version=registration.version,
+        alias_moved=registration.decision.move,
+        alias_reason=registration.decision.reason,
+        mlflow_run_id=run.run_id,
+        mlflow_run_url=run.url,
+        outputs_db=published.path,
+        quarantine_path=quarantine_path,
+        forecast_rows=published.rows.get("forecasts", 0),
+    )

@@ -1,0 +1,115 @@
+"""MLflow tasks: the parent run, its data-quality record, child runs, the champion, the forecast.
+
+These touch the outside (the tracking server), so they retry, but only on transient errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from poolcast import tracking
+from poolcast.champion import ChampionForecaster
+from poolcast.config import PipelineConfig
+from poolcast.tracking import Registration, RetrainRun
+from poolcast.validation import ValidationResult
+from tasks._retry import retry_if_transient
+
+__all__ = [
+    "finish",
+    "log_candidate",
+    "log_data_quality",
+    "log_forecast",
+    "register",
+    "start_run",
+]
+
+_RETRY = {"retries": 2, "retry_delay_seconds": 5, "retry_condition_fn": retry_if_transient}
+
+
+@task(cache_policy=NO_CACHE, **_RETRY)
+def start_run(config: PipelineConfig, run_name: str) -> RetrainRun:
+    """Start the retrain's MLflow parent run."""
+    run = tracking.start_retrain(config, run_name=run_name)
+    get_run_logger().info("MLflow parent run %s: %s", run.run_id, run.url)
+    return run
+
+
+@task(cache_policy=NO_CACHE, **_RETRY)
+def log_data_quality(run: RetrainRun, validated: ValidationResult, quarantine_path: Path) -> None:
+    """Data-quality counts as parent-run metrics, the quarantine file, and the input dataset."""
+    c = validated.counts
+    counts = {
+        "rows_in": c.rows_in,
+        "rows_accepted": c.rows_accepted,
+        "rows_quarantined": c.rows_quarantined,
+        "gaps": c.gaps,
+        "skus": c.skus,
+        "months": c.months,
+        **{f"rule_{k}": v for k, v in c.by_rule.items()},
+    }
+    tracking.log_data_quality(run.tracking_uri, run.run_id, counts, quarantine_path=quarantine_path)
+    tracking.log_input_dataset(
+        run.tracking_uri,
+        run.run_id,
+        validated.panel,
+        source=validated.source,
+        name="validated_panel",
+    )
+
+
+@task(cache_policy=NO_CACHE, **_RETRY)
+def log_candidate(run: RetrainRun, outcome: Any, history: pl.DataFrame) -> str:
+    """One child run per candidate (metrics, tables, plots; or its failure)."""
+    return tracking.log_candidate_outcome(run, outcome, history)
+
+
+@task(cache_policy=NO_CACHE)
+def register(
+    run: RetrainRun,
+    forecaster: ChampionForecaster,
+    example: pl.DataFrame,
+    *,
+    config: PipelineConfig,
+    score: float,
+    fingerprint: str,
+    rescore: Callable[[str], float | None],
+) -> Registration:
+    """Log the champion as a pyfunc model, register it, move the alias per the rule (not retried:
+    a retry could register a second version)."""
+    reg = tracking.register_champion(
+        run,
+        forecaster,
+        registered_model_name=config.tracking.registered_model_name,
+        example=example,
+        score=score,
+        fingerprint=fingerprint,
+        metric=config.backtest.selection_metric,
+        rescore=rescore,
+    )
+    get_run_logger().info(
+        "champion %s v%s; alias %s: %s",
+        forecaster.name,
+        reg.version,
+        "moved" if reg.decision.move else "stayed",
+        reg.decision.reason,
+    )
+    return reg
+
+
+@task(cache_policy=NO_CACHE, **_RETRY)
+def log_forecast(run: RetrainRun, forecast: pl.DataFrame, leaderboard: pl.DataFrame) -> None:
+    """The published forecast distribution and the leaderboard as parent-run tables."""
+    tracking.log_frame(run.tracking_uri, run.run_id, forecast, "forecast/forecast.json")
+    tracking.log_frame(run.tracking_uri, run.run_id, leaderboard, "leaderboard.json")
+
+
+@task(cache_policy=NO_CACHE, **_RETRY)
+def finish(run: RetrainRun) -> None:
+    """Mark the parent run FINISHED."""
+    tracking.finish_run(run.tracking_uri, run.run_id)

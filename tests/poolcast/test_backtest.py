@@ -1,0 +1,360 @@
+"""Rolling-origin backtest: origins, no data after the origin, scoring, leaderboard, champion."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Self
+
+import numpy as np
+import polars as pl
+import pytest
+
+from poolcast.backtest import (
+    CandidateBacktest,
+    backtest_candidate,
+    build_horizon_table,
+    build_leaderboard,
+    prepare_splits,
+    rolling_origins,
+    score_predictions,
+    select_champion,
+)
+from poolcast.config import FeatureConfig
+from poolcast.errors import InvalidParameterError, PoolcastError
+from poolcast.features import build_forecast_frame, build_training_frame, make_feature_spec
+from poolcast.metrics import pinball_loss, seasonal_naive_scale
+from poolcast.models.forecast import Forecast, quantiles_from_samples
+
+CONFIG = FeatureConfig()
+QUANTILES = (0.5, 0.8, 0.9, 0.95, 0.99)
+
+
+def _add_months(d: date, k: int) -> date:
+    i = d.year * 12 + d.month - 1 + k
+    return date(i // 12, i % 12 + 1, 1)
+
+
+def make_panel(n_sku: int = 6, n_month: int = 30, *, seed: int = 0) -> pl.DataFrame:
+    """Contract panel with staggered starts, gap rows (NULL sales) and customer counts."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for s in range(n_sku):
+        start = s % 3
+        length = n_month - start
+        months = [_add_months(date(2021, 1, 1), start + i) for i in range(length)]
+        level = rng.gamma(3.0, 15.0)
+        sales = rng.poisson(level * (1 + 0.4 * np.sin(2 * np.pi * np.arange(length) / 12)))
+        gap = np.zeros(length, dtype=bool)
+        gap[rng.choice(np.arange(2, length - 1), size=2, replace=False)] = True
+        frames.append(
+            pl.DataFrame(
+                {
+                    "sku": f"sku{s}",
+                    "month": months,
+                    "sales": [None if g else int(v) for g, v in zip(gap, sales, strict=True)],
+                    "customer_count": rng.poisson(level * 4, size=length),
+                    "promo": rng.integers(0, 2, size=length),
+                    "category": "A",
+                    "on_hand": [None] * length,
+                    "is_gap": gap,
+                },
+                schema={
+                    "sku": pl.String,
+                    "month": pl.Date,
+                    "sales": pl.Int64,
+                    "customer_count": pl.Int64,
+                    "promo": pl.Int8,
+                    "category": pl.String,
+                    "on_hand": pl.Int64,
+                    "is_gap": pl.Boolean,
+                },
+            )
+        )
+    return pl.concat(frames)
+
+
+class RecordingMovingAverage:
+    """Test-only candidate: mean = ratio_h x sales_rm_3, ratio_h learned in fit; Poisson draws.
+
+    Records the latest month and origin of every frame it is given, and the sales column
+    of the forecast rows, so the tests can check what it saw.
+    """
+
+    name = "recording_ma"
+    log: list[dict[str, object]] = []  # noqa: RUF012 - shared on purpose, reset per test
+
+    def fit(self, train: pl.DataFrame) -> Self:
+        ratios = {}
+        for h in train["horizon"].unique().to_list():
+            part = train.filter((pl.col("horizon") == h) & pl.col("sales_rm_3").is_not_null())
+            ratios[h] = float(part["sales"].sum()) / max(float(part["sales_rm_3"].sum()), 1e-9)
+        self.ratio_ = ratios
+        self.log.append(
+            {
+                "stage": "fit",
+                "max_month": train["month"].max(),
+                "max_origin": train["origin"].max(),
+            }
+        )
+        return self
+
+    def predict_distribution(
+        self, rows: pl.DataFrame, *, quantiles, n_samples: int, rng: np.random.Generator
+    ) -> Forecast:  # type: ignore[no-untyped-def]
+        self.log.append(
+            {
+                "stage": "predict",
+                "max_origin": rows["origin"].max(),
+                "sales_nulls": rows["sales"].null_count() == rows.height,
+            }
+        )
+        ratio = rows["horizon"].replace_strict(self.ratio_, return_dtype=pl.Float64).to_numpy()
+        mean = ratio * rows["sales_rm_3"].fill_null(0.0).to_numpy()
+        samples = rng.poisson(np.maximum(mean, 0.0)[:, None], size=(rows.height, n_samples))
+        keys = rows.select("sku", "origin", "horizon", "month")
+        return Forecast(keys, mean, quantiles_from_samples(samples, quantiles), samples)
+
+
+def test_rolling_origins_are_the_last_k_with_a_full_horizon() -> None:
+    panel = make_panel(n_month=36)  # 2021-01 .. 2023-12
+    origins = rolling_origins(panel, n_origins=6, horizons=3)
+    assert origins == [_add_months(date(2023, 4, 1), k) for k in range(6)]  # 2023-04..2023-09
+    assert rolling_origins(panel, n_origins=1, horizons=1) == [date(2023, 11, 1)]
+    with pytest.raises(InvalidParameterError, match="needs at least"):
+        rolling_origins(panel, n_origins=31, horizons=3)
+    with pytest.raises(InvalidParameterError, match="n_origins"):
+        rolling_origins(panel, n_origins=0, horizons=3)
+
+
+def test_splits_are_rebuilt_from_data_up_to_each_origin() -> None:
+    panel = make_panel()
+    splits = prepare_splits(panel, feature_config=CONFIG, n_origins=4)
+    assert [s.origin for s in splits] == rolling_origins(panel, n_origins=4, horizons=3)
+    for split in splits:
+        history = panel.filter(pl.col("month") <= split.origin)
+        assert split.train["month"].max() <= split.origin
+        assert split.train["origin"].max() < split.origin  # its targets are <= origin too
+        assert split.spec == make_feature_spec(history, CONFIG)
+        assert split.train.equals(build_training_frame(history, split.spec))
+        assert split.scale.equals(seasonal_naive_scale(history))
+        # test rows: from the origin, horizons 1..3, observed truth only
+        assert (split.test["origin"] == split.origin).all()
+        assert split.test["month"].min() > split.origin
+        assert split.test["month"].max() <= _add_months(split.origin, 3)
+        assert split.test["sales"].null_count() == 0
+        truth = panel.select("sku", "month", pl.col("sales").alias("truth"), "promo")
+        checked = split.test.join(truth, on=["sku", "month"], how="left")
+        assert (checked["sales"] == checked["truth"]).all()
+        assert (checked["promo"] == checked["promo_right"]).all()  # planned promo at T
+        features = build_forecast_frame(history, split.spec, origin=split.origin)
+        assert split.test.drop("sales", "promo").equals(
+            features.join(split.test.select("sku", "month"), on=["sku", "month"], how="semi")
+            .drop("sales", "promo")
+            .sort("horizon", "sku")
+        )
+
+
+def test_backtest_never_sees_data_after_its_origin() -> None:
+    panel = make_panel(n_sku=8, n_month=30, seed=3)
+    splits = prepare_splits(panel, feature_config=CONFIG, n_origins=5)
+    pivot = splits[2].origin
+    rng = np.random.default_rng(99)
+    later = pl.col("month") > pivot
+    perturbed = panel.with_columns(
+        sales=pl.when(later & pl.col("sales").is_not_null())
+        .then(pl.Series(rng.integers(10_000, 1_000_000, panel.height)))
+        .otherwise(pl.col("sales")),
+        customer_count=pl.when(later)
+        .then(pl.Series(rng.integers(10_000, 1_000_000, panel.height)))
+        .otherwise(pl.col("customer_count")),
+    )
+    RecordingMovingAverage.log = []
+    base = backtest_candidate(
+        "ma", RecordingMovingAverage, splits, quantiles=QUANTILES, n_samples=50, seed=7
+    )
+    log = list(RecordingMovingAverage.log)
+    fits = [e for e in log if e["stage"] == "fit"]
+    predicts = [e for e in log if e["stage"] == "predict"]
+    assert len(fits) == len(predicts) == len(splits)
+    for split, fit, pred in zip(splits, fits, predicts, strict=True):
+        assert fit["max_month"] <= split.origin  # no training target after the origin
+        assert fit["max_origin"] < split.origin
+        assert pred["max_origin"] == split.origin
+        assert pred["sales_nulls"]  # the candidate never gets the truth of the rows it forecasts
+
+    other = backtest_candidate(
+        "ma",
+        RecordingMovingAverage,
+        prepare_splits(perturbed, feature_config=CONFIG, n_origins=5),
+        quantiles=QUANTILES,
+        n_samples=50,
+        seed=7,
+    )
+    forecast_cols = ["sku", "origin", "horizon", "month", "mean"] + [
+        c for c in base.predictions.columns if c.startswith("q_")
+    ]
+    up_to = pl.col("origin") <= pivot
+    assert (
+        base.predictions.filter(up_to)
+        .select(forecast_cols)
+        .equals(other.predictions.filter(up_to).select(forecast_cols))
+    )
+    # ...while the later origins, which may see the perturbed months, do change
+    after = pl.col("origin") > pivot
+    assert not base.predictions.filter(after)["mean"].equals(
+        other.predictions.filter(after)["mean"]
+    )
+
+
+class _Oracle:
+    """Returns the truth as a point mass, rows in reverse order (alignment must not matter)."""
+
+    truth: dict[tuple[str, date], float] = {}  # noqa: RUF012
+
+    def fit(self, train: pl.DataFrame) -> Self:
+        return self
+
+    def predict_distribution(self, rows, *, quantiles, n_samples, rng) -> Forecast:  # type: ignore[no-untyped-def]
+        rows = rows.reverse()
+        y = np.array([self.truth[(s, m)] for s, m in rows.select("sku", "month").iter_rows()])
+        keys = rows.select("sku", "origin", "horizon", "month")
+        return Forecast(keys, y, {float(q): y for q in quantiles}, None)
+
+
+def test_scoring_aligns_forecasts_with_truth() -> None:
+    panel = make_panel()
+    _Oracle.truth = {
+        (s, m): float(v)
+        for s, m, v in panel.select("sku", "month", "sales").iter_rows()
+        if v is not None
+    }
+    splits = prepare_splits(panel, feature_config=CONFIG, n_origins=3)
+    result = backtest_candidate("oracle", _Oracle, splits, quantiles=QUANTILES, n_samples=1, seed=0)
+    m = result.metrics
+    assert m["mae"] == 0 and m["rmse"] == 0 and m["mase"] == 0 and m["bias"] == 0
+    assert m["crps"] == 0 and m["scaled_pinball"] == 0
+    assert m["coverage_80"] == 1 and m["coverage_95"] == 1
+    assert m["n"] == sum(s.test.height for s in splits)
+
+
+def test_metrics_by_horizon_and_sku_match_direct_computation() -> None:
+    panel = make_panel(seed=4)
+    splits = prepare_splits(panel, feature_config=CONFIG, n_origins=3)
+    result = backtest_candidate(
+        "ma", RecordingMovingAverage, splits, quantiles=QUANTILES, n_samples=200, seed=1
+    )
+    pred = result.predictions
+    scale = {
+        (s.origin, sku): v
+        for s in splits
+        for sku, v in s.scale.select("sku", "mase_scale").iter_rows()
+    }
+    for h in (1, 2, 3):
+        part = pred.filter(pl.col("horizon") == h)
+        y, mu = part["y"].to_numpy(), part["mean"].to_numpy()
+        sc = np.array([scale[(o, s)] for s, o in part.select("sku", "origin").iter_rows()])
+        row = result.horizon_metrics.filter(pl.col("horizon") == h).row(0, named=True)
+        assert row["n"] == part.height
+        assert row["mae"] == pytest.approx(np.mean(np.abs(y - mu)))
+        assert row["rmse"] == pytest.approx(np.sqrt(np.mean((y - mu) ** 2)))
+        assert row["mase"] == pytest.approx(np.mean(np.abs(y - mu) / sc))
+        assert row["wape"] == pytest.approx(np.abs(y - mu).sum() / np.abs(y).sum())
+        assert row["bias"] == pytest.approx(np.mean(mu - y))
+        q9 = part["q_0.9"].to_numpy()
+        assert row["pinball_0.9"] == pytest.approx(np.mean(pinball_loss(y, q9, 0.9)))
+        spin = np.mean([pinball_loss(y, part[f"q_{q:g}"].to_numpy(), q) for q in QUANTILES], axis=0)
+        assert row["scaled_pinball"] == pytest.approx(np.mean(spin / sc))
+        inside = (part["q_0.1"].to_numpy() <= y) & (y <= part["q_0.9"].to_numpy())
+        assert row["coverage_80"] == pytest.approx(inside.mean())
+    # per-SKU table covers every SKU once and its row counts add up
+    assert result.per_sku_metrics["sku"].to_list() == sorted(pred["sku"].unique().to_list())
+    assert result.per_sku_metrics["n"].sum() == pred.height
+    # the overall row equals scoring everything at once
+    overall = score_predictions(pred, quantiles=QUANTILES).row(0, named=True)
+    assert result.metrics == pytest.approx(overall)
+    assert result.fit_seconds >= 0 and result.predict_seconds >= 0
+
+
+class _Diverging(RecordingMovingAverage):
+    def predict_distribution(self, rows, **kwargs) -> Forecast:  # type: ignore[no-untyped-def]
+        fc = super().predict_distribution(rows, **kwargs)
+        mean = fc.mean.copy()
+        mean[0] = np.nan
+        return Forecast(fc.keys, mean, fc.quantiles, fc.samples)
+
+
+class _DropsRows(RecordingMovingAverage):
+    def predict_distribution(self, rows, **kwargs) -> Forecast:  # type: ignore[no-untyped-def]
+        return super().predict_distribution(rows.head(rows.height - 1), **kwargs)
+
+
+class _Raises(RecordingMovingAverage):
+    def fit(self, train: pl.DataFrame) -> Self:
+        raise np.linalg.LinAlgError("singular matrix")
+
+
+def test_a_failing_candidate_raises() -> None:
+    splits = prepare_splits(make_panel(), feature_config=CONFIG, n_origins=2)
+    kwargs = {"quantiles": QUANTILES, "n_samples": 10, "seed": 0}
+    with pytest.raises(PoolcastError, match="diverged"):
+        backtest_candidate("nan", _Diverging, splits, **kwargs)
+    with pytest.raises(PoolcastError, match="do not match"):
+        backtest_candidate("short", _DropsRows, splits, **kwargs)
+    with pytest.raises(np.linalg.LinAlgError):
+        backtest_candidate("raises", _Raises, splits, **kwargs)
+    with pytest.raises(InvalidParameterError, match="splits"):
+        backtest_candidate("none", _Raises, [], **kwargs)
+
+
+def _fake_result(name: str, scaled_pinball: float, mase: float) -> CandidateBacktest:
+    metrics = {"n": 10.0, "mae": 1.0, "mase": mase, "scaled_pinball": scaled_pinball}
+    horizon = pl.DataFrame(
+        {"horizon": [1, 2], "n": [5, 5], "mae": [1.0, 1.0], "mase": [mase, mase]},
+        schema_overrides={"horizon": pl.Int32},
+    )
+    return CandidateBacktest(
+        name=name,
+        predictions=pl.DataFrame(),
+        metrics=metrics,
+        horizon_metrics=horizon,
+        per_sku_metrics=pl.DataFrame(),
+        fit_seconds=1.5,
+        predict_seconds=0.5,
+        quantiles=QUANTILES,
+    )
+
+
+def test_leaderboard_and_champion_selection() -> None:
+    results = [
+        _fake_result("glm", 0.40, 1.2),
+        _fake_result("glmm", 0.30, 1.1),
+        _fake_result("gee", 0.30, 0.9),  # ties glmm on the score, wins on MASE
+    ]
+    board = build_leaderboard(results, {"bayes": "ConvergenceError: r_hat 1.3"})
+    assert board["candidate"].to_list() == ["gee", "glmm", "glm", "bayes"]
+    failed = board.filter(pl.col("status") == "failed").row(0, named=True)
+    assert failed["error"] == "ConvergenceError: r_hat 1.3"
+    assert failed["scaled_pinball"] is None and failed["fit_seconds"] is None
+    assert board.filter(pl.col("status") == "ok")["fit_seconds"].to_list() == [1.5] * 3
+    assert select_champion(board) == "gee"
+    assert select_champion(board, metric="mae") == "gee"  # all tie on mae -> MASE decides
+    # a failed candidate never wins, even with the best number
+    hacked = board.with_columns(
+        scaled_pinball=pl.when(pl.col("candidate") == "bayes")
+        .then(0.0)
+        .otherwise(pl.col("scaled_pinball"))
+    )
+    assert select_champion(hacked) == "gee"
+    with pytest.raises(InvalidParameterError, match="not on the leaderboard"):
+        select_champion(board, metric="accuracy")
+    all_failed = build_leaderboard([], {"a": "boom", "b": "bang"})
+    with pytest.raises(PoolcastError, match=r"every candidate failed.*a: boom"):
+        select_champion(all_failed)
+    long = build_horizon_table(results)
+    assert long.columns == ["candidate", "horizon", "metric", "value"]
+    assert long.filter((pl.col("candidate") == "gee") & (pl.col("metric") == "mase"))[
+        "value"
+    ].to_list() == [
+        0.9,
+        0.9,
+    ]

@@ -1,0 +1,247 @@
+"""Validation: quarantine rules on a hand-written fixture, gap policies, the real data sets."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from poolcast.config import ValidationConfig
+from poolcast.io import load_source
+from poolcast.mapping import load_mapping
+from poolcast.validation import resolve_gap_policy, validate_panel, write_quarantine
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+# Written by hand from tests/fixtures/bad_rows.csv (row = data row, 1 = first after the header),
+# validated with as_of = 2024-06.
+EXPECTED_QUARANTINE = [
+    (3, "sku_null", "sku", ""),
+    (4, "sku_null", "sku", "   "),
+    (5, "month_unparseable", "month", "2024-13"),
+    (6, "month_unparseable", "month", "Jan 2024"),
+    (7, "month_not_first", "month", "2024-02-15"),
+    (8, "sales_negative", "sales", "-3"),
+    (9, "sales_not_integer", "sales", "2.5"),
+    (10, "sales_null", "sales", ""),
+    (11, "sales_not_integer", "sales", "abc"),
+    (12, "sales_absurd", "sales", "99999999"),
+    (13, "customer_count_negative", "customer_count", "-1"),
+    (14, "customer_count_null", "customer_count", ""),
+    (15, "promo_invalid", "promo", "2"),
+    (16, "on_hand_negative", "on_hand", "-2"),
+    (17, "duplicate_conflict", "sku,month", "D,2024-01"),
+    (18, "duplicate_conflict", "sku,month", "D,2024-01"),
+    (20, "exact_duplicate", "sku,month", "copy of row 19"),
+    (21, "exact_duplicate", "sku,month", "copy of row 19"),
+    (23, "month_after_as_of", "month", "2024-07"),
+    (24, "sales_not_integer", "sales", "x"),
+    (24, "customer_count_negative", "customer_count", "-4"),
+    (27, "customer_count_not_integer", "customer_count", "1.5"),
+    (28, "customer_count_absurd", "customer_count", "200000000"),
+    (29, "promo_null", "promo", ""),
+    (30, "on_hand_not_integer", "on_hand", "lots"),
+]
+
+EXPECTED_PANEL = pl.DataFrame(
+    {
+        "sku": ["A", "A", "A", "A", "C", "E", "E"],
+        "month": [
+            date(2024, 1, 1),
+            date(2024, 2, 1),
+            date(2024, 3, 1),
+            date(2024, 4, 1),
+            date(2024, 6, 1),
+            date(2024, 1, 1),
+            date(2024, 2, 1),
+        ],
+        "sales": [10, 12, None, 9, 1, 3, 3],
+        "customer_count": [100, 110, None, 120, 100, 40, 40],
+        "promo": [0, 1, 0, 0, 0, 0, 0],
+        "category": ["toys", "toys", "toys", "toys", "games", "games", "games"],
+        "on_hand": [5, None, None, None, None, None, None],
+        "is_gap": [False, False, True, False, False, False, False],
+    },
+    schema_overrides={
+        "promo": pl.Int8,
+        "sales": pl.Int64,
+        "customer_count": pl.Int64,
+        "on_hand": pl.Int64,
+    },
+)
+
+
+@pytest.fixture(scope="module")
+def bad_rows_result():
+    loaded = load_source(FIXTURES / "bad_rows.csv", "contract")
+    return validate_panel(loaded, config=ValidationConfig(), as_of=date(2024, 6, 1))
+
+
+def test_every_bad_row_is_quarantined_with_its_reason(bad_rows_result) -> None:
+    q = bad_rows_result.quarantine
+    got = list(zip(q["row"], q["rule"], q["column"], q["value"], strict=True))
+    assert got == EXPECTED_QUARANTINE
+
+
+def test_quarantine_keeps_sku_and_month_as_read(bad_rows_result) -> None:
+    q = bad_rows_result.quarantine
+    row6 = q.filter(pl.col("row") == 6).row(0, named=True)
+    assert (row6["sku"], row6["month"]) == ("B", "Jan 2024")
+
+
+def test_counts_add_up_and_count_each_row_once(bad_rows_result) -> None:
+    c = bad_rows_result.counts
+    assert c.rows_in == 30
+    assert c.rows_quarantined == 24  # 25 quarantine lines: row 24 broke two rules
+    assert c.rows_accepted == 6
+    assert c.rows_in == c.rows_accepted + c.rows_quarantined
+    assert c.duplicates_collapsed == 2
+    assert c.by_rule["sales_not_integer"] == 3
+    assert c.by_rule["exact_duplicate"] == 2
+    assert sum(c.by_rule.values()) == len(EXPECTED_QUARANTINE)
+    assert c.gaps == 1
+    assert (c.skus, c.months) == (3, 5)
+    assert (c.first_month, c.last_month) == (date(2024, 1, 1), date(2024, 6, 1))
+
+
+def test_panel_holds_exactly_the_accepted_rows_on_a_regular_grid(bad_rows_result) -> None:
+    assert bad_rows_result.panel.equals(EXPECTED_PANEL)
+    assert bad_rows_result.gaps.rows() == [("A", date(2024, 3, 1))]
+
+
+def test_as_of_is_optional() -> None:
+    loaded = load_source(FIXTURES / "bad_rows.csv", "contract")
+    result = validate_panel(loaded)
+    assert "month_after_as_of" not in result.counts.by_rule
+    # F 2024-07 is now accepted (F 2024-05 is still bad)
+    assert result.panel.filter(pl.col("sku") == "F")["month"].to_list() == [date(2024, 7, 1)]
+
+
+def test_sales_cap_is_configurable() -> None:
+    loaded = load_source(FIXTURES / "bad_rows.csv", "contract")
+    result = validate_panel(loaded, config=ValidationConfig(sales_cap=9), as_of=date(2024, 6, 1))
+    absurd = result.quarantine.filter(pl.col("rule") == "sales_absurd")["row"].to_list()
+    assert absurd == [1, 2, 12]  # sales 10 and 12 exceed a cap of 9
+
+
+@pytest.mark.parametrize(
+    ("policy", "gap_sales"),
+    [("missing", None), ("zero", 0)],
+)
+def test_gap_policies(policy: str, gap_sales: int | None) -> None:
+    loaded = load_source(FIXTURES / "gaps.csv", "contract")
+    result = validate_panel(loaded, config=ValidationConfig(gap_policy=policy))  # type: ignore[arg-type]
+    panel = result.panel
+    # A: 2024-01, 02, (03 gap), 04; B: 2024-02, 03 (no gap)
+    assert panel.select("sku", "month").rows() == [
+        ("A", date(2024, 1, 1)),
+        ("A", date(2024, 2, 1)),
+        ("A", date(2024, 3, 1)),
+        ("A", date(2024, 4, 1)),
+        ("B", date(2024, 2, 1)),
+        ("B", date(2024, 3, 1)),
+    ]
+    assert panel["is_gap"].to_list() == [False, False, True, False, False, False]
+    assert panel["sales"].to_list() == [3, 4, gap_sales, 6, 1, 0]
+    assert panel["customer_count"].to_list() == [10, 12, None, 15, 7, 8]
+    assert result.gaps.rows() == [("A", date(2024, 3, 1))]
+    assert result.counts.gaps == 1
+    assert result.counts.gap_policy == policy
+    assert result.counts.rows_accepted == 5
+
+
+def test_gap_policy_comes_from_the_mapping_unless_the_config_overrides_it() -> None:
+    retail = load_mapping("online_retail")
+    assert resolve_gap_policy(ValidationConfig(), retail) == "zero"
+    assert resolve_gap_policy(ValidationConfig(gap_policy="missing"), retail) == "missing"
+    assert resolve_gap_policy(ValidationConfig(), load_mapping("contract")) == "missing"
+    zero_mapping = replace(load_mapping("contract"), gap_policy="zero")
+    loaded = load_source(FIXTURES / "gaps.csv", zero_mapping)
+    assert validate_panel(loaded).panel["sales"].to_list()[2] == 0
+
+
+def test_write_quarantine_csv_and_parquet(bad_rows_result, tmp_path: Path) -> None:
+    csv_path = write_quarantine(bad_rows_result, tmp_path / "q" / "quarantine.csv")
+    back = pl.read_csv(csv_path, infer_schema=False, empty_string_is_null=False)
+    assert back.height == len(EXPECTED_QUARANTINE)
+    assert back.columns == ["row", "sku", "month", "rule", "column", "value"]
+    pq_path = write_quarantine(bad_rows_result, tmp_path / "quarantine.parquet")
+    assert pl.read_parquet(pq_path).equals(bad_rows_result.quarantine)
+
+
+def test_no_customer_column_gives_all_null_customer_count(tmp_path: Path) -> None:
+    path = tmp_path / "nocust.csv"
+    path.write_text("sku,month,sales\nA,2024-01,1\nA,2024-02,0\n")
+    result = validate_panel(load_source(path, "contract"))
+    assert result.has_customers is False
+    assert result.panel["customer_count"].null_count() == 2
+    assert result.panel["promo"].to_list() == [0, 0]
+
+
+# --------------------------------------------------------------------- real data sets
+
+
+def _validate_real(path: Path, mapping: str):
+    result = validate_panel(load_source(path, mapping))
+    c = result.counts
+    print(f"{path.name}: {c.to_dict()}")
+    assert c.rows_in == c.rows_accepted + c.rows_quarantined
+    assert result.panel.filter(~pl.col("is_gap")).height == c.rows_accepted
+    assert result.quarantine["row"].n_unique() == c.rows_quarantined
+    return result
+
+
+def test_rossmann_monthly(shared_data_dir: Path) -> None:
+    result = _validate_real(
+        shared_data_dir / "rossmann-store-sales" / "rossmann_store_monthly.csv", "rossmann"
+    )
+    c = result.counts
+    assert c.rows_in == 33_485  # SOURCE.md
+    assert c.rows_quarantined == 0
+    assert c.skus == 1_115 and c.months == 31
+    # SOURCE.md: 180 stores lack 2014-07 .. 2014-12 (refurbishment): 6 gap months each
+    assert c.gaps == 180 * 6
+    gap_months = result.gaps["month"].unique().sort().to_list()
+    assert gap_months == [date(2014, m, 1) for m in range(7, 13)]
+    assert result.panel.filter(pl.col("is_gap"))["sales"].null_count() == c.gaps
+    assert set(result.panel["promo"].unique()) == {0, 1}
+
+
+def test_online_retail_sku_monthly(shared_data_dir: Path) -> None:
+    path = shared_data_dir / "online-retail" / "online_retail_sku_monthly.csv.gz"
+    result = _validate_real(path, "online_retail")
+    c = result.counts
+    assert c.rows_in == 65_796  # SOURCE.md
+    assert c.rows_quarantined == 0
+    assert c.skus == 4_707 and c.months == 25  # SOURCE.md
+    assert c.gap_policy == "zero"
+    # independent count of gaps: per SKU, months spanned minus months present (csv module)
+    months: dict[str, set[int]] = {}
+    with gzip.open(path, "rt", newline="") as fh:
+        for rec in csv.DictReader(fh):
+            y, m = rec["Month"].split("-")
+            months.setdefault(rec["StockCode"], set()).add(int(y) * 12 + int(m))
+    expected_gaps = sum(max(s) - min(s) + 1 - len(s) for s in months.values())
+    assert c.gaps == expected_gaps
+    assert result.panel.filter(pl.col("is_gap"))["sales"].to_list() == [0] * expected_gaps
+
+
+def test_carparts(shared_data_dir: Path) -> None:
+    result = _validate_real(
+        shared_data_dir / "carparts" / "carparts_monthly_long.csv.gz", "carparts"
+    )
+    c = result.counts
+    assert c.rows_in == 136_374  # SOURCE.md
+    assert c.rows_quarantined == 6_122  # the NA sales
+    assert c.by_rule == {"sales_null": 6_122}
+    assert c.rows_accepted == 130_252  # SOURCE.md: non-missing values
+    assert c.skus == 2_674
+    assert result.has_customers is False
+    assert result.panel["customer_count"].null_count() == result.panel.height
+    # the NAs are trailing (parts discontinued), so no gap inside any history
+    assert c.gaps == 0
