@@ -201,6 +201,23 @@ def build_training_frame(history: pl.DataFrame, spec: FeatureSpec) -> pl.DataFra
         Columns ``sku, origin, horizon, month, sales`` then ``spec.feature_columns``; only
         rows with :math:`T \\le` the last month of ``history`` and non-null ``sales`` at T.
         Sorted by (horizon, sku, origin).
+
+    Examples
+    --------
+    March is a gap (NULL sales): it is no target, and a lag landing on it reads NULL.
+
+    >>> from datetime import date
+    >>> panel = pl.DataFrame({
+    ...     "sku": ["a"] * 4, "month": [date(2024, m, 1) for m in range(1, 5)],
+    ...     "sales": [3, 5, None, 4], "customer_count": [30, 40, None, 35], "promo": [0, 1, 0, 0],
+    ... })
+    >>> spec = make_feature_spec(panel, FeatureConfig(horizons=2))
+    >>> frame = build_training_frame(panel, spec)
+    >>> for row in frame.select("origin", "horizon", "sales", "sales_lag_0", "sales_rm_3").rows():
+    ...     print(row)
+    (datetime.date(2024, 1, 1), 1, 5, 3.0, 3.0)
+    (datetime.date(2024, 3, 1), 1, 4, None, 4.0)
+    (datetime.date(2024, 2, 1), 2, 4, 5.0, 4.0)
     """
     _check_history(history)
     panel = _sorted(history)

@@ -254,7 +254,7 @@ def log_champion_model(
     import mlflow.pyfunc
     from mlflow.models import infer_signature
 
-    example_pd = _pandas_ready(example)
+    example_pd = example.to_pandas()
     signature = infer_signature(example_pd, forecaster.predict(None, example))
     requirements = [f"{m}=={_version(m)}" for m in ("mlflow", "numpy", "polars", "pandas", "scipy")]
     mlflow.set_tracking_uri(tracking_uri)

@@ -189,6 +189,8 @@ def validate_panel(
 
     Raises
     ------
+    InvalidParameterError
+        ``loaded.frame`` lacks sku/month/sales/_row or its ``_row`` is not unique.
     DataContractError
         Only if the accepted panel fails the pandera contract (a bug, not bad data).
     """
@@ -196,80 +198,20 @@ def validate_panel(
     gap_policy = resolve_gap_policy(config, loaded.mapping)
     as_of_month = date(as_of.year, as_of.month, 1) if as_of is not None else None
     raw = loaded.frame
+    _check_loaded(raw, source=loaded.source)
     has = set(raw.columns)
 
-    parsed = raw.with_columns(
-        _clean(pl.col(c)).alias(f"_clean_{c}") for c in raw.columns if c != ROW_COLUMN
-    ).with_columns(
-        pl.col("_clean_month").pipe(_parse_month).alias("_month"),
-        *[
-            _parse_number(pl.col(f"_clean_{c}")).alias(f"_num_{c}")
-            for c in ("sales", "customer_count", "promo", "on_hand")
-            if c in has
-        ],
-    )
-
-    rules: dict[str, tuple[str, pl.Expr]] = {}  # rule -> (column, flag)
-    sku = pl.col("_clean_sku")
-    month = pl.col("_month")
-    rules["sku_null"] = ("sku", sku.is_null())
-    rules["month_unparseable"] = ("month", month.is_null())
-    rules["month_not_first"] = ("month", month.is_not_null() & (month.dt.day() != 1))
-    if as_of_month is not None:
-        rules["month_after_as_of"] = (
-            "month",
-            month.is_not_null() & (month.dt.day() == 1) & (month > pl.lit(as_of_month)),
-        )
-    rules.update(_count_rules("sales", cap=config.sales_cap, nullable=False))
-    if "customer_count" in has:
-        rules.update(_count_rules("customer_count", cap=config.customer_cap, nullable=False))
-    if "promo" in has:
-        text, num = pl.col("_clean_promo"), pl.col("_num_promo")
-        rules["promo_null"] = ("promo", text.is_null())
-        rules["promo_invalid"] = (
-            "promo",
-            text.is_not_null() & ~num.is_in([0.0, 1.0]).fill_null(False),
-        )
-    if "on_hand" in has:
-        rules.update(_count_rules("on_hand", cap=None, nullable=True))
-
-    # duplicates among rows with a usable key; the window functions run only on the
-    # (usually few) rows whose key occurs more than once
-    key_ok = sku.is_not_null() & month.is_not_null() & (month.dt.day() == 1)
-    value_cols = [f"_clean_{c}" for c in raw.columns if c not in (ROW_COLUMN, "sku", "month")]
-    keyed = parsed.with_columns(
-        (key_ok & pl.struct(sku, month).is_duplicated()).fill_null(False).alias("_dup_key")
-    )
-    dups = keyed.filter(pl.col("_dup_key"))
-    key = ["_clean_sku", "_month"]
-    n_distinct = (
-        pl.struct(value_cols).n_unique().over(key) if value_cols else pl.lit(1, dtype=pl.UInt32)
-    )
-    first_row = pl.col(ROW_COLUMN).min().over(key)
-    dups = dups.select(
-        ROW_COLUMN,
-        (n_distinct > 1).alias("_dup_conflict"),
-        ((n_distinct == 1) & (pl.col(ROW_COLUMN) != first_row)).alias("_dup_exact"),
-        first_row.alias("_dup_first_row"),
-    )
-    keyed = keyed.join(dups, on=ROW_COLUMN, how="left", maintain_order="left")
-    rules["duplicate_conflict"] = (_KEY_COLUMN, pl.col("_dup_conflict"))
-    rules["exact_duplicate"] = (_KEY_COLUMN, pl.col("_dup_exact"))
-
-    flagged = keyed.with_columns(
-        flag.fill_null(False).alias(f"_rule_{name}") for name, (_, flag) in rules.items()
-    ).with_columns(
-        pl.any_horizontal([pl.col(f"_rule_{name}") for name in rules]).alias("_bad")
-        if rules
-        else pl.lit(False).alias("_bad")
-    )
-
+    flagged, rules = _flag_rows(raw, config=config, as_of_month=as_of_month)
     quarantine = Quarantine.validate(_quarantine_lines(flagged, rules))
     accepted = flagged.filter(~pl.col("_bad"))
     rows_in = raw.height
-    rows_quarantined = int(flagged.get_column("_bad").sum())
+    rows_quarantined = quarantine.get_column("row").n_unique()
     rows_accepted = accepted.height
-    assert rows_in == rows_accepted + rows_quarantined, "validation lost rows"
+    if rows_in != rows_accepted + rows_quarantined:  # pragma: no cover - an invariant
+        raise DataContractError(
+            f"{loaded.source}: rows in {rows_in} != accepted {rows_accepted} + quarantined "
+            f"{rows_quarantined} (a poolcast bug, please report it)"
+        )
 
     observed = _typed_rows(accepted, has)
     panel = _fill_gaps(observed, gap_policy=gap_policy)
@@ -324,6 +266,88 @@ def write_quarantine(result: ValidationResult | pl.DataFrame, path: str | Path) 
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _check_loaded(raw: pl.DataFrame, *, source: str) -> None:
+    missing = [c for c in (ROW_COLUMN, "sku", "month", "sales") if c not in raw.columns]
+    if missing:
+        raise InvalidParameterError(
+            f"{source}: the loaded frame lacks column(s) {missing}; build it with "
+            f"poolcast.io.load_source"
+        )
+    if raw.get_column(ROW_COLUMN).n_unique() != raw.height:
+        raise InvalidParameterError(f"{source}: the loaded frame's {ROW_COLUMN} is not unique")
+
+
+def _flag_rows(
+    raw: pl.DataFrame, *, config: ValidationConfig, as_of_month: date | None
+) -> tuple[pl.DataFrame, dict[str, tuple[str, pl.Expr]]]:
+    """Parse every column and add one Boolean ``_rule_<name>`` column per rule plus ``_bad``.
+
+    Returns the flagged frame and the rules in force (rule -> (column, flag expression)).
+    """
+    has = set(raw.columns)
+    parsed = raw.with_columns(
+        _clean(pl.col(c)).alias(f"_clean_{c}") for c in raw.columns if c != ROW_COLUMN
+    ).with_columns(
+        pl.col("_clean_month").pipe(_parse_month).alias("_month"),
+        *[
+            _parse_number(pl.col(f"_clean_{c}")).alias(f"_num_{c}")
+            for c in ("sales", "customer_count", "promo", "on_hand")
+            if c in has
+        ],
+    )
+
+    rules: dict[str, tuple[str, pl.Expr]] = {}  # rule -> (column, flag)
+    sku = pl.col("_clean_sku")
+    month = pl.col("_month")
+    rules["sku_null"] = ("sku", sku.is_null())
+    rules["month_unparseable"] = ("month", month.is_null())
+    rules["month_not_first"] = ("month", month.is_not_null() & (month.dt.day() != 1))
+    if as_of_month is not None:
+        rules["month_after_as_of"] = (
+            "month",
+            month.is_not_null() & (month.dt.day() == 1) & (month > pl.lit(as_of_month)),
+        )
+    rules.update(_count_rules("sales", cap=config.sales_cap, nullable=False))
+    if "customer_count" in has:
+        rules.update(_count_rules("customer_count", cap=config.customer_cap, nullable=False))
+    if "promo" in has:
+        text, num = pl.col("_clean_promo"), pl.col("_num_promo")
+        rules["promo_null"] = ("promo", text.is_null())
+        rules["promo_invalid"] = (
+            "promo",
+            text.is_not_null() & ~num.is_in([0.0, 1.0]).fill_null(False),
+        )
+    if "on_hand" in has:
+        rules.update(_count_rules("on_hand", cap=None, nullable=True))
+
+    # duplicates among rows with a usable key; the window functions run only on the
+    # (usually few) rows whose key occurs more than once
+    key_ok = sku.is_not_null() & month.is_not_null() & (month.dt.day() == 1)
+    value_cols = [f"_clean_{c}" for c in raw.columns if c not in (ROW_COLUMN, "sku", "month")]
+    keyed = parsed.with_columns(
+        (key_ok & pl.struct(sku, month).is_duplicated()).fill_null(False).alias("_dup_key")
+    )
+    key = ["_clean_sku", "_month"]
+    n_distinct = (
+        pl.struct(value_cols).n_unique().over(key) if value_cols else pl.lit(1, dtype=pl.UInt32)
+    )
+    first_row = pl.col(ROW_COLUMN).min().over(key)
+    dups = keyed.filter(pl.col("_dup_key")).select(
+        ROW_COLUMN,
+        (n_distinct > 1).alias("_dup_conflict"),
+        ((n_distinct == 1) & (pl.col(ROW_COLUMN) != first_row)).alias("_dup_exact"),
+        first_row.alias("_dup_first_row"),
+    )
+    keyed = keyed.join(dups, on=ROW_COLUMN, how="left", maintain_order="left")
+    rules["duplicate_conflict"] = (_KEY_COLUMN, pl.col("_dup_conflict"))
+    rules["exact_duplicate"] = (_KEY_COLUMN, pl.col("_dup_exact"))
+
+    flagged = keyed.with_columns(
+        flag.fill_null(False).alias(f"_rule_{name}") for name, (_, flag) in rules.items()
+    ).with_columns(pl.any_horizontal([pl.col(f"_rule_{name}") for name in rules]).alias("_bad"))
+    return flagged, rules
 
 
 def _clean(expr: pl.Expr) -> pl.Expr:

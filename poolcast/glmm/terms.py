@@ -661,6 +661,6 @@ def design_for_newdata(
     for b in design.blocks:
         Z = np.asarray(b.spec.get_model_matrix(df), dtype=float).reshape(n, -1)
         keys = _group_keys(df, b.group_vars)
-        idx = pd.Categorical(keys, categories=list(b.levels)).codes.astype(np.int64)
+        idx = pd.Index(list(b.levels)).get_indexer(keys).astype(np.int64)
         blocks.append(NewBlock(factor=b.factor, level_index=idx, Z=Z))
     return NewDesign(X=X, offset=off, trials=tr, blocks=blocks)

@@ -14,6 +14,7 @@ from poolcast.errors import DataContractError, InvalidParameterError
 from poolcast.features import (
     FeatureSpec,
     build_forecast_frame,
+    build_origin_frames,
     build_training_frame,
     make_feature_spec,
 )
@@ -374,3 +375,15 @@ def test_the_leakage_check_catches_a_leaky_builder() -> None:
     early, _, _ = _changed_rows_up_to(_leaky_training_frame, panel, perturbed, spec, origin)
     assert early.height > 0
     assert (early["origin"] == origin).all()  # exactly the rows that read month origin + 1
+
+
+def test_origin_frames_equal_the_two_builders() -> None:
+    panel = make_panel(seed=8)
+    last = panel["month"].max()
+    for origin in (last, _add_months(last, -1), date(2022, 2, 1)):
+        history = panel.filter(pl.col("month") <= origin)
+        spec = make_feature_spec(history, CONFIG)
+        future = panel.filter(pl.col("month") > origin).select("sku", "month", "promo")
+        train, rows = build_origin_frames(panel, spec, origin=origin, future=future)
+        assert train.equals(build_training_frame(history, spec))
+        assert rows.equals(build_forecast_frame(panel, spec, origin=origin, future=future))

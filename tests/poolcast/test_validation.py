@@ -245,3 +245,27 @@ def test_carparts(shared_data_dir: Path) -> None:
     assert result.panel["customer_count"].null_count() == result.panel.height
     # the NAs are trailing (parts discontinued), so no gap inside any history
     assert c.gaps == 0
+
+
+def test_online_retail_as_of_excludes_the_partial_last_month(shared_data_dir: Path) -> None:
+    path = shared_data_dir / "online-retail" / "online_retail_sku_monthly.csv.gz"
+    with gzip.open(path, "rt", newline="") as fh:
+        n_dec_2011 = sum(rec["Month"] == "2011-12" for rec in csv.DictReader(fh))
+    result = validate_panel(load_source(path, "online_retail"), as_of=date(2011, 11, 1))
+    assert result.counts.by_rule == {"month_after_as_of": n_dec_2011}
+    assert result.counts.last_month == date(2011, 11, 1)
+    assert result.counts.rows_accepted == 65_796 - n_dec_2011
+
+
+def test_a_hand_built_frame_needs_the_loader_columns() -> None:
+    from poolcast.errors import InvalidParameterError
+    from poolcast.io import LoadedSource
+
+    frame = pl.DataFrame(
+        {"_row": [1, 1], "sku": ["A", "B"], "month": ["2024-01"] * 2, "sales": ["1", "2"]}
+    )
+    mapping = load_mapping("contract")
+    with pytest.raises(InvalidParameterError, match="_row is not unique"):
+        validate_panel(LoadedSource(frame=frame, source="memory", mapping=mapping))
+    with pytest.raises(InvalidParameterError, match=r"lacks column\(s\) \['sales'\]"):
+        validate_panel(LoadedSource(frame=frame.drop("sales"), source="memory", mapping=mapping))

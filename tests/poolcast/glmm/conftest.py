@@ -28,6 +28,12 @@ def load_reference_data(reference_dir: Path, name: str) -> pl.DataFrame:
 
 
 @pytest.fixture(scope="session")
+def load_reference(glmm_reference_dir: Path):
+    """Function name -> the reference data set as a polars DataFrame."""
+    return lambda name: load_reference_data(glmm_reference_dir, name)
+
+
+@pytest.fixture(scope="session")
 def glmm_references(glmm_reference_dir: Path) -> dict:
     """reference.json: one entry per lme4 / glmmTMB fit."""
     return json.loads((glmm_reference_dir / "reference.json").read_text())

@@ -13,7 +13,6 @@ import pytest
 from poolcast.glmm import fit
 from poolcast.glmm.objective import make_objective
 from poolcast.glmm.terms import build_design
-from tests.poolcast.glmm.conftest import load_reference_data
 
 KEYS = [
     "cbpp_laplace",
@@ -42,11 +41,11 @@ def _spec(ref: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def fits(glmm_reference_dir, glmm_references):
+def fits(load_reference, glmm_references):
     out = {}
     for key in KEYS:
         ref = glmm_references[key]
-        data = load_reference_data(glmm_reference_dir, ref["data"].removesuffix(".csv"))
+        data = load_reference(ref["data"].removesuffix(".csv"))
         out[key] = fit(data=data, **_spec(ref))
     return out
 
@@ -106,10 +105,10 @@ def test_agq_differs_from_laplace_in_the_direction_lme4_found(fits):
     assert fits["cbpp_agq25"].fixef["(Intercept)"] < fits["cbpp_laplace"].fixef["(Intercept)"]
 
 
-def test_grouseticks_lme4_stopped_short(glmm_reference_dir, glmm_references, fits):
+def test_grouseticks_lme4_stopped_short(load_reference, glmm_references, fits):
     """Our deviance at lme4's own estimates is within 0.005 of lme4's, and our optimum is higher."""
     ref = glmm_references["grouseticks_laplace"]
-    data = load_reference_data(glmm_reference_dir, "grouseticks")
+    data = load_reference("grouseticks")
     design = build_design(_spec(ref)["formula"], data, family="poisson")
     objective = make_objective(design)
     theta = np.array([ref["varcorr"]["LOCATION"]["sd"]["(Intercept)"]])

@@ -113,3 +113,32 @@ def test_unknown_factor_raises(poisson_case):
     _, res, _ = poisson_case
     with pytest.raises(InvalidParameterError, match="factor='sku'"):
         shrinkage(res, "sku")
+
+
+def test_with_a_random_slope_the_table_is_about_the_intercept():
+    rng = np.random.default_rng(33)
+    g = np.repeat(np.arange(30), 15)
+    promo = (rng.random(g.shape[0]) < 0.4).astype(np.int64)
+    b = rng.multivariate_normal([0.0, 0.0], [[0.3, 0.05], [0.05, 0.2]], size=30)
+    y = rng.poisson(np.exp(0.7 + 0.3 * promo + b[g, 0] + b[g, 1] * promo))
+    data = pl.DataFrame({"y": y, "promo": promo, "g": [f"g{i:02d}" for i in g]})
+    res = fit("y ~ promo + (1 + promo | g)", data, family="poisson")
+    table = shrinkage(res, "g")
+    ranef = res.ranef["g"].filter(pl.col("term") == "(Intercept)")
+    np.testing.assert_allclose(table["mode"].to_numpy(), ranef["mode"].to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(table["cond_sd"].to_numpy(), ranef["cond_sd"].to_numpy())
+    level = "g05"
+    expected = _own_glm_intercept_promo(res, data, level)
+    assert table.filter(pl.col("level") == level)["raw"].item() == pytest.approx(expected, abs=1e-7)
+
+
+def _own_glm_intercept_promo(res, data: pl.DataFrame, level: str) -> float:
+    rows = data.filter(pl.col("g") == level)
+    offset = res.fixef["(Intercept)"] + res.fixef["promo"] * rows["promo"].to_numpy()
+    glm = sm.GLM(
+        rows["y"].to_numpy().astype(float),
+        np.ones((rows.height, 1)),
+        family=sm.families.Poisson(),
+        offset=offset,
+    ).fit(tol=1e-12)
+    return res.fixef["(Intercept)"] + float(glm.params[0])
