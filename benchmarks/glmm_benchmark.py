@@ -248,6 +248,30 @@ def _format_row(size: int, family: str, r: dict[str, Any], glm_seconds: float | 
     )
 
 
+def format_markdown(records: list[dict[str, Any]]) -> str:
+    """The results as the markdown table of benchmarks/README.md."""
+    lines = [
+        "| SKUs | rows | model | wall s | CPU s | wall / GLM | CPU / GLM | peak RSS MB | "
+        "converged | truth recovered |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in records:
+        if "error" in r:
+            lines.append(f"| {r['size']:,} | | {r['model']} | {r['error']} | | | | | | |")
+            continue
+        is_glm = r["model"].startswith("statsmodels")
+        ratio = "1" if is_glm else f"{r['ratio_to_glm']:.1f}"
+        cpu_ratio = "1" if is_glm else f"{r['cpu_ratio_to_glm']:.1f}"
+        conv = "" if is_glm else str(r["converged"])
+        rec = "" if is_glm else str(r["recovery"]["ok"])
+        lines.append(
+            f"| {r['size']:,} | {r['n_rows']:,} | {r['model']} | {r['seconds']:.2f} | "
+            f"{r['cpu_seconds']:.2f} | {ratio} | {cpu_ratio} | {r['peak_rss_mb']:.0f} | "
+            f"{conv} | {rec} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
@@ -309,8 +333,12 @@ def main(argv: list[str] | None = None) -> int:
             if "error" not in r:
                 r["recovery"] = check_recovery(r, family)
                 r["ratio_to_glm"] = r["seconds"] / glm_seconds if glm_seconds else None
+                r["cpu_ratio_to_glm"] = (
+                    r["cpu_seconds"] / glm["cpu_seconds"] if glm_seconds else None
+                )
             print(_format_row(size, family, r, glm_seconds), flush=True)
             records.append({"size": size, "model": f"glmm_{family}", **r})
+    print(format_markdown(records))
     if args.out is not None:
         payload = {
             "machine": info,

@@ -12,6 +12,7 @@ Schedules, work pools and default parameters live in ``deployments/``.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from prefect import flow
@@ -23,7 +24,15 @@ from tasks import compete, data, forecast, publish, report, tracking
 __all__ = ["monthly_retrain"]
 
 
-@flow(name="monthly-retrain", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=True)
+#: Candidates fitted at once; ``POOLCAST_COMPETE_WORKERS`` (set by the deployment) scales it out.
+COMPETE_WORKERS = int(os.environ.get("POOLCAST_COMPETE_WORKERS", "2"))
+
+
+@flow(
+    name="monthly-retrain",
+    task_runner=ThreadPoolTaskRunner(max_workers=COMPETE_WORKERS),
+    log_prints=True,
+)
 def monthly_retrain(
     source: str,
     mapping: str = "contract",

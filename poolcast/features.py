@@ -138,8 +138,10 @@ def make_feature_spec(history: pl.DataFrame, config: FeatureConfig) -> FeatureSp
 
     Notes
     -----
-    The spline knots are the quantiles :math:`0, 1/df, \\dots, 1` of ``log_customers``
-    computed at every (sku, month) of the history, so they depend on ``history`` alone.
+    The spline knots are ``df + 1`` quantiles of ``log_customers`` computed at every
+    (sku, month) of the history, at levels equally spaced from 0.05 to 0.95 (Harrell's
+    knots; see :func:`poolcast.splines.make_spline_knots`), so they depend on ``history``
+    alone.
     """
     _check_history(history)
     _check_config(config)
@@ -431,6 +433,11 @@ def _origin_state(panel: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
     else:
         exprs.append(pl.lit(None, pl.String).alias("category"))
     if spec.has_customers:
+        if "customer_count" not in panel.columns:
+            raise DataContractError(
+                "the FeatureSpec has customer features but the panel lacks customer_count; "
+                "build the spec and the frames from the same source"
+            )
         cust = pl.col("customer_count").cast(pl.Float64)
         exprs += [_rolling_mean(cust, w).alias(f"cust_rm_{w}") for w in spec.rolling_windows]
     exprs += [sales.shift(k).over("sku").alias(f"sales_lag_{k}") for k in spec.sales_lags]
@@ -441,10 +448,6 @@ def _origin_state(panel: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
     exprs.append(sales.is_not_null().cast(pl.Int32).cum_sum().over("sku").alias("n_history"))
     state = panel.select(exprs)
     if spec.has_customers:
-        if "customer_count" not in panel.columns:
-            raise DataContractError(
-                "the FeatureSpec has customer features but the panel lacks customer_count"
-            )
         log_c = _log_customers(panel).get_column("log_customers")
         state = state.with_columns(log_c.alias("log_customers"))
         if spec.spline_knots:

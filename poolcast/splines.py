@@ -21,7 +21,9 @@ from poolcast.errors import InvalidParameterError
 __all__ = ["make_spline_knots", "natural_spline_basis"]
 
 
-def make_spline_knots(x: np.ndarray, *, df: int) -> tuple[float, ...]:
+def make_spline_knots(
+    x: np.ndarray, *, df: int, boundary_quantiles: tuple[float, float] = (0.05, 0.95)
+) -> tuple[float, ...]:
     """Knots of a natural spline with ``df`` basis columns: quantiles of ``x``.
 
     Parameters
@@ -30,27 +32,45 @@ def make_spline_knots(x: np.ndarray, *, df: int) -> tuple[float, ...]:
         Training values; NaNs are ignored.
     df : int
         Degrees of freedom (number of basis columns, no intercept), >= 1.
+    boundary_quantiles : (float, float)
+        Quantile levels of the two boundary knots; ``(0, 1)`` gives the range of ``x``
+        (R's ``ns`` default).
 
     Returns
     -------
     tuple of float
-        ``df + 1`` knots at the quantiles :math:`0, 1/df, \\dots, 1` of ``x`` (the two
-        boundary knots are the range of ``x``), with ties removed, so the tuple can be
-        shorter when ``x`` has few distinct values. Empty when ``x`` has fewer than two
-        distinct finite values (no spline can be fitted).
+        ``df + 1`` knots at equally spaced quantile levels from ``boundary_quantiles[0]`` to
+        ``boundary_quantiles[1]``, with ties removed, so the tuple can be shorter when ``x``
+        has few distinct values. Empty when fewer than two distinct knots remain (no spline
+        can be fitted).
+
+    Notes
+    -----
+    The default boundary levels (0.05, 0.95) follow Harrell (*Regression Modeling
+    Strategies*, 2nd ed., sec. 2.4.6, table 2.3): with ``df = 4`` the levels are
+    0.05, 0.275, 0.5, 0.725, 0.95, his recommendation for five knots. Boundary knots inside
+    the range keep a few extreme values (a store closed for months: zero customers) from
+    stretching the outer cubic pieces; beyond the boundary knots the basis is linear.
 
     Examples
     --------
-    >>> make_spline_knots(np.arange(9.0), df=4)
+    >>> [round(k, 6) for k in make_spline_knots(np.arange(101.0), df=4)]
+    [5.0, 27.5, 50.0, 72.5, 95.0]
+    >>> make_spline_knots(np.arange(9.0), df=4, boundary_quantiles=(0.0, 1.0))
     (0.0, 2.0, 4.0, 6.0, 8.0)
     """
     if not isinstance(df, int | np.integer) or df < 1:
         raise InvalidParameterError(f"df={df!r}: the spline needs an integer df >= 1")
+    lo, hi = (float(q) for q in boundary_quantiles)
+    if not 0.0 <= lo < hi <= 1.0:
+        raise InvalidParameterError(
+            f"boundary_quantiles={boundary_quantiles!r}: need 0 <= low < high <= 1"
+        )
     values = np.asarray(x, dtype=float)
     values = values[np.isfinite(values)]
     if values.size == 0:
         return ()
-    knots = np.unique(np.quantile(values, np.linspace(0.0, 1.0, df + 1)))
+    knots = np.unique(np.quantile(values, np.linspace(lo, hi, df + 1)))
     if knots.size < 2:
         return ()
     return tuple(float(k) for k in knots)

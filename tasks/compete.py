@@ -16,6 +16,7 @@ from poolcast.backtest import (
     select_champion,
 )
 from poolcast.config import PipelineConfig
+from poolcast.models import default_candidates
 from poolcast.reporting import CandidateFailure, CandidateRun, describe_candidate, split_outcomes
 from poolcast.validation import ValidationResult
 
@@ -28,12 +29,10 @@ def candidate_lineup(
 ) -> dict[str, Callable[[], Any]]:
     """Factories of the candidates to run: the default line-up for what the data has (customer
     counts; a promo flag that is ever 1), or the names in ``[backtest] candidates``."""
-    from poolcast.models import default_candidates  # TODO(pipeline): module-level once it lands
-
     has_promo = bool(validated.panel.get_column("promo").max() or 0)
-    lineup = default_candidates(has_customers=validated.has_customers, has_promo=has_promo)
-    wanted = config.backtest.candidates
-    return lineup if wanted is None else {name: lineup[name] for name in wanted}
+    return default_candidates(
+        has_customers=validated.has_customers, has_promo=has_promo, names=config.backtest.candidates
+    )
 
 
 @task(cache_policy=NO_CACHE)

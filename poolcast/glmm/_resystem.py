@@ -12,6 +12,8 @@ Two implementations share one interface (flat ``u`` of length q, level-major ins
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
@@ -148,7 +150,7 @@ class BlockSystem:
 
 
 class SparseFactor:
-    """Factor of a general sparse H (dense Cholesky when small, else sparse LU).
+    """Factor of H for several factors: dense Cholesky when q is small, else sparse LU.
 
     Attributes
     ----------
@@ -156,22 +158,22 @@ class SparseFactor:
         log det H.
     """
 
-    def __init__(self, H: sp.csc_matrix, dense_max: int, layout: list[tuple[int, int, int]]) -> None:
-        self.q = H.shape[0]
+    def __init__(self, H: Any, dense: bool, layout: list[tuple[int, int, int]]) -> None:
         self.layout = layout
-        if self.q <= dense_max:
-            self.chol = sla.cho_factor(H.toarray(), lower=True)
+        self.q = H.shape[0]
+        if dense:
+            self.chol = sla.cho_factor(H, lower=True, check_finite=False)
             self.lu = None
             self.logdet = float(2.0 * np.log(np.diag(self.chol[0])).sum())
         else:
             self.chol = None
-            self.lu = splu(H.tocsc(), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0)
+            self.lu = splu(H, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0)
             self.logdet = float(np.log(np.abs(self.lu.U.diagonal())).sum())
 
     def solve(self, rhs: np.ndarray) -> np.ndarray:
         """Solve H x = rhs."""
         if self.chol is not None:
-            return sla.cho_solve(self.chol, rhs)
+            return sla.cho_solve(self.chol, rhs, check_finite=False)
         return self.lu.solve(rhs)
 
     def cond_cov(self) -> list[np.ndarray]:
@@ -193,68 +195,82 @@ class SparseFactor:
 
 
 class SparseSystem:
-    """Random effects of several grouping factors: sparse Z, block-diagonal Λ.
+    """Random effects of several grouping factors (nested or crossed).
+
+    Row i of Z Λ has K = sum_b k_b non-zeros: for block b, columns
+    ``start_b + idx_b[i] k_b + c`` with values ``(Z_b Λ_b)[i, c]``. H is accumulated from the
+    K x K products of each row with ``np.bincount`` (dense q x q when q <= ``dense_max``), or as a
+    scipy CSC matrix for ``splu``.
 
     Attributes
     ----------
-    Z : scipy.sparse.csr_matrix
-        (n, q) raw random-effects matrix, columns level-major inside each block.
     q : int
         Total number of random effects.
     layout : list[tuple[int, int, int]]
         (first column, G, k) of each block.
-    ZL : scipy.sparse.csr_matrix
-        Z Λ for the current theta.
+    cols : np.ndarray
+        (n, K) column of each non-zero of Z Λ.
+    vals : np.ndarray
+        (n, K) its value for the current theta.
     """
 
     single = False
 
     def __init__(self, design: GlmmDesign, dense_max: int) -> None:
         self.design = design
-        self.dense_max = dense_max
-        n = design.n_obs
-        mats, self.layout, start = [], [], 0
-        lam_r, lam_c, lam_t = [], [], []
+        self.layout, cols, start = [], [], 0
         for b in design.blocks:
             G, k = b.n_levels, b.k
-            rows = np.repeat(np.arange(n), k)
-            cols = (b.level_index[:, None] * k + np.arange(k)[None, :]).ravel()
-            mats.append(sp.csr_matrix((b.Z.ravel(), (rows, cols)), shape=(n, G * k)))
-            r, c = b.tril_index()
-            for t, (ri, ci) in enumerate(zip(r, c, strict=True)):
-                lam_r.append(start + np.arange(G) * k + ri)
-                lam_c.append(start + np.arange(G) * k + ci)
-                lam_t.append(np.full(G, b.theta_slice.start + t))
+            cols.append(start + b.level_index[:, None] * k + np.arange(k)[None, :])
             self.layout.append((start, G, k))
             start += G * k
         self.q = start
-        self.Z = sp.hstack(mats, format="csr")
-        self.lam_r = np.concatenate(lam_r)
-        self.lam_c = np.concatenate(lam_c)
-        self.lam_t = np.concatenate(lam_t)
+        self.dense = self.q <= dense_max
+        self.cols = np.ascontiguousarray(np.hstack(cols))
+        K = self.cols.shape[1]
+        self.pair_a, self.pair_b = np.triu_indices(K)
+        ca, cb = self.cols[:, self.pair_a], self.cols[:, self.pair_b]
+        self.pair_rows = np.minimum(ca, cb).ravel()
+        self.pair_cols = np.maximum(ca, cb).ravel()
+        if self.dense:
+            self.pair_lin = self.pair_rows * self.q + self.pair_cols
+        self.cols_flat = self.cols.ravel()
         self.set_theta(design.theta_start())
 
     def set_theta(self, theta: np.ndarray) -> None:
-        """Set Λ and Z Λ for a new theta."""
+        """Set the values of Z Λ for a new theta."""
         theta = np.asarray(theta, dtype=float)
-        self.Lam = sp.csr_matrix(
-            (theta[self.lam_t], (self.lam_r, self.lam_c)), shape=(self.q, self.q)
+        self.vals = np.ascontiguousarray(
+            np.hstack([b.Z @ b.lambda_block(theta) for b in self.design.blocks])
         )
-        self.ZL = (self.Z @ self.Lam).tocsr()
-        self.ZLt = self.ZL.T.tocsr()
 
     def re_eta(self, u: np.ndarray) -> np.ndarray:
         """Z Λ u."""
-        return self.ZL @ u
+        return (self.vals * u[self.cols]).sum(axis=1)
 
     def crossprod(self, v: np.ndarray) -> np.ndarray:
-        """Λᵀ Zᵀ v."""
-        return self.ZLt @ v
+        """Λᵀ Zᵀ v for v (n,) or (n, m)."""
+        if v.ndim == 1:
+            w = (self.vals * v[:, None]).ravel()
+            return np.bincount(self.cols_flat, weights=w, minlength=self.q)
+        return np.column_stack([self.crossprod(v[:, j]) for j in range(v.shape[1])])
 
     def factor(self, D: np.ndarray) -> SparseFactor:
         """Factor H = Λᵀ Zᵀ diag(D) Z Λ + I."""
-        H = (self.ZLt @ sp.diags(D) @ self.ZL + sp.identity(self.q)).tocsc()
-        return SparseFactor(H, self.dense_max, self.layout)
+        prod = (D[:, None] * self.vals[:, self.pair_a] * self.vals[:, self.pair_b]).ravel()
+        if self.dense:
+            H = np.bincount(self.pair_lin, weights=prod, minlength=self.q * self.q).reshape(
+                self.q, self.q
+            )
+            H = H + np.triu(H, 1).T
+            H[np.diag_indices(self.q)] += 1.0
+            return SparseFactor(H, True, self.layout)
+        off = self.pair_rows != self.pair_cols
+        rows = np.concatenate([self.pair_rows, self.pair_cols[off], np.arange(self.q)])
+        cols = np.concatenate([self.pair_cols, self.pair_rows[off], np.arange(self.q)])
+        data = np.concatenate([prod, prod[off], np.ones(self.q)])
+        H = sp.csc_matrix((data, (rows, cols)), shape=(self.q, self.q))
+        return SparseFactor(H, False, self.layout)
 
 
 def make_system(design: GlmmDesign, dense_max: int = 3000) -> BlockSystem | SparseSystem:

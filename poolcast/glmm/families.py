@@ -62,7 +62,15 @@ class Family:
 
     def loglik_kernel(self, eta, y, trials, nb_theta=None) -> np.ndarray:
         """Log-likelihood without the terms that depend on the data only."""
+        return self.loglik_eta(eta, y, trials, nb_theta) + self.loglik_shape(y, nb_theta)
+
+    def loglik_eta(self, eta, y, trials, nb_theta=None) -> np.ndarray:
+        """The terms of the log-likelihood that depend on eta (all of the kernel but the shape part)."""
         raise NotImplementedError
+
+    def loglik_shape(self, y, nb_theta=None) -> np.ndarray | float:
+        """Terms that depend on the shape (NB2 size) and the data but not on eta; 0 otherwise."""
+        return 0.0
 
     def loglik_const(self, y, trials) -> np.ndarray:
         """The data-only terms of the log-likelihood (computed once per fit)."""
@@ -90,7 +98,7 @@ class Poisson(Family):
     def linkfun(self, mu):
         return np.log(mu)
 
-    def loglik_kernel(self, eta, y, trials, nb_theta=None):
+    def loglik_eta(self, eta, y, trials, nb_theta=None):
         return y * eta - self.linkinv(eta)
 
     def loglik_const(self, y, trials):
@@ -112,12 +120,14 @@ class NegBin2(Poisson):
     link: str = "log"
     has_dispersion: bool = True
 
-    def loglik_kernel(self, eta, y, trials, nb_theta=None):
+    def loglik_eta(self, eta, y, trials, nb_theta=None):
         th = float(nb_theta)
-        mu = self.linkinv(eta)
-        return (
-            gammaln(y + th) - gammaln(th) + th * np.log(th) + y * eta - (y + th) * np.log(mu + th)
-        )
+        # log(mu + th) = eta + log1p(th / mu), stable for large mu
+        return y * eta - (y + th) * np.logaddexp(eta, np.log(th))
+
+    def loglik_shape(self, y, nb_theta=None):
+        th = float(nb_theta)
+        return gammaln(y + th) - gammaln(th) + th * np.log(th)
 
     def derivs(self, eta, y, trials, nb_theta=None):
         th = float(nb_theta)
@@ -155,7 +165,7 @@ class Binomial(Family):
     def linkfun(self, mu):
         return np.log(mu) - np.log1p(-mu)
 
-    def loglik_kernel(self, eta, y, trials, nb_theta=None):
+    def loglik_eta(self, eta, y, trials, nb_theta=None):
         return y * eta - trials * np.logaddexp(0.0, eta)
 
     def loglik_const(self, y, trials):

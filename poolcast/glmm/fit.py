@@ -50,7 +50,9 @@ def fit(
     if method not in ("laplace", "agq"):
         raise InvalidParameterError(f"method={method!r}; use 'laplace' or 'agq'.")
     if method == "laplace" and n_agq != 1:
-        raise InvalidParameterError(f"method='laplace' needs n_agq=1 (got {n_agq}); use method='agq'.")
+        raise InvalidParameterError(
+            f"method='laplace' needs n_agq=1 (got {n_agq}); use method='agq'."
+        )
     control = control or GlmmControl()
     design = build_design(
         formula, data, family=family, offset=offset, trials=trials, weights=weights, control=control

@@ -59,7 +59,7 @@ def laplace_gradient(
     """
     d, sysm, fam = objective.design, objective.system, objective.family
     w, X, y = d.weights, d.X, d.y
-    A, idx, k, G = sysm.A, sysm.idx, sysm.k, sysm.G
+    idx, k, G = sysm.idx, sysm.k, sysm.G
     S = pr.factor.S  # (G, k, k)
     U = pr.u.reshape(G, k)
     D = w * pr.h

@@ -107,10 +107,13 @@ def pirls(
     u = np.zeros(sysm.q) if u_start is None else np.array(u_start, dtype=float)
 
     ll_const = objective.ll_const_total
+    shape = fam.loglik_shape(y, nb_theta)
+    if not np.isscalar(shape):
+        ll_const += float((w * shape).sum())
 
     def pdev_at(beta_: np.ndarray, u_: np.ndarray) -> tuple[float, np.ndarray]:
         eta_ = X @ beta_ + off + sysm.re_eta(u_)
-        ll = float((w * fam.loglik_kernel(eta_, y, tr, nb_theta)).sum()) + ll_const
+        ll = float((w * fam.loglik_eta(eta_, y, tr, nb_theta)).sum()) + ll_const
         return -2.0 * ll + float((u_ * u_).sum()), eta_
 
     pdev, eta = pdev_at(beta, u)
@@ -118,7 +121,7 @@ def pirls(
         u = np.zeros(sysm.q)
         pdev, eta = pdev_at(beta, u)
     halvings_total, converged, fresh, it = 0, False, False, 0
-    for it in range(1, control.pirls_max_iter + 1):
+    for it in range(1, control.pirls_max_iter + 1):  # noqa: B007 (it is reported)
         g, h, h3 = fam.derivs(eta, y, tr, nb_theta)
         D = w * h
         fac = sysm.factor(D)

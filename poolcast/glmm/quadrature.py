@@ -71,7 +71,9 @@ def check_agq(design: Any, n_agq: int) -> None:
     gauss_hermite(n_agq)
 
 
-def agq_deviance(objective: Any, pr: PirlsResult, beta: np.ndarray, n_agq: int, nb_theta=None) -> float:
+def agq_deviance(
+    objective: Any, pr: PirlsResult, beta: np.ndarray, n_agq: int, nb_theta=None
+) -> float:
     """AGQ deviance at a PIRLS mode for a single scalar random-effects term."""
     d, sysm, fam = objective.design, objective.system, objective.family
     z, wk = gauss_hermite(n_agq)

@@ -79,7 +79,11 @@ class GlmmSummary:
         lines.append(f"Number of obs: {h['nobs']}, groups:  {groups}")
         if h.get("nb_theta") is not None:
             lines.append(f"Negative binomial size (theta): {h['nb_theta']:.4g}")
-        lines += ["", "Fixed effects:", f"{'':<22} {'Estimate':>10} {'Std. Error':>10} {'z value':>8} {'Pr(>|z|)':>10}"]
+        lines += [
+            "",
+            "Fixed effects:",
+            f"{'':<22} {'Estimate':>10} {'Std. Error':>10} {'z value':>8} {'Pr(>|z|)':>10}",
+        ]
         for r in self.coefficients.iter_rows(named=True):
             lines.append(
                 f"{r['term']:<22} {r['estimate']:10.5f} {r['std_error']:10.5f} "
@@ -184,7 +188,9 @@ class GlmmResults:
             S = self.cov_re[b.factor]
             sds = np.sqrt(np.diag(S))
             for i, t in enumerate(b.term_names):
-                cor = [S[i, j] / (sds[i] * sds[j]) if sds[i] * sds[j] > 0 else np.nan for j in range(i)]
+                cor = [
+                    S[i, j] / (sds[i] * sds[j]) if sds[i] * sds[j] > 0 else np.nan for j in range(i)
+                ]
                 rows.append(
                     {
                         "group": b.factor,
@@ -229,11 +235,13 @@ class GlmmResults:
             messages=self.messages,
         )
 
-    def predict(self, newdata: Any, level: str = "conditional", offset: Any = None) -> np.ndarray:
+    def predict(
+        self, newdata: Any, level: str = "conditional", offset: Any = None, trials: Any = None
+    ) -> np.ndarray:
         """Mean response for new data (delegates to :mod:`poolcast.glmm.predict`)."""
         from poolcast.glmm.predict import predict
 
-        return predict(self, newdata, level=level, offset=offset)
+        return predict(self, newdata, level=level, offset=offset, trials=trials)
 
     def simulate(
         self,
@@ -241,12 +249,20 @@ class GlmmResults:
         n: int,
         rng: np.random.Generator | None = None,
         include_fixef_uncertainty: bool = False,
+        offset: Any = None,
+        trials: Any = None,
     ) -> np.ndarray:
-        """Predictive draws (delegates to :mod:`poolcast.glmm.simulate`)."""
+        """Predictive draws, shape (len(newdata), n) (delegates to :mod:`poolcast.glmm.simulate`)."""
         from poolcast.glmm.simulate import simulate
 
         return simulate(
-            self, newdata, n, rng=rng, include_fixef_uncertainty=include_fixef_uncertainty
+            self,
+            newdata,
+            n,
+            rng=rng,
+            include_fixef_uncertainty=include_fixef_uncertainty,
+            offset=offset,
+            trials=trials,
         )
 
     def shrinkage(self, factor: str) -> pl.DataFrame:

@@ -181,7 +181,11 @@ def _random_part(
         roots.append(np.broadcast_to(sigma_root, (n_new, k, k)))
 
     b = _draw_gaussian(np.concatenate(means), np.concatenate(roots), n, rng)  # (groups, n, k)
-    return np.einsum("ik,ink->in", z, b[codes])
+    # one (n_rows, n) temporary per term instead of an (n_rows, n, k) gather
+    out = np.zeros((idx.shape[0], n))
+    for j in range(k):
+        out += z[:, j, None] * b[codes, :, j]
+    return out
 
 
 def _unseen_labels(

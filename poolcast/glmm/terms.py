@@ -314,7 +314,9 @@ def _eval_expr(df: pd.DataFrame, expr: str) -> np.ndarray:
         ) from exc
 
 
-def _vector(df: pd.DataFrame, value: Any, argument: str, n: int) -> tuple[np.ndarray | None, str | None]:
+def _vector(
+    df: pd.DataFrame, value: Any, argument: str, n: int
+) -> tuple[np.ndarray | None, str | None]:
     """Resolve an offset/trials/weights argument given as a column name or an array."""
     if value is None:
         return None, None
@@ -347,7 +349,9 @@ def _group_keys(df: pd.DataFrame, group_vars: tuple[str, ...]) -> pd.Series:
     return keys
 
 
-def _apply_check(level: str, message: str, messages: list[str], error=ModelSpecificationError) -> None:
+def _apply_check(
+    level: str, message: str, messages: list[str], error=ModelSpecificationError
+) -> None:
     import warnings
 
     if level == "raise":
@@ -400,7 +404,9 @@ def _check_response(y, trials, family: str, lhs: str, level: str, messages: list
                 InvalidParameterError,
             )
     else:
-        bad = np.flatnonzero((y < 0) | (y > trials) | (y != np.round(y)) | (trials != np.round(trials)))
+        bad = np.flatnonzero(
+            (y < 0) | (y > trials) | (y != np.round(y)) | (trials != np.round(trials))
+        )
         if bad.size:
             _apply_check(
                 level,

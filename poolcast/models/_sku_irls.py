@@ -127,7 +127,7 @@ def _score_run(
         a, beta, mu = a_new, b_new, mu_new
         rel = abs(ll_new - ll) / (abs(ll) + 1.0)
         ll = ll_new
-        if change < tol or rel < 1e-12:
+        if change < tol or rel == 0.0:
             converged = True
             break
     # information at the final point
@@ -204,6 +204,13 @@ def fit_sku_fixed_effects(
                 break
         else:
             converged = False
+        # final scoring run at the reported alpha, so (a, beta) and alpha belong together
+        ok = converged
+        a, beta, it, converged, beta_cov, a_se = _score_run(
+            yk, xk, gk, nk, a, beta, alpha, max_iter=max_iter, tol=tol
+        )
+        total_iter += it
+        converged = ok and converged
     mu = np.exp(np.minimum(a[gk] + xk @ beta, _ETA_MAX))
     loglik = _loglik(yk, mu, alpha)
     a_full = np.empty(n_groups)

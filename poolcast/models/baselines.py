@@ -14,6 +14,8 @@ from poolcast.models.base import Candidate, HorizonReport
 
 __all__ = ["MovingAverage", "SeasonalNaive"]
 
+_MIN_SEASONAL_ERRORS = 30
+
 
 def _first_available(frame: pl.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
     """Row-wise first non-null value among ``columns`` (those present), else 0."""
@@ -38,7 +40,8 @@ class SeasonalNaive(Candidate):
     ``sales_lag_0`` (the origin month), then ``sales_rm_12``, then 0 when a SKU is too short.
 
     Predictive distribution, per horizon h, from the in-sample seasonal-naive errors of the
-    training rows of that horizon:
+    training rows of that horizon (only the rows with an observed ``sales_lag_seasonal`` when
+    there are at least 30 of them, so fallback forecasts do not blur the error distribution):
 
     * ``error_model="log_ratio"`` (default, scale-free across SKUs):
       :math:`e = \\log(1+y) - \\log(1+\\hat y)`; a draw is
@@ -71,6 +74,10 @@ class SeasonalNaive(Candidate):
         return _first_available(frame, self._point_columns)
 
     def _fit_horizon(self, train_h: pl.DataFrame, horizon: int) -> _NaiveModel:
+        if "sales_lag_seasonal" in train_h.columns:
+            seasonal = train_h.filter(pl.col("sales_lag_seasonal").is_not_null())
+            if seasonal.height >= _MIN_SEASONAL_ERRORS:
+                train_h = seasonal
         y = train_h.get_column("sales").cast(pl.Float64).to_numpy()
         yhat = self._point(train_h)
         if self.error_model == "log_ratio":

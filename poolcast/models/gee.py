@@ -37,7 +37,12 @@ from poolcast.models._gee_solver import fit_gee_poisson
 from poolcast.models._irls import fit_glm
 from poolcast.models._negbin import sample_quasi_poisson
 from poolcast.models._validation import Interval, Options
-from poolcast.models.base import HorizonReport, check_finite_coefficients, record_warnings
+from poolcast.models.base import (
+    HorizonReport,
+    check_finite_coefficients,
+    record_warnings,
+    warn_not_converged,
+)
 from poolcast.models.glm import _ModelCandidate
 
 __all__ = ["GeePoisson", "GeePoissonAR1", "GeePoissonExchangeable"]
@@ -144,6 +149,10 @@ class GeePoisson(_ModelCandidate):
                 ) from exc
         terms = ["Intercept", *spec.terms]
         check_finite_coefficients(self.name, horizon, beta, terms)
+        if not converged:
+            warn_not_converged(
+                self.name, horizon, f"GEE score norm above tol={self.tol} after {n_iter} iterations"
+            )
         found = [
             w
             for w in caught

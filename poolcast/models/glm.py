@@ -322,6 +322,12 @@ class SkuFixedEffectsNegBinGlm(_ModelCandidate):
                     "a covariate is collinear with the SKU effects"
                 ) from exc
         check_finite_coefficients(self.name, horizon, res.beta, spec.terms)
+        if not res.converged:
+            warn_not_converged(
+                self.name,
+                horizon,
+                f"Fisher scoring / alpha loop stopped after {res.n_iter} iterations",
+            )
         live = ~res.degenerate
         a_new = float(np.log(np.mean(np.exp(res.a[live])))) if live.any() else float(np.mean(res.a))
         return _SkuModel(

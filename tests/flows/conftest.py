@@ -10,8 +10,8 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="poolcast-prefect-
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-import pytest  # noqa: E402
-from prefect.testing.utilities import prefect_test_harness  # noqa: E402
+import pytest
+from prefect.testing.utilities import prefect_test_harness
 
 
 @pytest.fixture(scope="session")

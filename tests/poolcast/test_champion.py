@@ -32,7 +32,9 @@ QUANTILES = (0.5, 0.9)
 @pytest.fixture(scope="module")
 def panel() -> pl.DataFrame:
     frame = simulate_panel(6, 30, seed=3).frame
-    return frame.with_columns(pl.lit(False).alias("is_gap"), pl.lit(None, pl.Int64).alias("on_hand"))
+    return frame.with_columns(
+        pl.lit(False).alias("is_gap"), pl.lit(None, pl.Int64).alias("on_hand")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -78,26 +80,38 @@ def test_new_backtest_rescores_the_current_champion_by_candidate_name():
         asked.append(name)
         return 0.4
 
-    worse = decide_alias(new_score=0.5, fingerprint="new", current=_current(0.1, "old"), rescore=rescore)
+    worse = decide_alias(
+        new_score=0.5, fingerprint="new", current=_current(0.1, "old"), rescore=rescore
+    )
     assert asked == ["glm"] and not worse.move and worse.current_score == 0.4
-    better = decide_alias(new_score=0.3, fingerprint="new", current=_current(9.9, "old"), rescore=rescore)
+    better = decide_alias(
+        new_score=0.3, fingerprint="new", current=_current(9.9, "old"), rescore=rescore
+    )
     assert better.move
-    tie = decide_alias(new_score=0.4, fingerprint="new", current=_current(9.9, "old"), rescore=rescore)
+    tie = decide_alias(
+        new_score=0.4, fingerprint="new", current=_current(9.9, "old"), rescore=rescore
+    )
     assert tie.move and tie.reason.startswith("tie on newer data")
 
 
 def test_alias_moves_when_the_current_champion_cannot_be_rescored():
-    decision = decide_alias(new_score=0.5, fingerprint="new", current=_current(0.1, "old"), rescore=lambda _: None)
+    decision = decide_alias(
+        new_score=0.5, fingerprint="new", current=_current(0.1, "old"), rescore=lambda _: None
+    )
     assert decision.move and "cannot be scored" in decision.reason
 
 
 def test_alias_stays_when_the_new_score_is_not_finite():
-    decision = decide_alias(new_score=math.nan, fingerprint="fp", current=_current(0.6), rescore=_never)
+    decision = decide_alias(
+        new_score=math.nan, fingerprint="fp", current=_current(0.6), rescore=_never
+    )
     assert not decision.move
 
 
 def test_record_from_tags_reads_the_version_tags():
-    record = ChampionRecord.from_tags("7", {TAG_CANDIDATE: "glmm", TAG_SCORE: "0.25", TAG_FINGERPRINT: "abc"})
+    record = ChampionRecord.from_tags(
+        "7", {TAG_CANDIDATE: "glmm", TAG_SCORE: "0.25", TAG_FINGERPRINT: "abc"}
+    )
     assert record == ChampionRecord("7", "glmm", 0.25, "abc")
     assert math.isnan(ChampionRecord.from_tags("1", {}).score)
 
@@ -109,10 +123,22 @@ def test_fingerprint_ignores_row_order_and_sees_data_origins_and_metric(panel, s
     origins = [s.origin for s in splits]
     base = backtest_fingerprint(panel, origins=origins, horizons=2, metric="scaled_pinball")
     shuffled = panel.sample(fraction=1.0, shuffle=True, seed=1)
-    assert backtest_fingerprint(shuffled, origins=origins, horizons=2, metric="scaled_pinball") == base
-    changed = panel.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.col("sales") + 1).otherwise(pl.col("sales")).alias("sales"))
-    assert backtest_fingerprint(changed, origins=origins, horizons=2, metric="scaled_pinball") != base
-    assert backtest_fingerprint(panel, origins=origins[:1], horizons=2, metric="scaled_pinball") != base
+    assert (
+        backtest_fingerprint(shuffled, origins=origins, horizons=2, metric="scaled_pinball") == base
+    )
+    changed = panel.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0)
+        .then(pl.col("sales") + 1)
+        .otherwise(pl.col("sales"))
+        .alias("sales")
+    )
+    assert (
+        backtest_fingerprint(changed, origins=origins, horizons=2, metric="scaled_pinball") != base
+    )
+    assert (
+        backtest_fingerprint(panel, origins=origins[:1], horizons=2, metric="scaled_pinball")
+        != base
+    )
     assert backtest_fingerprint(panel, origins=origins, horizons=3, metric="scaled_pinball") != base
     assert backtest_fingerprint(panel, origins=origins, horizons=2, metric="mase") != base
 
@@ -121,21 +147,29 @@ def test_fingerprint_ignores_row_order_and_sees_data_origins_and_metric(panel, s
 
 
 def test_champion_forecaster_predicts_the_same_from_pandas_and_polars(panel):
-    forecaster = fit_champion("seasonal_naive", SeasonalNaive, panel, FEATURES, quantiles=QUANTILES, n_samples=50, seed=1)
+    forecaster = fit_champion(
+        "seasonal_naive", SeasonalNaive, panel, FEATURES, quantiles=QUANTILES, n_samples=50, seed=1
+    )
     rows = build_forecast_frame(panel, forecaster.spec)
     direct = forecaster.predict_frame(rows)
     via_pandas = pl.from_pandas(forecaster.predict(None, rows.to_pandas()))
     assert direct.height == 6 * 2
     assert set(direct.columns) >= {"sku", "origin", "horizon", "month", "mean", "q_0.5", "q_0.9"}
-    np.testing.assert_allclose(via_pandas.get_column("mean").to_numpy(), direct.get_column("mean").to_numpy())
-    np.testing.assert_allclose(via_pandas.get_column("q_0.9").to_numpy(), direct.get_column("q_0.9").to_numpy())
+    np.testing.assert_allclose(
+        via_pandas.get_column("mean").to_numpy(), direct.get_column("mean").to_numpy()
+    )
+    np.testing.assert_allclose(
+        via_pandas.get_column("q_0.9").to_numpy(), direct.get_column("q_0.9").to_numpy()
+    )
     # the forecast starts after the panel's last month
     assert direct.get_column("month").min() > panel.get_column("month").max()
     assert forecaster.forecast(panel).equals(direct)
 
 
 def test_leaderboard_score_reads_ok_rows_only():
-    board = pl.DataFrame({"candidate": ["a", "b"], "status": ["ok", "failed"], "scaled_pinball": [0.3, None]})
+    board = pl.DataFrame(
+        {"candidate": ["a", "b"], "status": ["ok", "failed"], "scaled_pinball": [0.3, None]}
+    )
     assert leaderboard_score(board, "a", metric="scaled_pinball") == 0.3
     assert leaderboard_score(board, "b", metric="scaled_pinball") is None
     assert leaderboard_score(board, "zzz", metric="scaled_pinball") is None

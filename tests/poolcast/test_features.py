@@ -241,7 +241,7 @@ def test_spline_knots_come_from_the_history_quantiles() -> None:
         for sku, month in history.select("sku", "month").iter_rows()
     ]
     values = np.array([v for v in log_c if v is not None])
-    expected = np.quantile(values, np.linspace(0, 1, CONFIG.spline_df + 1))
+    expected = np.quantile(values, [0.05, 0.275, 0.5, 0.725, 0.95])  # Harrell's 5 knots
     np.testing.assert_allclose(spec.spline_knots, expected, rtol=1e-12)
 
 
@@ -285,6 +285,10 @@ def test_bad_inputs_raise() -> None:
         build_training_frame(irregular, spec)
     with pytest.raises(InvalidParameterError, match="origin"):
         build_forecast_frame(panel, spec, origin=date(2022, 3, 15))
+    with pytest.raises(DataContractError, match="customer_count"):
+        build_forecast_frame(panel.drop("customer_count"), spec)
+    with pytest.raises(DataContractError, match="future"):
+        build_forecast_frame(panel, spec, future=panel.select("sku", "month"))
 
 
 # --------------------------------------------------------------------------- leakage

@@ -96,7 +96,9 @@ def test_crps_from_samples_equals_brute_force_energy_form() -> None:
 
 def test_crps_point_mass_is_absolute_error() -> None:
     samples = np.full((3, 10), 4.0)
-    np.testing.assert_allclose(crps_from_samples(np.array([4.0, 1.0, 7.5]), samples), [0, 3, 3.5])
+    np.testing.assert_allclose(
+        crps_from_samples(np.array([4.0, 1.0, 7.5]), samples), [0, 3, 3.5], atol=1e-12
+    )
     with pytest.raises(InvalidParameterError, match="shape"):
         crps_from_samples(np.zeros(2), samples)
 

@@ -44,7 +44,13 @@ def test_quantiles_are_stored_long_with_the_wide_values():
 
 def test_publish_writes_every_table_keyed_by_run_and_as_of(tmp_path):
     db = tmp_path / "out" / "outputs.duckdb"
-    result = publish_run(db, run_id="r1", as_of=AS_OF, tables={"forecasts": _forecast(), "leaderboard": _board()}, champion="glmm")
+    result = publish_run(
+        db,
+        run_id="r1",
+        as_of=AS_OF,
+        tables={"forecasts": _forecast(), "leaderboard": _board()},
+        champion="glmm",
+    )
     assert result.rows == {"forecasts": 4, "leaderboard": 2, "forecast_quantiles": 8}
     forecasts = read_table(db, "forecasts")
     assert set(forecasts.get_column("run_id")) == {"r1"}
@@ -77,11 +83,18 @@ def test_runs_are_versions_and_the_latest_view_shows_the_newest(tmp_path):
 
 def test_a_failing_publish_leaves_the_database_as_it_was(tmp_path):
     db = tmp_path / "outputs.duckdb"
-    publish_run(db, run_id="r1", as_of=AS_OF, tables={"forecasts": _forecast(), "leaderboard": _board()})
+    publish_run(
+        db, run_id="r1", as_of=AS_OF, tables={"forecasts": _forecast(), "leaderboard": _board()}
+    )
     # forecasts go in first, then the leaderboard insert fails (text into a DOUBLE column)
     bad_board = pl.DataFrame({"candidate": ["x"], "scaled_pinball": ["not a number"]})
     with pytest.raises(duckdb.Error):
-        publish_run(db, run_id="r2", as_of=AS_OF, tables={"forecasts": _forecast(), "leaderboard": bad_board})
+        publish_run(
+            db,
+            run_id="r2",
+            as_of=AS_OF,
+            tables={"forecasts": _forecast(), "leaderboard": bad_board},
+        )
     assert set(read_table(db, "forecasts").get_column("run_id")) == {"r1"}
     assert read_table(db, "runs").get_column("run_id").to_list() == ["r1"]
     assert read_table(db, "leaderboard").height == 2
@@ -90,7 +103,12 @@ def test_a_failing_publish_leaves_the_database_as_it_was(tmp_path):
 def test_new_columns_are_added_to_an_existing_table(tmp_path):
     db = tmp_path / "outputs.duckdb"
     publish_run(db, run_id="r1", as_of=AS_OF, tables={"leaderboard": _board()})
-    publish_run(db, run_id="r2", as_of=AS_OF, tables={"leaderboard": _board().with_columns(pl.lit(1.5).alias("crps"))})
+    publish_run(
+        db,
+        run_id="r2",
+        as_of=AS_OF,
+        tables={"leaderboard": _board().with_columns(pl.lit(1.5).alias("crps"))},
+    )
     board = read_table(db, "leaderboard").sort("run_id")
     assert board.filter(pl.col("run_id") == "r1").get_column("crps").null_count() == 2
     assert board.filter(pl.col("run_id") == "r2").get_column("crps").to_list() == [1.5, 1.5]
@@ -102,7 +120,10 @@ def test_new_columns_are_added_to_an_existing_table(tmp_path):
         ({"run_id": ""}, "run_id is empty"),
         ({"tables": {"runs": _board()}}, "not allowed"),
         ({"tables": {"bad name": _board()}}, "not allowed"),
-        ({"tables": {"leaderboard": _board().with_columns(pl.lit("x").alias("run_id"))}}, "key column"),
+        (
+            {"tables": {"leaderboard": _board().with_columns(pl.lit("x").alias("run_id"))}},
+            "key column",
+        ),
     ],
 )
 def test_invalid_arguments_are_rejected(tmp_path, kwargs, match):

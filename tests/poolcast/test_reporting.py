@@ -49,30 +49,57 @@ def backtest():
         pl.lit(False).alias("is_gap"), pl.lit(None, pl.Int64).alias("on_hand")
     )
     splits = prepare_splits(panel, feature_config=FeatureConfig(horizons=2), n_origins=2)
-    result = backtest_candidate("seasonal_naive", SeasonalNaive, splits, quantiles=(0.5, 0.9), n_samples=30, seed=1)
+    result = backtest_candidate(
+        "seasonal_naive", SeasonalNaive, splits, quantiles=(0.5, 0.9), n_samples=30, seed=1
+    )
     return panel, splits, result
 
 
 def _summary(**kw) -> RetrainSummary:
     base = dict(
-        as_of=date(2024, 6, 1), rows_in=10, rows_accepted=8, rows_quarantined=2, n_skus=3, leaderboard=BOARD,
-        failures={"boom": "RuntimeError: no"}, champion="glmm", champion_version="4", alias_moved=True,
-        alias_reason="better", mlflow_run_id="abc", mlflow_run_url="http://x/#/runs/abc",
-        outputs_db=Path("out.duckdb"), forecast_rows=6,
+        as_of=date(2024, 6, 1),
+        rows_in=10,
+        rows_accepted=8,
+        rows_quarantined=2,
+        n_skus=3,
+        leaderboard=BOARD,
+        failures={"boom": "RuntimeError: no"},
+        champion="glmm",
+        champion_version="4",
+        alias_moved=True,
+        alias_reason="better",
+        mlflow_run_id="abc",
+        mlflow_run_url="http://x/#/runs/abc",
+        outputs_db=Path("out.duckdb"),
+        forecast_rows=6,
     )
     return RetrainSummary(**(base | kw))
 
 
 def test_data_quality_rows_count_quarantine_lines_per_rule():
-    quarantine = pl.DataFrame({"row": [1, 2, 2, 5], "rule": ["sales_negative", "sku_null", "sales_negative", "exact_duplicate"]})
+    quarantine = pl.DataFrame(
+        {
+            "row": [1, 2, 2, 5],
+            "rule": ["sales_negative", "sku_null", "sales_negative", "exact_duplicate"],
+        }
+    )
     rows = data_quality_rows({"rows_in": 10, "rows_accepted": 7, "rows_quarantined": 3}, quarantine)
-    assert rows[:3] == [{"check": "rows_in", "rows": 10}, {"check": "rows_accepted", "rows": 7}, {"check": "rows_quarantined", "rows": 3}]
+    assert rows[:3] == [
+        {"check": "rows_in", "rows": 10},
+        {"check": "rows_accepted", "rows": 7},
+        {"check": "rows_quarantined", "rows": 3},
+    ]
     assert rows[3] == {"check": "quarantined: sales_negative", "rows": 2}
-    assert {r["check"] for r in rows[4:]} == {"quarantined: sku_null", "quarantined: exact_duplicate"}
+    assert {r["check"] for r in rows[4:]} == {
+        "quarantined: sku_null",
+        "quarantined: exact_duplicate",
+    }
 
 
 def test_leaderboard_rows_round_and_blank_non_finite_values():
-    rows = leaderboard_rows(BOARD, columns=["candidate", "scaled_pinball", "mase", "absent"], digits=3)
+    rows = leaderboard_rows(
+        BOARD, columns=["candidate", "scaled_pinball", "mase", "absent"], digits=3
+    )
     assert rows[0] == {"candidate": "glmm", "scaled_pinball": 0.123, "mase": 0.9}
     assert rows[1]["mase"] is None and rows[2]["scaled_pinball"] is None
 
@@ -119,10 +146,22 @@ def test_candidate_figures_and_tables_for_a_baseline(backtest):
 def test_glmm_reports_add_shrinkage_and_caterpillar_plots(backtest):
     panel, _, result = backtest
     skus = panel.get_column("sku").unique().sort().to_list()
-    ranef = pl.DataFrame({"sku": skus, "term": "(Intercept)", "mode": [0.1 * i for i in range(5)], "cond_sd": 0.05}).with_columns(pl.lit(1, pl.Int32).alias("horizon"))
-    shrink = pl.DataFrame({"sku": skus, "n_obs": [10] * 5, "raw": [1.0, 2, 3, 4, 5], "pooled": [1.5, 2, 3, 4, 4.5]}).with_columns(pl.lit(1, pl.Int32).alias("horizon"))
-    report = CandidateReport(name="glmm", params={}, formulas={1: "y ~ 1 + (1 | sku)"}, coefficients=None,
-                             random_effects=ranef, shrinkage=shrink, sku_effects=None, convergence={})
+    ranef = pl.DataFrame(
+        {"sku": skus, "term": "(Intercept)", "mode": [0.1 * i for i in range(5)], "cond_sd": 0.05}
+    ).with_columns(pl.lit(1, pl.Int32).alias("horizon"))
+    shrink = pl.DataFrame(
+        {"sku": skus, "n_obs": [10] * 5, "raw": [1.0, 2, 3, 4, 5], "pooled": [1.5, 2, 3, 4, 4.5]}
+    ).with_columns(pl.lit(1, pl.Int32).alias("horizon"))
+    report = CandidateReport(
+        name="glmm",
+        params={},
+        formulas={1: "y ~ 1 + (1 | sku)"},
+        coefficients=None,
+        random_effects=ranef,
+        shrinkage=shrink,
+        sku_effects=None,
+        convergence={},
+    )
     figures = candidate_figures(result, panel, report)
     assert {"fan_chart", "calibration", "shrinkage", "caterpillar"} == set(figures)
     assert candidate_params(report)["formula.h1"] == "y ~ 1 + (1 | sku)"

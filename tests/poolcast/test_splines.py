@@ -115,9 +115,20 @@ def test_bad_knots_raise(knots: tuple[float, ...]) -> None:
 
 def test_knots_are_quantiles_and_ties_are_removed() -> None:
     x = np.arange(101.0)
-    assert make_spline_knots(x, df=4) == (0.0, 25.0, 50.0, 75.0, 100.0)
-    assert make_spline_knots(np.array([1.0, 1.0, 1.0, 2.0, np.nan]), df=4) == (1.0, 1.25, 2.0)
+    # Harrell's five-knot levels 0.05, 0.275, 0.5, 0.725, 0.95 by default
+    assert make_spline_knots(x, df=4) == pytest.approx((5.0, 27.5, 50.0, 72.5, 95.0))
+    assert make_spline_knots(x, df=4, boundary_quantiles=(0.0, 1.0)) == (
+        0.0,
+        25.0,
+        50.0,
+        75.0,
+        100.0,
+    )
+    ties = np.array([1.0, 1.0, 1.0, 2.0, np.nan])
+    assert make_spline_knots(ties, df=4, boundary_quantiles=(0.0, 1.0)) == (1.0, 1.25, 2.0)
     assert make_spline_knots(np.array([3.0, 3.0]), df=4) == ()
     assert make_spline_knots(np.array([np.nan]), df=2) == ()
     with pytest.raises(InvalidParameterError, match="df"):
         make_spline_knots(x, df=0)
+    with pytest.raises(InvalidParameterError, match="boundary_quantiles"):
+        make_spline_knots(x, df=3, boundary_quantiles=(0.9, 0.1))

@@ -32,7 +32,9 @@ def store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def panel() -> pl.DataFrame:
     frame = simulate_panel(4, 28, seed=4).frame
-    return frame.with_columns(pl.lit(False).alias("is_gap"), pl.lit(None, pl.Int64).alias("on_hand"))
+    return frame.with_columns(
+        pl.lit(False).alias("is_gap"), pl.lit(None, pl.Int64).alias("on_hand")
+    )
 
 
 def _client(uri):
@@ -48,7 +50,9 @@ def test_ensure_experiment_is_idempotent(store):
 
 def test_values_are_logged_in_batches_beyond_the_per_call_limit(store):
     uri, experiment_id, _ = store
-    run_id = tracking.start_parent_run(uri, experiment_id, run_name="batch", params={"a": 1}, tags={"t": "x"})
+    run_id = tracking.start_parent_run(
+        uri, experiment_id, run_name="batch", params={"a": 1}, tags={"t": "x"}
+    )
     metrics = {f"m{i}": float(i) for i in range(1500)} | {"not_finite": math.nan, "bad key!": 2.0}
     params = {f"p{i}": i for i in range(150)}
     tracking.log_values(uri, run_id, metrics=metrics, params=params)
@@ -64,17 +68,28 @@ def test_data_quality_metrics_and_quarantine_artifact(store, tmp_path):
     run_id = tracking.start_parent_run(uri, experiment_id, run_name="dq")
     quarantine = tmp_path / "quarantine.csv"
     quarantine.write_text("row,rule\n3,sales_negative\n")
-    tracking.log_data_quality(uri, run_id, {"rows_in": 5, "rows_accepted": 4, "rows_quarantined": 1}, quarantine_path=quarantine)
+    tracking.log_data_quality(
+        uri,
+        run_id,
+        {"rows_in": 5, "rows_accepted": 4, "rows_quarantined": 1},
+        quarantine_path=quarantine,
+    )
     client = _client(uri)
     metrics = client.get_run(run_id).data.metrics
-    assert metrics["dq_rows_in"] == metrics["dq_rows_accepted"] + metrics["dq_rows_quarantined"] == 5
-    assert [f.path for f in client.list_artifacts(run_id, "data_quality")] == ["data_quality/quarantine.csv"]
+    assert (
+        metrics["dq_rows_in"] == metrics["dq_rows_accepted"] + metrics["dq_rows_quarantined"] == 5
+    )
+    assert [f.path for f in client.list_artifacts(run_id, "data_quality")] == [
+        "data_quality/quarantine.csv"
+    ]
 
 
 def test_input_dataset_is_logged_with_training_context(store, panel):
     uri, experiment_id, _ = store
     run_id = tracking.start_parent_run(uri, experiment_id, run_name="dataset")
-    digest = tracking.log_input_dataset(uri, run_id, panel, source="/data/panel.csv", name="validated_panel")
+    digest = tracking.log_input_dataset(
+        uri, run_id, panel, source="/data/panel.csv", name="validated_panel"
+    )
     inputs = _client(uri).get_run(run_id).inputs.dataset_inputs
     assert len(inputs) == 1
     assert inputs[0].dataset.name == "validated_panel" and inputs[0].dataset.digest == digest
@@ -87,11 +102,21 @@ def test_child_runs_keep_their_parent_and_failures_are_failed(store):
     fig = Figure()
     fig.add_subplot().plot([1, 2], [3, 4])
     ok = tracking.log_candidate_run(
-        uri, experiment_id, parent, name="glm", params={"family": "poisson"}, metrics={"mase": 0.8},
-        tables={"coefficients": pl.DataFrame({"term": ["x"], "estimate": [1.0]}), "random_effects": None},
+        uri,
+        experiment_id,
+        parent,
+        name="glm",
+        params={"family": "poisson"},
+        metrics={"mase": 0.8},
+        tables={
+            "coefficients": pl.DataFrame({"term": ["x"], "estimate": [1.0]}),
+            "random_effects": None,
+        },
         figures={"fan_chart": fig},
     )
-    failed = tracking.log_candidate_run(uri, experiment_id, parent, name="boom", error="RuntimeError: no")
+    failed = tracking.log_candidate_run(
+        uri, experiment_id, parent, name="boom", error="RuntimeError: no"
+    )
     client = _client(uri)
     ok_run, failed_run = client.get_run(ok), client.get_run(failed)
     for run in (ok_run, failed_run):
@@ -99,28 +124,44 @@ def test_child_runs_keep_their_parent_and_failures_are_failed(store):
     assert ok_run.info.status == "FINISHED" and ok_run.data.metrics == {"mase": 0.8}
     assert {f.path for f in client.list_artifacts(ok, "plots")} == {"plots/fan_chart.png"}
     assert {f.path for f in client.list_artifacts(ok, "tables")} == {"tables/coefficients.json"}
-    assert failed_run.info.status == "FAILED" and failed_run.data.tags["poolcast.error"] == "RuntimeError: no"
+    assert (
+        failed_run.info.status == "FAILED"
+        and failed_run.data.tags["poolcast.error"] == "RuntimeError: no"
+    )
 
 
+@pytest.mark.slow
 def test_register_champion_follows_the_alias_rule_and_serves_a_pyfunc(store, panel):
     import mlflow.pyfunc
 
     uri, experiment_id, _ = store
-    forecaster = fit_champion("seasonal_naive", SeasonalNaive, panel, FEATURES, quantiles=(0.5, 0.9), n_samples=40, seed=2)
+    forecaster = fit_champion(
+        "seasonal_naive", SeasonalNaive, panel, FEATURES, quantiles=(0.5, 0.9), n_samples=40, seed=2
+    )
     rows = build_forecast_frame(panel, forecaster.spec)
 
     def register(score: float, fingerprint: str, rescored: float | None = None):
-        run = tracking.RetrainRun(uri, experiment_id, tracking.start_parent_run(uri, experiment_id, run_name="r"))
+        run = tracking.RetrainRun(
+            uri, experiment_id, tracking.start_parent_run(uri, experiment_id, run_name="r")
+        )
         return tracking.register_champion(
-            run, forecaster, registered_model_name=MODEL, example=rows.head(3), score=score,
-            fingerprint=fingerprint, metric="scaled_pinball", rescore=lambda name: rescored,
+            run,
+            forecaster,
+            registered_model_name=MODEL,
+            example=rows.head(3),
+            score=score,
+            fingerprint=fingerprint,
+            metric="scaled_pinball",
+            rescore=lambda name: rescored,
         )
 
     assert tracking.current_champion(uri, MODEL) is None
     first = register(0.5, "fp1")
     assert first.decision.move
     current = tracking.current_champion(uri, MODEL)
-    assert current.version == first.version and current.score == 0.5 and current.fingerprint == "fp1"
+    assert (
+        current.version == first.version and current.score == 0.5 and current.fingerprint == "fp1"
+    )
 
     worse = register(0.6, "fp1")  # same backtest, worse: stays
     assert not worse.decision.move
@@ -140,10 +181,19 @@ def test_register_champion_follows_the_alias_rule_and_serves_a_pyfunc(store, pan
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
     served = pl.from_pandas(model.predict(rows.to_pandas()))
     expected = forecaster.predict_frame(rows)
-    np.testing.assert_allclose(served.get_column("mean").to_numpy(), expected.get_column("mean").to_numpy())
-    np.testing.assert_allclose(served.get_column("q_0.9").to_numpy(), expected.get_column("q_0.9").to_numpy())
+    np.testing.assert_allclose(
+        served.get_column("mean").to_numpy(), expected.get_column("mean").to_numpy()
+    )
+    np.testing.assert_allclose(
+        served.get_column("q_0.9").to_numpy(), expected.get_column("q_0.9").to_numpy()
+    )
 
 
 def test_run_url_points_at_the_server_or_a_local_ui():
-    assert tracking.run_url("https://mlflow.example.com/", "1", "abc") == "https://mlflow.example.com/#/experiments/1/runs/abc"
-    assert tracking.run_url("sqlite:///x.db", "1", "abc").startswith("http://127.0.0.1:5000/#/experiments/1/runs/abc")
+    assert (
+        tracking.run_url("https://mlflow.example.com/", "1", "abc")
+        == "https://mlflow.example.com/#/experiments/1/runs/abc"
+    )
+    assert tracking.run_url("sqlite:///x.db", "1", "abc").startswith(
+        "http://127.0.0.1:5000/#/experiments/1/runs/abc"
+    )

@@ -8,8 +8,8 @@ import tempfile
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="poolcast-prefect-home-"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-import pytest  # noqa: E402
-from prefect.logging import disable_run_logger  # noqa: E402
+import pytest
+from prefect.logging import disable_run_logger
 
 
 @pytest.fixture(autouse=True)

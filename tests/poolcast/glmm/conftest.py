@@ -15,9 +15,7 @@ def load_reference_data(reference_dir: Path, name: str) -> pl.DataFrame:
     if name == "cbpp":
         return df.with_columns(pl.col("period").cast(pl.String), pl.col("herd").cast(pl.String))
     if name == "grouseticks":
-        return df.with_columns(
-            pl.col("YEAR").cast(pl.String), pl.col("LOCATION").cast(pl.String)
-        )
+        return df.with_columns(pl.col("YEAR").cast(pl.String), pl.col("LOCATION").cast(pl.String))
     if name == "salamanders":
         # R's factor levels of Salamanders$mined are c("yes", "no"): "yes" is the baseline
         return df.with_columns(pl.col("mined").cast(pl.Enum(["yes", "no"])))

@@ -16,13 +16,17 @@ ETA = np.array([-1.2, 0.1, 0.8, 1.9, 0.3])
 
 def test_loglik_matches_scipy():
     mu = np.exp(ETA)
-    np.testing.assert_allclose(get_family("poisson").loglik(ETA, Y, None), stats.poisson.logpmf(Y, mu))
+    np.testing.assert_allclose(
+        get_family("poisson").loglik(ETA, Y, None), stats.poisson.logpmf(Y, mu)
+    )
     th = 1.7
     np.testing.assert_allclose(
         get_family("negbin").loglik(ETA, Y, None, th), stats.nbinom.logpmf(Y, th, th / (th + mu))
     )
     p = 1 / (1 + np.exp(-ETA))
-    np.testing.assert_allclose(get_family("binomial").loglik(ETA, Y, M), stats.binom.logpmf(Y, M, p))
+    np.testing.assert_allclose(
+        get_family("binomial").loglik(ETA, Y, M), stats.binom.logpmf(Y, M, p)
+    )
 
 
 @pytest.mark.parametrize("name", ["poisson", "negbin", "binomial"])

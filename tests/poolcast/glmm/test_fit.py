@@ -38,6 +38,7 @@ def test_agq_with_one_node_is_laplace():
     assert a.fixef == pytest.approx(b.fixef, abs=1e-8)
 
 
+@pytest.mark.filterwarnings("ignore::poolcast.errors.SingularFitWarning")
 def test_offset_column_and_array_agree_and_recover_exposure():
     rng = np.random.default_rng(1)
     data = simulate_panel(seed=10)

@@ -75,7 +75,9 @@ def test_laplace_is_close_to_the_exact_integral_for_one_group():
     dev = ob.deviance(np.array([sigma]), np.array([beta0]))
 
     def integrand(b):
-        return np.exp(stats.poisson.logpmf(y, np.exp(beta0 + b)).sum() + 300) * stats.norm.pdf(b, 0, sigma)
+        return np.exp(stats.poisson.logpmf(y, np.exp(beta0 + b)).sum() + 300) * stats.norm.pdf(
+            b, 0, sigma
+        )
 
     val, _ = integrate.quad(integrand, -3, 3, points=[np.log(y.mean()) - beta0], limit=200)
     exact = -2 * 2 * (np.log(val) - 300)

@@ -49,6 +49,6 @@ def test_deviance_beta_none_profiles_beta():
     beta_hat = ob.last.beta
     # the joint mode minimises the penalised deviance over beta as well
     pd_hat = ob.mode(theta, beta_hat).pdev
-    assert pd_hat <= ob.mode(theta, beta_hat + [0.01, 0.0]).pdev
-    assert pd_hat <= ob.mode(theta, beta_hat - [0.0, 0.01]).pdev
+    assert pd_hat <= ob.mode(theta, beta_hat + np.array([0.01, 0.0])).pdev
+    assert pd_hat <= ob.mode(theta, beta_hat - np.array([0.0, 0.01])).pdev
     assert np.isfinite(dev0)

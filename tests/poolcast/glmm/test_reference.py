@@ -101,7 +101,10 @@ def test_reference_fits_converged(fits, key):
 
 def test_agq_differs_from_laplace_in_the_direction_lme4_found(fits):
     # lme4: AGQ-25 cbpp SD 0.6475 > Laplace 0.6421; intercept -1.3992 < -1.3983
-    assert fits["cbpp_agq25"].sd["herd"]["(Intercept)"] > fits["cbpp_laplace"].sd["herd"]["(Intercept)"]
+    assert (
+        fits["cbpp_agq25"].sd["herd"]["(Intercept)"]
+        > fits["cbpp_laplace"].sd["herd"]["(Intercept)"]
+    )
     assert fits["cbpp_agq25"].fixef["(Intercept)"] < fits["cbpp_laplace"].fixef["(Intercept)"]
 
 

@@ -63,7 +63,9 @@ def test_ranef_frame_matches_arrays(slope_fit):
     B, C = slope_fit.b_modes["g"], slope_fit.b_cond_cov["g"]
     assert B.shape == (40, 2) and C.shape == (40, 2, 2)
     np.testing.assert_allclose(rf["mode"].to_numpy(), B.ravel())
-    np.testing.assert_allclose(rf["cond_sd"].to_numpy(), np.sqrt(np.diagonal(C, axis1=1, axis2=2)).ravel())
+    np.testing.assert_allclose(
+        rf["cond_sd"].to_numpy(), np.sqrt(np.diagonal(C, axis1=1, axis2=2)).ravel()
+    )
     assert np.all(np.linalg.eigvalsh(C) > 0)
 
 
@@ -77,7 +79,9 @@ def test_conditional_variance_closed_form(intercept_fit):
     expected = 1 / (1 / sigma**2 + np.bincount(g_idx, weights=mu))
     np.testing.assert_allclose(res.b_cond_cov["g"][:, 0, 0], expected, rtol=1e-6)
     # and the mode solves sum_i (y_i - mu_i) = b_j / sigma^2
-    np.testing.assert_allclose(np.bincount(g_idx, weights=data["y"].to_numpy() - mu), b / sigma**2, atol=1e-6)
+    np.testing.assert_allclose(
+        np.bincount(g_idx, weights=data["y"].to_numpy() - mu), b / sigma**2, atol=1e-6
+    )
 
 
 def test_singular_fit_warns_and_matches_the_glm():

@@ -59,6 +59,7 @@ def _own_glm_intercept(res, data: pl.DataFrame, level: str, family) -> float:
 def test_table_has_one_row_per_level_with_counts_and_ranef(poisson_case):
     data, res, table = poisson_case
     assert table.columns == ["level", "n_obs", "raw", "pooled", "mode", "cond_sd"]
+    assert res.shrinkage("g").equals(table)
     counts = data.group_by("g").len().sort("g")
     assert table["level"].to_list() == counts["g"].to_list()
     assert table["n_obs"].to_list() == counts["len"].to_list()

@@ -81,7 +81,7 @@ def test_missing_column_names_it():
 
 
 def test_grouping_factor_with_one_level():
-    with pytest.raises(ModelSpecificationError, match="'one'.*1 level"):
+    with pytest.raises(ModelSpecificationError, match=r"'one'.*1 level"):
         build_design("y ~ x + (1 | one)", _data().with_columns(one=pl.lit("z")))
 
 
@@ -95,7 +95,7 @@ def test_levels_not_fewer_than_observations():
 
 def test_non_integer_counts_rejected():
     data = _data().with_columns(y=pl.col("y") + 0.5)
-    with pytest.raises(InvalidParameterError, match="non-negative integer counts.*row 0"):
+    with pytest.raises(InvalidParameterError, match=r"non-negative integer counts.*row 0"):
         build_design("y ~ x + (1 | g)", data, family="poisson")
     with pytest.raises(InvalidParameterError, match="negbin"):
         build_design("y ~ x + (1 | g)", data, family="negbin")
@@ -112,7 +112,7 @@ def test_binomial_outside_trials_rejected():
 def test_nan_in_used_column_named():
     data = _data().to_pandas()
     data.loc[3, "x"] = np.nan
-    with pytest.raises(InvalidParameterError, match="column 'x'.*row 3"):
+    with pytest.raises(InvalidParameterError, match=r"column 'x'.*row 3"):
         build_design("y ~ x + (1 | g)", data)
 
 

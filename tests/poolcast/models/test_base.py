@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-from conftest import simulate_feature_frame, split_last_month
 
 from poolcast.errors import InvalidParameterError, NotFittedError
 from poolcast.models import CANDIDATE_CLASSES, CANDIDATE_NAMES, CandidateReport, Forecast
 from poolcast.models._validation import Interval, Options
+from tests.poolcast.models._frames import simulate_feature_frame, split_last_month
 
 QUANTILES = (0.5, 0.8, 0.9, 0.95, 0.99)
 
@@ -17,7 +17,15 @@ QUANTILES = (0.5, 0.8, 0.9, 0.95, 0.99)
 @pytest.fixture(scope="module")
 def small_panel():
     sim = simulate_feature_frame(
-        n_sku=20, n_months=30, horizons=(1, 2), seed=11, alpha=0.3, promo_rate=0.25, sd_promo=0.2, customers=True, beta_cust=0.4
+        n_sku=20,
+        n_months=30,
+        horizons=(1, 2),
+        seed=11,
+        alpha=0.3,
+        promo_rate=0.25,
+        sd_promo=0.2,
+        customers=True,
+        beta_cust=0.4,
     )
     return split_last_month(sim.frame)
 
@@ -61,7 +69,9 @@ def test_not_fitted_error_before_fit(name, small_panel):
     _, rows = small_panel
     est = CANDIDATE_CLASSES[name]()
     with pytest.raises(NotFittedError, match=name):
-        est.predict_distribution(rows, quantiles=QUANTILES, n_samples=10, rng=np.random.default_rng(0))
+        est.predict_distribution(
+            rows, quantiles=QUANTILES, n_samples=10, rng=np.random.default_rng(0)
+        )
     with pytest.raises(NotFittedError):
         est.describe()
 
@@ -76,7 +86,11 @@ def test_init_stores_params_unchanged_and_fit_validates(name, small_panel):
     for key, constraints in cls._parameter_constraints.items():
         if object in constraints:
             continue
-        bad = "__bogus__" if not any(isinstance(c, Options) and "__bogus__" in c.values for c in constraints) else -1
+        bad = (
+            "__bogus__"
+            if not any(isinstance(c, Options) and "__bogus__" in c.values for c in constraints)
+            else -1
+        )
         if any(c is str for c in constraints):
             bad = -1
         est = cls(**{key: bad})
@@ -90,13 +104,17 @@ def test_init_stores_params_unchanged_and_fit_validates(name, small_panel):
 def test_interval_rejects_bool_and_out_of_range():
     iv = Interval(int, 1, None)
     assert iv.accepts(3) and not iv.accepts(0) and not iv.accepts(True) and not iv.accepts(2.5)
-    assert InvalidParameterError.__mro__.count(ValueError) == 1 and issubclass(InvalidParameterError, TypeError)
+    assert InvalidParameterError.__mro__.count(ValueError) == 1 and issubclass(
+        InvalidParameterError, TypeError
+    )
 
 
 @pytest.mark.parametrize("name", CANDIDATE_NAMES)
 def test_forecast_shapes_quantiles_and_samples(name, fitted, small_panel):
     _, rows = small_panel
-    fc = fitted[name].predict_distribution(rows, quantiles=QUANTILES, n_samples=64, rng=np.random.default_rng(3))
+    fc = fitted[name].predict_distribution(
+        rows, quantiles=QUANTILES, n_samples=64, rng=np.random.default_rng(3)
+    )
     assert isinstance(fc, Forecast)
     n = rows.height
     assert fc.keys.equals(rows.select("sku", "origin", "horizon", "month"))
@@ -113,8 +131,12 @@ def test_forecast_shapes_quantiles_and_samples(name, fitted, small_panel):
 @pytest.mark.parametrize("name", CANDIDATE_NAMES)
 def test_same_seed_same_draws(name, fitted, small_panel):
     _, rows = small_panel
-    a = fitted[name].predict_distribution(rows, quantiles=(0.5,), n_samples=16, rng=np.random.default_rng(5))
-    b = fitted[name].predict_distribution(rows, quantiles=(0.5,), n_samples=16, rng=np.random.default_rng(5))
+    a = fitted[name].predict_distribution(
+        rows, quantiles=(0.5,), n_samples=16, rng=np.random.default_rng(5)
+    )
+    b = fitted[name].predict_distribution(
+        rows, quantiles=(0.5,), n_samples=16, rng=np.random.default_rng(5)
+    )
     np.testing.assert_array_equal(a.samples, b.samples)
 
 
@@ -142,7 +164,9 @@ def test_predict_validates_its_arguments(fitted, small_panel):
     _, rows = small_panel
     est = fitted["glm_poisson_pooled"]
     with pytest.raises(InvalidParameterError, match="quantiles"):
-        est.predict_distribution(rows, quantiles=(0.5, 1.0), n_samples=5, rng=np.random.default_rng(0))
+        est.predict_distribution(
+            rows, quantiles=(0.5, 1.0), n_samples=5, rng=np.random.default_rng(0)
+        )
     with pytest.raises(InvalidParameterError, match="n_samples"):
         est.predict_distribution(rows, quantiles=(0.5,), n_samples=0, rng=np.random.default_rng(0))
     with pytest.raises(InvalidParameterError, match="rng"):
@@ -161,5 +185,7 @@ def test_unseen_horizon_uses_nearest_fitted_model(fitted, small_panel):
 
 def test_empty_rows_give_an_empty_forecast(fitted, small_panel):
     _, rows = small_panel
-    fc = fitted["glm_nb2_pooled"].predict_distribution(rows.head(0), quantiles=QUANTILES, n_samples=8, rng=np.random.default_rng(0))
+    fc = fitted["glm_nb2_pooled"].predict_distribution(
+        rows.head(0), quantiles=QUANTILES, n_samples=8, rng=np.random.default_rng(0)
+    )
     assert len(fc) == 0 and fc.samples.shape == (0, 8)

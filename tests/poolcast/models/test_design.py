@@ -1,0 +1,85 @@
+"""The shared covariates: what the training frame supports, imputation, centring."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from poolcast.errors import DataContractError
+from poolcast.models import PooledPoissonGlm
+from poolcast.models._design import build_covariates, make_covariate_spec
+from tests.poolcast.models._frames import simulate_feature_frame, split_last_month
+
+
+def test_constant_and_absent_covariates_are_dropped_with_a_reason():
+    sim = simulate_feature_frame(n_sku=10, n_months=26, horizons=(1,), promo_rate=0.0, seed=51)
+    spec = make_covariate_spec(sim.frame)
+    assert spec.terms == ("t", "fourier_s1", "fourier_c1", "fourier_s2", "fourier_c2")
+    assert "constant" in spec.dropped["promo"]
+    assert "absent" in spec.dropped["log_customers"]
+    assert spec.formula() == "sales ~ t + fourier_s1 + fourier_c1 + fourier_s2 + fourier_c2"
+
+
+def test_spline_terms_in_numeric_order_and_customers_off():
+    sim = simulate_feature_frame(
+        n_sku=10, n_months=26, horizons=(1,), promo_rate=0.3, customers=True, seed=52
+    )
+    rng = np.random.default_rng(0)
+    frame = sim.frame.with_columns(
+        [pl.Series(f"cust_spline_{k}", rng.normal(size=sim.frame.height)) for k in (10, 2, 1)]
+    )
+    spec = make_covariate_spec(frame, customer_terms="spline")
+    assert [t for t in spec.terms if t.startswith("cust")] == [
+        "cust_spline_1",
+        "cust_spline_2",
+        "cust_spline_10",
+    ]
+    none = make_covariate_spec(frame, customer_terms="none", include_promo=False)
+    assert "log_customers" not in none.terms and "promo" not in none.terms
+
+
+def test_null_covariates_imputed_with_training_median_and_centred():
+    sim = simulate_feature_frame(n_sku=10, n_months=26, horizons=(1,), customers=True, seed=53)
+    frame = sim.frame.with_columns(
+        pl.when(pl.col("sku") == "S0000")
+        .then(None)
+        .otherwise(pl.col("log_customers"))
+        .alias("log_customers")
+    )
+    spec = make_covariate_spec(frame)
+    j = spec.terms.index("log_customers")
+    observed = frame.get_column("log_customers").drop_nulls().to_numpy()
+    assert spec.fill_values[j] == pytest.approx(np.median(observed))
+    x = build_covariates(spec, frame)
+    filled = frame.get_column("log_customers").fill_null(np.median(observed)).to_numpy()
+    np.testing.assert_allclose(x[:, j], filled - filled.mean())
+    assert abs(x[:, j].mean()) < 1e-9
+    # Fourier terms are not centred
+    k = spec.terms.index("fourier_s1")
+    np.testing.assert_allclose(x[:, k], frame.get_column("fourier_s1").to_numpy())
+    # and a candidate fits and forecasts rows with null customers
+    train, rows = split_last_month(frame)
+    fc = (
+        PooledPoissonGlm()
+        .fit(train)
+        .predict_distribution(
+            rows.with_columns(pl.lit(None, dtype=pl.Float64).alias("log_customers")),
+            quantiles=(0.5,),
+            n_samples=5,
+            rng=np.random.default_rng(0),
+        )
+    )
+    assert np.all(np.isfinite(fc.mean))
+
+
+def test_forecast_rows_missing_a_fitted_covariate_raise_naming_it():
+    sim = simulate_feature_frame(n_sku=10, n_months=26, horizons=(1,), promo_rate=0.3, seed=54)
+    train, rows = split_last_month(sim.frame)
+    est = PooledPoissonGlm().fit(train)
+    with pytest.raises(DataContractError, match="promo"):
+        est.predict_distribution(
+            rows.drop("promo"), quantiles=(0.5,), n_samples=5, rng=np.random.default_rng(0)
+        )
+    with pytest.raises(DataContractError, match="sales"):
+        PooledPoissonGlm().fit(train.drop("sales"))

@@ -1,0 +1,70 @@
+"""Compete tasks through ``.fn()``: a raising candidate becomes a recorded failure."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import polars as pl
+import pytest
+
+from poolcast.backtest import prepare_splits
+from poolcast.config import BacktestConfig, FeatureConfig, PipelineConfig
+from poolcast.models.baselines import MovingAverage, SeasonalNaive
+from poolcast.reporting import CandidateFailure, CandidateRun
+from poolcast.simulate import simulate_panel
+from tasks import compete
+
+CONFIG = PipelineConfig(
+    features=FeatureConfig(horizons=2),
+    backtest=BacktestConfig(n_origins=2, n_samples=30, quantiles=(0.5, 0.9)),
+)
+
+
+class Exploding(SeasonalNaive):
+    def fit(self, train):
+        raise ZeroDivisionError("the model blew up")
+
+
+@pytest.fixture(scope="module")
+def splits():
+    panel = simulate_panel(4, 28, seed=6).frame.with_columns(
+        pl.lit(False).alias("is_gap"), pl.lit(None, pl.Int64).alias("on_hand")
+    )
+    return prepare_splits(panel, feature_config=CONFIG.features, n_origins=2)
+
+
+def test_a_raising_candidate_is_recorded_with_its_error_type_and_message(splits):
+    outcome = compete.compete.fn("exploding", Exploding, splits, CONFIG)
+    assert outcome == CandidateFailure("exploding", "ZeroDivisionError", "the model blew up")
+
+
+def test_a_working_candidate_returns_its_backtest_and_description(splits):
+    outcome = compete.compete.fn("seasonal_naive", SeasonalNaive, splits, CONFIG)
+    assert isinstance(outcome, CandidateRun) and outcome.name == "seasonal_naive"
+    assert outcome.report.name == SeasonalNaive().name
+    assert set(outcome.result.predictions.get_column("origin")) == {s.origin for s in splits}
+
+
+def test_leaderboard_puts_failures_last_and_select_skips_them(splits):
+    outcomes = [
+        compete.compete.fn("exploding", Exploding, splits, CONFIG),
+        compete.compete.fn("moving_average", MovingAverage, splits, CONFIG),
+        compete.compete.fn("seasonal_naive", SeasonalNaive, splits, CONFIG),
+    ]
+    board = compete.leaderboard.fn(outcomes, CONFIG)
+    assert board.get_column("status").to_list() == ["ok", "ok", "failed"]
+    assert board.row(2, named=True)["error"] == "ZeroDivisionError: the model blew up"
+    assert compete.select.fn(board, CONFIG) == board.row(0, named=True)["candidate"]
+
+
+def test_lineup_passes_what_the_data_has_and_the_configured_names():
+    class Validated:
+        panel = pl.DataFrame({"promo": pl.Series([0, 1], dtype=pl.Int8)})
+        has_customers = False
+
+    lineup = compete.candidate_lineup.fn(CONFIG, Validated())
+    assert {"seasonal_naive", "glmm_poisson_ri_slope"} <= set(lineup)  # promo varies: slope GLMMs
+    Validated.panel = pl.DataFrame({"promo": pl.Series([0, 0], dtype=pl.Int8)})
+    assert "glmm_poisson_ri_slope" not in compete.candidate_lineup.fn(CONFIG, Validated())
+    only = replace(CONFIG, backtest=replace(CONFIG.backtest, candidates=("moving_average",)))
+    assert list(compete.candidate_lineup.fn(only, Validated())) == ["moving_average"]
