@@ -85,7 +85,7 @@ def monthly_retrain(
         fingerprint=forecast.fingerprint(validated.panel, splits, config),
         rescore=forecast.rescorer(board, factories, splits, config),
     )
-    tracking.log_forecast(run, predicted, board)
+    tracking.log_outputs(run, predicted, board, config.backtest.selection_metric)
     published = publish.publish(config, run.run_id, validated, predicted, board, champion)
 
     summary = report.summarize(

@@ -28,6 +28,7 @@ __all__ = [
     "describe_candidate",
     "failures_of",
     "leaderboard_rows",
+    "quality_counts",
     "split_outcomes",
     "summary_markdown",
     "summary_text",
@@ -89,6 +90,22 @@ class RetrainSummary:
 
     def __str__(self) -> str:
         return summary_text(self)
+
+
+def quality_counts(counts: Any, *, by_rule: bool = True) -> dict[str, int]:
+    """The numbers of a ``QualityCounts``: rows in / accepted / quarantined, gap months, SKUs,
+    months, and (with `by_rule`) quarantine lines per rule as ``rule_<name>``."""
+    out = {
+        "rows_in": counts.rows_in,
+        "rows_accepted": counts.rows_accepted,
+        "rows_quarantined": counts.rows_quarantined,
+        "gap_months": counts.gaps,
+        "skus": counts.skus,
+        "months": counts.months,
+    }
+    if by_rule:
+        out |= {f"rule_{k}": v for k, v in counts.by_rule.items()}
+    return out
 
 
 def failures_of(leaderboard: pl.DataFrame) -> dict[str, str]:

@@ -13,6 +13,7 @@ works instead.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -49,6 +50,7 @@ __all__ = [
     "log_data_quality",
     "log_frame",
     "log_input_dataset",
+    "log_run_outputs",
     "log_values",
     "register_champion",
     "run_url",
@@ -191,6 +193,7 @@ def log_candidate_run(
     metrics: Mapping[str, float] | None = None,
     tables: Mapping[str, pl.DataFrame | None] | None = None,
     figures: Mapping[str, Any] | None = None,
+    documents: Mapping[str, Any] | None = None,
     error: str | None = None,
 ) -> str:
     """One child run for a candidate: params, batched metrics, tables, figures; FAILED if `error`.
@@ -201,6 +204,8 @@ def log_candidate_run(
         Artifact name (without extension) to table; None entries are skipped.
     figures : mapping of str to matplotlib Figure
         Artifact name (without extension) to figure, saved as PNG under ``plots/``.
+    documents : mapping of str to JSON-like
+        Artifact name (without extension) to a dict, saved as JSON (e.g. convergence info).
     error : str, optional
         "ErrorType: message" of a failed candidate; tagged and the run ends FAILED.
     """
@@ -215,6 +220,8 @@ def log_candidate_run(
             log_frame(tracking_uri, run_id, table, f"tables/{artifact}.json")
     for artifact, figure in (figures or {}).items():
         client.log_figure(run_id, figure, f"plots/{artifact}.png")
+    for artifact, document in (documents or {}).items():
+        client.log_text(run_id, json.dumps(document, indent=2, default=str), f"{artifact}.json")
     client.set_terminated(run_id, status="FAILED" if error is not None else "FINISHED")
     return run_id
 
@@ -254,6 +261,8 @@ def log_champion_model(
     import mlflow.pyfunc
     from mlflow.models import infer_signature
 
+    if "sales" in example.columns:  # the model's input is a forecast frame: target unknown
+        example = example.with_columns(pl.lit(None, pl.Int64).alias("sales"))
     example_pd = example.to_pandas()
     signature = infer_signature(example_pd, forecaster.predict(None, example))
     requirements = [f"{m}=={_version(m)}" for m in ("mlflow", "numpy", "polars", "pandas", "scipy")]
@@ -411,7 +420,22 @@ def log_candidate_outcome(run: RetrainRun, outcome: Any, history: pl.DataFrame) 
         metrics=candidate_metrics(outcome.result),
         tables=candidate_tables(outcome.result, outcome.report),
         figures=candidate_figures(outcome.result, history, outcome.report),
+        documents={"convergence": outcome.report.convergence}
+        if outcome.report is not None
+        else None,
     )
+
+
+def log_run_outputs(
+    run: RetrainRun, forecast: pl.DataFrame, leaderboard: pl.DataFrame, *, metric: str
+) -> None:
+    """On the parent run: the published forecast, the leaderboard table and its plot."""
+    from poolcast.plots import leaderboard_plot
+
+    log_frame(run.tracking_uri, run.run_id, forecast, "forecast/forecast.json")
+    log_frame(run.tracking_uri, run.run_id, leaderboard, "leaderboard.json")
+    figure = leaderboard_plot(leaderboard, metric=metric)
+    _client(run.tracking_uri).log_figure(run.run_id, figure, "plots/leaderboard.png")
 
 
 def register_champion(

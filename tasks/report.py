@@ -16,6 +16,7 @@ from poolcast.reporting import (
     data_quality_rows,
     failures_of,
     leaderboard_rows,
+    quality_counts,
     summary_markdown,
     summary_text,
 )
@@ -42,18 +43,11 @@ LEADERBOARD_COLUMNS = (
 @task(cache_policy=NO_CACHE)
 def data_quality_artifact(validated: ValidationResult) -> None:
     """Table artifact ``data-quality``: the counts, then quarantined lines per rule."""
-    c = validated.counts
-    counts = {
-        "rows_in": c.rows_in,
-        "rows_accepted": c.rows_accepted,
-        "rows_quarantined": c.rows_quarantined,
-        "gap_months_filled": c.gaps,
-        "skus": c.skus,
-    }
+    counts = quality_counts(validated.counts, by_rule=False)
     create_table_artifact(
         table=data_quality_rows(counts, validated.quarantine),
         key="data-quality",
-        description=f"Input rows accepted and quarantined (gap policy {c.gap_policy})",
+        description=f"Input rows accepted and quarantined (gap policy {validated.counts.gap_policy})",
     )
 
 

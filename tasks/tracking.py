@@ -16,6 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from poolcast import tracking
 from poolcast.champion import ChampionForecaster
 from poolcast.config import PipelineConfig
+from poolcast.reporting import quality_counts
 from poolcast.tracking import Registration, RetrainRun
 from poolcast.validation import ValidationResult
 from tasks._retry import retry_if_transient
@@ -24,7 +25,7 @@ __all__ = [
     "finish",
     "log_candidate",
     "log_data_quality",
-    "log_forecast",
+    "log_outputs",
     "register",
     "start_run",
 ]
@@ -43,16 +44,7 @@ def start_run(config: PipelineConfig, run_name: str) -> RetrainRun:
 @task(cache_policy=NO_CACHE, **_RETRY)
 def log_data_quality(run: RetrainRun, validated: ValidationResult, quarantine_path: Path) -> None:
     """Data-quality counts as parent-run metrics, the quarantine file, and the input dataset."""
-    c = validated.counts
-    counts = {
-        "rows_in": c.rows_in,
-        "rows_accepted": c.rows_accepted,
-        "rows_quarantined": c.rows_quarantined,
-        "gaps": c.gaps,
-        "skus": c.skus,
-        "months": c.months,
-        **{f"rule_{k}": v for k, v in c.by_rule.items()},
-    }
+    counts = quality_counts(validated.counts)
     tracking.log_data_quality(run.tracking_uri, run.run_id, counts, quarantine_path=quarantine_path)
     tracking.log_input_dataset(
         run.tracking_uri,
@@ -103,10 +95,9 @@ def register(
 
 
 @task(cache_policy=NO_CACHE, **_RETRY)
-def log_forecast(run: RetrainRun, forecast: pl.DataFrame, leaderboard: pl.DataFrame) -> None:
-    """The published forecast distribution and the leaderboard as parent-run tables."""
-    tracking.log_frame(run.tracking_uri, run.run_id, forecast, "forecast/forecast.json")
-    tracking.log_frame(run.tracking_uri, run.run_id, leaderboard, "leaderboard.json")
+def log_outputs(run: RetrainRun, forecast: pl.DataFrame, board: pl.DataFrame, metric: str) -> None:
+    """The forecast distribution, the leaderboard table and its plot on the parent run."""
+    tracking.log_run_outputs(run, forecast, board, metric=metric)
 
 
 @task(cache_policy=NO_CACHE, **_RETRY)

@@ -55,10 +55,13 @@ class GlmmControl:
         ``check_response`` invalid values always raise unless "ignore".
     dense_q_max : int
         For several grouping factors, use a dense Cholesky of the q x q system when q is at most this;
-        above it a sparse LU (scipy.sparse.linalg.splu).
+        above it a sparse LU (scipy.sparse.linalg.splu; CHOLMOD is not available).
+    grad_q_max : int
+        For several grouping factors, the exact outer gradient needs a dense q x q inverse; above
+        this q the gradient is by central differences (2 deviance evaluations per parameter).
     """
 
-    pirls_tol: float = 1e-10
+    pirls_tol: float = 1e-14
     pirls_max_iter: int = 100
     pirls_max_halvings: int = 20
     outer_max_iter: int = 500
@@ -73,7 +76,8 @@ class GlmmControl:
     check_response: CheckLevel = "raise"
     check_conv: CheckLevel = "warn"
     check_singular: CheckLevel = "warn"
-    dense_q_max: int = 3000
+    dense_q_max: int = 300
+    grad_q_max: int = 4000
 
     def __post_init__(self) -> None:
         for f in fields(self):

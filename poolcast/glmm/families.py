@@ -84,6 +84,10 @@ class Family:
         """A safe starting linear predictor from the data (like R's ``mustart``)."""
         raise NotImplementedError
 
+    def evaluate(self, eta, y, trials, nb_theta=None):
+        """(loglik_eta, g, h, h') in one pass (the mean is computed once)."""
+        return (self.loglik_eta(eta, y, trials, nb_theta), *self.derivs(eta, y, trials, nb_theta))
+
 
 @dataclass(frozen=True)
 class Poisson(Family):
@@ -111,6 +115,10 @@ class Poisson(Family):
     def start_eta(self, y, trials):
         return np.log(y + 0.1)
 
+    def evaluate(self, eta, y, trials, nb_theta=None):
+        mu = self.linkinv(eta)
+        return y * eta - mu, y - mu, mu, mu
+
 
 @dataclass(frozen=True)
 class NegBin2(Poisson):
@@ -137,6 +145,15 @@ class NegBin2(Poisson):
         h = th * (y + th) * mu / s**2
         h3 = h * (th - mu) / s
         return g, h, h3
+
+    def evaluate(self, eta, y, trials, nb_theta=None):
+        th = float(nb_theta)
+        mu = self.linkinv(eta)
+        s = mu + th
+        ll = y * eta - (y + th) * np.log(s)
+        g = th * (y - mu) / s
+        h = th * (y + th) * mu / s**2
+        return ll, g, h, h * (th - mu) / s
 
     def derivs_log_theta(self, eta, y, nb_theta):
         r"""Derivatives with respect to :math:`\psi = \log\theta` at fixed :math:`\eta`.
@@ -175,6 +192,12 @@ class Binomial(Family):
         p = expit(eta)
         h = trials * p * (1.0 - p)
         return y - trials * p, h, h * (1.0 - 2.0 * p)
+
+    def evaluate(self, eta, y, trials, nb_theta=None):
+        p = expit(eta)
+        h = trials * p * (1.0 - p)
+        ll = y * eta - trials * np.logaddexp(0.0, eta)
+        return ll, y - trials * p, h, h * (1.0 - 2.0 * p)
 
     def start_eta(self, y, trials):
         p = (y + 0.5) / (trials + 1.0)

@@ -57,9 +57,11 @@ def laplace_gradient(
     -------
     (grad_theta, grad_beta, grad_log_nb_theta or None)
     """
+    if not objective.system.single:
+        return _sparse_gradient(objective, pr, nb_theta=nb_theta)
     d, sysm, fam = objective.design, objective.system, objective.family
     w, X, y = d.weights, d.X, d.y
-    idx, k, G = sysm.idx, sysm.k, sysm.G
+    k, G = sysm.k, sysm.G
     S = pr.factor.S  # (G, k, k)
     U = pr.u.reshape(G, k)
     D = w * pr.h
@@ -67,9 +69,9 @@ def laplace_gradient(
     Acols = sysm.Acols
     SA = []
     for r in range(k):
-        col = S[:, r, 0][idx] * Acols[0]
+        col = sysm.expand(S[:, r, 0]) * Acols[0]
         for c in range(1, k):
-            col += S[:, r, c][idx] * Acols[c]
+            col += sysm.expand(S[:, r, c]) * Acols[c]
         SA.append(col)
     s = Acols[0] * SA[0]
     for r in range(1, k):
@@ -83,7 +85,7 @@ def laplace_gradient(
     rows, cols = d.blocks[0].tril_index()
     grad_theta = np.empty(len(rows))
     for m, (r, c) in enumerate(zip(rows, cols, strict=True)):
-        e = Zc[r] * U[:, c][idx]
+        e = Zc[r] * sysm.expand(U[:, c])
         rho = -sysm.crossprod(D * e).reshape(G, k)
         rho[:, c] += sysm.segsum(wg * Zc[r])
         grad_theta[m] = (
@@ -91,6 +93,57 @@ def laplace_gradient(
             + 2.0 * (D * Zc[r] * SA[c]).sum()
             + float((v * rho.ravel()).sum())
         )
+    grad_psi = None
+    if nb_theta is not None:
+        l_psi, g_psi, h_psi = fam.derivs_log_theta(pr.eta, y, nb_theta)
+        rho = sysm.crossprod(w * g_psi)
+        grad_psi = float(-2.0 * (w * l_psi).sum() + (v * rho).sum() + (w * h_psi * s).sum())
+    return grad_theta, grad_beta, grad_psi
+
+
+def _sparse_gradient(
+    objective: Any, pr: PirlsResult, *, nb_theta: float | None = None
+) -> tuple[np.ndarray, np.ndarray, float | None]:
+    r"""The same gradient for several factors, with a dense H^{-1} (q up to ``grad_q_max``).
+
+    Row i of Z Λ has K non-zeros (columns ``cols[i]``, values ``vals[i]``), so
+    :math:`s_i = \sum_{a,b} v_{ia} v_{ib} (H^{-1})_{c_{ia} c_{ib}}` and
+    :math:`(H^{-1}a_i)_p = \sum_a (H^{-1})_{p\,c_{ia}} v_{ia}`.
+    """
+    d, sysm, fam = objective.design, objective.system, objective.family
+    w, X, y = d.weights, d.X, d.y
+    cols, vals = sysm.cols, sysm.vals
+    K = cols.shape[1]
+    Hinv = pr.factor.solve(np.eye(sysm.q))
+    Hinv = 0.5 * (Hinv + Hinv.T)
+    s = np.zeros(len(y))
+    for a in range(K):
+        for b in range(K):
+            s += vals[:, a] * vals[:, b] * Hinv[cols[:, a], cols[:, b]]
+    D = w * pr.h
+    c_vec = w * pr.h3 * s
+    v = Hinv @ sysm.crossprod(c_vec)
+    wg = w * pr.g
+    grad_beta = X.T @ (-2.0 * wg + c_vec - D * sysm.re_eta(v))
+    grad_theta = np.empty(d.n_theta)
+    for blk, (start, G, k) in zip(d.blocks, sysm.layout, strict=True):
+        rows_t, cols_t = blk.tril_index()
+        for t, (r, cc) in enumerate(zip(rows_t, cols_t, strict=True)):
+            pos = start + blk.level_index * k + cc
+            zr = blk.Z[:, r]
+            e = zr * pr.u[pos]
+            rho = -sysm.crossprod(D * e)
+            rho[start + np.arange(G) * k + cc] += np.bincount(
+                blk.level_index, weights=wg * zr, minlength=G
+            )
+            hinv_a = np.zeros(len(y))
+            for a in range(K):
+                hinv_a += Hinv[pos, cols[:, a]] * vals[:, a]
+            grad_theta[blk.theta_slice.start + t] = (
+                ((-2.0 * wg + c_vec) * e).sum()
+                + 2.0 * (D * zr * hinv_a).sum()
+                + float((v * rho).sum())
+            )
     grad_psi = None
     if nb_theta is not None:
         l_psi, g_psi, h_psi = fam.derivs_log_theta(pr.eta, y, nb_theta)

@@ -68,8 +68,10 @@ class Objective:
 
     @property
     def analytic_gradient(self) -> bool:
-        """True when the exact gradient is available (one factor, Laplace)."""
-        return self.system.single and self.n_agq == 1
+        """True when the exact gradient is available (Laplace; several factors need q <= grad_q_max)."""
+        if self.n_agq != 1:
+            return False
+        return self.system.single or self.system.q <= self.control.grad_q_max
 
     def mode(self, theta, beta=None, nb_theta=None) -> PirlsResult:
         """Run PIRLS at (theta, beta); beta=None optimises beta jointly (nAGQ=0)."""
@@ -106,7 +108,7 @@ class Objective:
     def deviance_and_gradient(
         self, theta, beta, nb_theta=None
     ) -> tuple[float, np.ndarray, np.ndarray, float | None]:
-        """Laplace deviance and its exact gradient (one grouping factor only)."""
+        """Laplace deviance and its exact gradient (see :attr:`analytic_gradient`)."""
         pr = self.mode(theta, beta, nb_theta)
         gt, gb, gp = laplace_gradient(self, pr, nb_theta=nb_theta)
         return laplace_deviance(pr), gt, gb, gp

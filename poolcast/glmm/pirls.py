@@ -111,18 +111,18 @@ def pirls(
     if not np.isscalar(shape):
         ll_const += float((w * shape).sum())
 
-    def pdev_at(beta_: np.ndarray, u_: np.ndarray) -> tuple[float, np.ndarray]:
+    def state_at(beta_: np.ndarray, u_: np.ndarray):
         eta_ = X @ beta_ + off + sysm.re_eta(u_)
-        ll = float((w * fam.loglik_eta(eta_, y, tr, nb_theta)).sum()) + ll_const
-        return -2.0 * ll + float((u_ * u_).sum()), eta_
+        ll_eta, g_, h_, h3_ = fam.evaluate(eta_, y, tr, nb_theta)
+        pdev_ = -2.0 * (float((w * ll_eta).sum()) + ll_const) + float((u_ * u_).sum())
+        return pdev_, eta_, g_, h_, h3_
 
-    pdev, eta = pdev_at(beta, u)
+    pdev, eta, g, h, h3 = state_at(beta, u)
     if not np.isfinite(pdev) and u_start is not None:
         u = np.zeros(sysm.q)
-        pdev, eta = pdev_at(beta, u)
-    halvings_total, converged, fresh, it = 0, False, False, 0
+        pdev, eta, g, h, h3 = state_at(beta, u)
+    halvings_total, converged, it = 0, False, 0
     for it in range(1, control.pirls_max_iter + 1):  # noqa: B007 (it is reported)
-        g, h, h3 = fam.derivs(eta, y, tr, nb_theta)
         D = w * h
         fac = sysm.factor(D)
         wg = w * g
@@ -147,19 +147,18 @@ def pirls(
         for _ in range(control.pirls_max_halvings + 1):
             u_new = u + step * d_u
             beta_new = beta + step * d_beta if vary_beta else beta
-            pdev_new, eta_new = pdev_at(beta_new, u_new)
-            if np.isfinite(pdev_new) and pdev_new <= pdev + 1e-12 * max(1.0, abs(pdev)):
+            new = state_at(beta_new, u_new)
+            if np.isfinite(new[0]) and new[0] <= pdev + 1e-12 * max(1.0, abs(pdev)):
                 break
             step *= 0.5
             halvings_total += 1
         else:
             # no decrease possible: at the mode up to rounding
             converged = decrement < 1e-6 * max(1.0, abs(pdev))
-            fresh = True
             break
-        u, beta, pdev, eta = u_new, beta_new, pdev_new, eta_new
-    if not (converged or fresh):
-        g, h, h3 = fam.derivs(eta, y, tr, nb_theta)
+        u, beta = u_new, beta_new
+        pdev, eta, g, h, h3 = new
+    else:
         fac = sysm.factor(w * h)
     return PirlsResult(
         u=u,

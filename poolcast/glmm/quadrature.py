@@ -77,7 +77,7 @@ def agq_deviance(
     """AGQ deviance at a PIRLS mode for a single scalar random-effects term."""
     d, sysm, fam = objective.design, objective.system, objective.family
     z, wk = gauss_hermite(n_agq)
-    idx, a = sysm.idx, sysm.A[:, 0]
+    a = sysm.Acols[0]
     H = pr.factor.S[:, 0, 0] ** -1.0
     sigma = 1.0 / np.sqrt(H)
     u_hat = pr.u
@@ -86,7 +86,7 @@ def agq_deviance(
     for j, (zk, wj) in enumerate(zip(z, wk, strict=True)):
         uk = u_hat + sigma * zk
         ll = sysm.segsum(
-            d.weights * fam.loglik_kernel(eta0 + a * uk[idx], d.y, d.trials, nb_theta)
+            d.weights * fam.loglik_kernel(eta0 + a * sysm.expand(uk), d.y, d.trials, nb_theta)
             + objective.ll_const
         )
         terms[:, j] = np.log(wj) + ll - 0.5 * uk**2 + 0.5 * zk**2

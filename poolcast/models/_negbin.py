@@ -42,7 +42,7 @@ def nb2_loglik(y: np.ndarray, mu: np.ndarray, alpha: float) -> float:
     )
 
 
-def estimate_alpha_ml(y: np.ndarray, mu: np.ndarray, *, start: float | None = None) -> float:
+def estimate_alpha_ml(y: np.ndarray, mu: np.ndarray) -> float:
     """Maximum-likelihood NB2 ``alpha`` given the means (1-D search on log alpha).
 
     Bounded to [1e-8, 1e3]; at the lower bound the data show no overdispersion (Poisson).

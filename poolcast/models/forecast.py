@@ -25,7 +25,7 @@ def quantile_column(level: float) -> str:
 
 
 def quantiles_from_samples(samples: np.ndarray, levels: Sequence[float]) -> dict[float, np.ndarray]:
-    """Empirical quantiles of each row of ``samples``: numpy's ``method="inverted_cdf"``, i.e. the
+    r"""Empirical quantiles of each row of ``samples``: numpy's ``method="inverted_cdf"``, i.e. the
     smallest draw x with :math:`\hat F(x)\ge q` (so count draws give counts), by one partial sort.
 
     Parameters

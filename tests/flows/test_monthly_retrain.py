@@ -110,7 +110,7 @@ def test_parent_run_has_data_quality_counts_and_the_quarantine_file(retrain):
     summary, work = retrain
     client = _client(work)
     metrics = client.get_run(summary.mlflow_run_id).data.metrics
-    assert metrics["dq_rows_in"] == 8 * 30 + 3
+    assert metrics["dq_rows_in"] == 8 * 30 + 3 and metrics["dq_gap_months"] == 0
     assert metrics["dq_rows_quarantined"] == 3
     assert metrics["dq_rows_in"] == metrics["dq_rows_accepted"] + metrics["dq_rows_quarantined"]
     assert (summary.rows_in, summary.rows_accepted, summary.rows_quarantined) == (243, 240, 3)
@@ -135,6 +135,9 @@ def test_each_candidate_has_a_child_run_with_metrics_and_plots(retrain):
         assert {"plots/fan_chart.png", "plots/calibration.png"} <= plots
         tables = {f.path for f in client.list_artifacts(run.info.run_id, "tables")}
         assert "tables/per_sku_metrics.json" in tables
+        assert "convergence.json" in {f.path for f in client.list_artifacts(run.info.run_id)}
+    parent = {f.path for f in client.list_artifacts(summary.mlflow_run_id, "plots")}
+    assert parent == {"plots/leaderboard.png"}
 
 
 def test_the_champion_is_registered_with_the_alias(retrain):

@@ -26,6 +26,7 @@ from poolcast.reporting import (
     describe_candidate,
     failures_of,
     leaderboard_rows,
+    quality_counts,
     split_outcomes,
     summary_markdown,
     summary_text,
@@ -165,3 +166,26 @@ def test_glmm_reports_add_shrinkage_and_caterpillar_plots(backtest):
     figures = candidate_figures(result, panel, report)
     assert {"fan_chart", "calibration", "shrinkage", "caterpillar"} == set(figures)
     assert candidate_params(report)["formula.h1"] == "y ~ 1 + (1 | sku)"
+
+
+def test_quality_counts_read_a_validation_result():
+    from poolcast.validation import QualityCounts
+
+    counts = QualityCounts(
+        rows_in=10,
+        rows_accepted=7,
+        rows_quarantined=3,
+        duplicates_collapsed=1,
+        gaps=2,
+        skus=2,
+        months=5,
+        first_month=date(2024, 1, 1),
+        last_month=date(2024, 5, 1),
+        by_rule={"sales_negative": 2, "sku_null": 1},
+    )
+    full = quality_counts(counts)
+    assert full["rows_in"] == full["rows_accepted"] + full["rows_quarantined"]
+    assert (
+        full["gap_months"] == 2 and full["rule_sales_negative"] == 2 and full["rule_sku_null"] == 1
+    )
+    assert "rule_sku_null" not in quality_counts(counts, by_rule=False)

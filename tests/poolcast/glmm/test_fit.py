@@ -94,3 +94,15 @@ def test_argument_checks():
         fit("y ~ x + (1 | g)", data, n_agq=5)
     with pytest.raises(InvalidParameterError, match="family='gaussian'"):
         fit("y ~ x + (1 | g)", data, family="gaussian")  # type: ignore[arg-type]
+
+
+def test_row_order_does_not_matter():
+    data = simulate_panel(rho=0.3, seed=14)
+    shuffled = data.sample(fraction=1.0, shuffle=True, seed=3)
+    a = fit("y ~ x + (1 + x | g)", data)
+    b = fit("y ~ x + (1 + x | g)", shuffled)
+    assert a.fixef == pytest.approx(b.fixef, abs=1e-7)
+    assert a.corr["g"][0] == pytest.approx(b.corr["g"][0], abs=1e-6)
+    ra = a.ranef["g"].sort(["level", "term"])
+    rb = b.ranef["g"].sort(["level", "term"])
+    np.testing.assert_allclose(ra["mode"].to_numpy(), rb["mode"].to_numpy(), atol=1e-6)

@@ -36,13 +36,17 @@ def _panel(family: str, seed: int = 3) -> pl.DataFrame:
         ("poisson", "y ~ x + (1 | g)"),
         ("negbin", "y ~ x + (1 + x | g)"),
         ("binomial", "y ~ x + (1 + x | g)"),
+        ("poisson", "y ~ x + (1 + x | g) + (1 | h)"),
+        ("negbin", "y ~ x + (1 | h/g)"),
     ],
 )
 def test_exact_gradient_matches_finite_differences(family, formula):
     data = _panel(family)
+    data = data.with_columns(h=(pl.int_range(pl.len()) % 5).cast(pl.String))
     d = build_design(formula, data, family=family, trials="m" if family == "binomial" else None)
     ob = make_objective(d)
-    theta = np.array([0.6, -0.2, 0.35])[: d.n_theta]
+    theta = np.array([0.6, -0.2, 0.35, 0.4])[: d.n_theta]
+    assert ob.analytic_gradient
     beta = np.array([0.2, 0.5])
     nb = 1.8 if family == "negbin" else None
     _, gt, gb, gp = ob.deviance_and_gradient(theta, beta, nb)

@@ -75,3 +75,14 @@ def test_quantiles_from_samples_are_sample_values_and_monotone():
         x = q[0]
         assert np.mean(row <= x) >= level
         assert np.mean(row <= x - 1) < level
+
+
+@pytest.mark.parametrize("n_draws", [1, 2, 7, 500, 2000])
+def test_quantiles_from_samples_equal_numpy_inverted_cdf(n_draws):
+    rng = np.random.default_rng(n_draws)
+    samples = rng.poisson(3.0, size=(100, n_draws))
+    levels = [0.01, 0.1, 0.5, 0.8, 0.9, 0.95, 0.99]
+    ours = quantiles_from_samples(samples, levels)
+    ref = np.quantile(samples, levels, axis=1, method="inverted_cdf")
+    for i, level in enumerate(levels):
+        np.testing.assert_array_equal(ours[level], ref[i])
