@@ -32,6 +32,8 @@ COMPETE_WORKERS = int(os.environ.get("POOLCAST_COMPETE_WORKERS", "2"))
     name="monthly-retrain",
     task_runner=ThreadPoolTaskRunner(max_workers=COMPETE_WORKERS),
     log_prints=True,
+    on_failure=[tracking.fail_parent_run],
+    on_crashed=[tracking.fail_parent_run],
 )
 def monthly_retrain(
     source: str,

@@ -19,8 +19,8 @@ The registry alias ``champion`` moves to the new model version
    origin. Loading the old fitted model instead would score it on months it was trained
    on (leakage), so a refit is the only fair comparison. When the candidate also ran in
    this month's competition, its leaderboard score *is* that refit score and is reused.
-3. On an exact tie the alias moves only when the fingerprints differ (the new version is
-   the same method fitted on more data); a re-run of the same month leaves it in place.
+3. On an exact tie the alias moves only when the fingerprints differ (typically the same
+   method fitted on a new month of data); a re-run of the same month leaves it in place.
 
 It stays when the new champion is worse, or when its score is not finite. A current
 champion whose candidate cannot be re-scored here (its class is no longer in the line-up, or
@@ -261,7 +261,9 @@ def decide_alias(
     if new_score < current_score and not math.isclose(new_score, current_score, rel_tol=1e-12):
         return AliasDecision(True, "better: " + detail, current.version, current_score)
     if math.isclose(new_score, current_score, rel_tol=1e-12) and not same:
-        return AliasDecision(True, "tie on newer data: " + detail, current.version, current_score)
+        return AliasDecision(
+            True, "tie on a new backtest (new data): " + detail, current.version, current_score
+        )
     return AliasDecision(False, "not better: " + detail, current.version, current_score)
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "failures_of",
     "leaderboard_rows",
     "quality_counts",
+    "quality_table",
     "split_outcomes",
     "summary_markdown",
     "summary_text",
@@ -106,6 +107,18 @@ def quality_counts(counts: Any, *, by_rule: bool = True) -> dict[str, int]:
     if by_rule:
         out |= {f"rule_{k}": v for k, v in counts.by_rule.items()}
     return out
+
+
+def quality_table(counts: Any) -> pl.DataFrame:
+    """One-row table of the counts (no per-rule columns), the month range and the gap policy,
+    as published beside the forecasts."""
+    row = quality_counts(counts, by_rule=False) | {
+        "duplicates_collapsed": counts.duplicates_collapsed,
+        "first_month": counts.first_month,
+        "last_month": counts.last_month,
+        "gap_policy": counts.gap_policy,
+    }
+    return pl.DataFrame([row], schema_overrides={"first_month": pl.Date, "last_month": pl.Date})
 
 
 def failures_of(leaderboard: pl.DataFrame) -> dict[str, str]:

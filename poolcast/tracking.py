@@ -43,6 +43,7 @@ __all__ = [
     "RetrainRun",
     "current_champion",
     "ensure_experiment",
+    "fail_running_runs",
     "finish_run",
     "log_candidate_outcome",
     "log_candidate_run",
@@ -135,6 +136,26 @@ def start_parent_run(
 def finish_run(tracking_uri: str, run_id: str, *, failed: bool = False) -> None:
     """Mark a run FINISHED (or FAILED)."""
     _client(tracking_uri).set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+
+
+def fail_running_runs(
+    tracking_uri: str, experiment_name: str, *, tag: str, value: str
+) -> list[str]:
+    """Mark FAILED every RUNNING run of the experiment whose `tag` equals `value`; returns their ids.
+
+    Used when a flow run fails after its parent run started, so no run is left RUNNING.
+    """
+    client = _client(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return []
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{tag}` = '{value}' and attributes.status = 'RUNNING'",
+    )
+    for run in runs:
+        client.set_terminated(run.info.run_id, status="FAILED")
+    return [run.info.run_id for run in runs]
 
 
 def _pandas_ready(frame: pl.DataFrame):
@@ -264,7 +285,9 @@ def log_champion_model(
     if "sales" in example.columns:  # the model's input is a forecast frame: target unknown
         example = example.with_columns(pl.lit(None, pl.Int64).alias("sales"))
     example_pd = example.to_pandas()
-    signature = infer_signature(example_pd, forecaster.predict(None, example))
+    with warnings.catch_warnings():  # integer columns: the feature frame has no missing ints
+        warnings.simplefilter("ignore", UserWarning)
+        signature = infer_signature(example_pd, forecaster.predict(None, example))
     requirements = [f"{m}=={_version(m)}" for m in ("mlflow", "numpy", "polars", "pandas", "scipy")]
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
@@ -376,7 +399,9 @@ class Registration:
     decision: AliasDecision
 
 
-def start_retrain(config: PipelineConfig, *, run_name: str) -> RetrainRun:
+def start_retrain(
+    config: PipelineConfig, *, run_name: str, tags: Mapping[str, Any] | None = None
+) -> RetrainRun:
     """Create (if needed) the experiment and start the retrain's parent run with the config as params."""
     uri = config.mlflow_tracking_uri
     experiment_id = ensure_experiment(
@@ -391,7 +416,11 @@ def start_retrain(config: PipelineConfig, *, run_name: str) -> RetrainRun:
         **{f"validation.{k}": v for k, v in asdict(config.validation).items()},
     }
     run_id = start_parent_run(
-        uri, experiment_id, run_name=run_name, params=params, tags={"poolcast.kind": "retrain"}
+        uri,
+        experiment_id,
+        run_name=run_name,
+        params=params,
+        tags={"poolcast.kind": "retrain", **(tags or {})},
     )
     return RetrainRun(uri, experiment_id, run_id)
 

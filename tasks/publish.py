@@ -8,6 +8,7 @@ from prefect.cache_policies import NO_CACHE
 
 from poolcast.config import PipelineConfig
 from poolcast.publish import PublishResult, publish_run
+from poolcast.reporting import quality_table
 from poolcast.validation import ValidationResult
 from tasks._retry import retry_if_transient
 
@@ -34,7 +35,7 @@ def publish(
         tables={
             "forecasts": forecast,
             "leaderboard": leaderboard,
-            "data_quality": pl.DataFrame([validated.counts.to_dict()]).drop("by_rule"),
+            "data_quality": quality_table(validated.counts),
         },
     )
     get_run_logger().info("published %s to %s", result.rows, result.path)

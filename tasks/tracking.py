@@ -10,18 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from prefect import get_run_logger, task
+from prefect import get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
 
 from poolcast import tracking
 from poolcast.champion import ChampionForecaster
-from poolcast.config import PipelineConfig
+from poolcast.config import PipelineConfig, load_config
 from poolcast.reporting import quality_counts
 from poolcast.tracking import Registration, RetrainRun
 from poolcast.validation import ValidationResult
 from tasks._retry import retry_if_transient
 
 __all__ = [
+    "fail_parent_run",
     "finish",
     "log_candidate",
     "log_data_quality",
@@ -30,13 +31,16 @@ __all__ = [
     "start_run",
 ]
 
+FLOW_RUN_TAG = "prefect.flow_run_id"
 _RETRY = {"retries": 2, "retry_delay_seconds": 5, "retry_condition_fn": retry_if_transient}
 
 
 @task(cache_policy=NO_CACHE, **_RETRY)
 def start_run(config: PipelineConfig, run_name: str) -> RetrainRun:
     """Start the retrain's MLflow parent run."""
-    run = tracking.start_retrain(config, run_name=run_name)
+    run = tracking.start_retrain(
+        config, run_name=run_name, tags={FLOW_RUN_TAG: runtime.flow_run.get_id()}
+    )
     get_run_logger().info("MLflow parent run %s: %s", run.run_id, run.url)
     return run
 
@@ -104,3 +108,21 @@ def log_outputs(run: RetrainRun, forecast: pl.DataFrame, board: pl.DataFrame, me
 def finish(run: RetrainRun) -> None:
     """Mark the parent run FINISHED."""
     tracking.finish_run(run.tracking_uri, run.run_id)
+
+
+def fail_parent_run(flow: Any, flow_run: Any, state: Any) -> None:
+    """Flow ``on_failure`` / ``on_crashed`` hook: mark the failed flow run's MLflow parent run FAILED."""
+    p = flow_run.parameters
+    config = load_config(
+        p.get("config_path"),
+        source=p.get("source"),
+        mapping=p.get("mapping"),
+        as_of=p.get("as_of"),
+        work_dir=p.get("work_dir"),
+    )
+    tracking.fail_running_runs(
+        config.mlflow_tracking_uri,
+        config.tracking.experiment_name,
+        tag=FLOW_RUN_TAG,
+        value=str(flow_run.id),
+    )

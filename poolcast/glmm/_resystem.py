@@ -154,8 +154,9 @@ class BlockSystem:
         k = self.k
         Hb = np.empty((self.G, k, k))
         for r in range(k):
+            DA = D * self.Acols[r]
             for c in range(r + 1):
-                s = self.segsum(D * self.Acols[r] * self.Acols[c])
+                s = self.segsum(DA * self.Acols[c])
                 Hb[:, r, c] = s
                 Hb[:, c, r] = s
         Hb[:, np.arange(k), np.arange(k)] += 1.0

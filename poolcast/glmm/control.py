@@ -61,7 +61,7 @@ class GlmmControl:
         this q the gradient is by central differences (2 deviance evaluations per parameter).
     """
 
-    pirls_tol: float = 1e-14
+    pirls_tol: float = 1e-12
     pirls_max_iter: int = 100
     pirls_max_halvings: int = 20
     outer_max_iter: int = 500

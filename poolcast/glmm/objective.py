@@ -45,6 +45,11 @@ class Objective:
         Warm start of beta for the nAGQ=0 deviance.
     last : PirlsResult or None
         The last PIRLS result.
+    du_dx, x_last : np.ndarray or None
+        Derivative of the mode u with respect to x = (theta, beta[, log nb_theta]) at ``x_last``
+        (set by the exact gradient); the next warm start is ``u_warm + du_dx (x - x_last)``.
+    unit_weights, zero_offset : bool
+        All prior weights are 1 / the offset is 0 (the inner loop then skips those passes).
     ll_const : np.ndarray
         (n,) weighted data-only log-likelihood terms (computed once).
     ll_const_total : float
@@ -60,9 +65,13 @@ class Objective:
     control: GlmmControl
     u_warm: np.ndarray
     beta_warm: np.ndarray
+    unit_weights: bool = False
+    zero_offset: bool = False
     ll_const: np.ndarray | None = None
     ll_const_total: float = 0.0
     last: PirlsResult | None = None
+    du_dx: np.ndarray | None = None
+    x_last: np.ndarray | None = None
     n_evals: int = 0
     warm_start: bool = field(default=True)
 
@@ -77,6 +86,17 @@ class Objective:
         """Run PIRLS at (theta, beta); beta=None optimises beta jointly (nAGQ=0)."""
         vary = beta is None
         start_beta = self.beta_warm if vary else beta
+        u_start = self.u_warm if self.warm_start else None
+        x = None
+        if not vary:
+            x = np.concatenate([theta, beta, [np.log(nb_theta)] if nb_theta is not None else []])
+            if (
+                u_start is not None
+                and self.du_dx is not None
+                and self.x_last is not None
+                and self.x_last.shape == x.shape
+            ):
+                u_start = (u_start + self.du_dx @ (x - self.x_last), u_start)
         pr = pirls(
             self,
             np.asarray(theta, dtype=float),
@@ -84,12 +104,13 @@ class Objective:
             vary_beta=vary,
             nb_theta=nb_theta,
             control=self.control,
-            u_start=self.u_warm if self.warm_start else None,
+            u_start=u_start,
         )
         if np.all(np.isfinite(pr.u)):
             self.u_warm = pr.u
             if vary:
                 self.beta_warm = pr.beta
+        self.du_dx, self.x_last = None, x
         self.last = pr
         self.n_evals += 1
         return pr
@@ -110,7 +131,7 @@ class Objective:
     ) -> tuple[float, np.ndarray, np.ndarray, float | None]:
         """Laplace deviance and its exact gradient (see :attr:`analytic_gradient`)."""
         pr = self.mode(theta, beta, nb_theta)
-        gt, gb, gp = laplace_gradient(self, pr, nb_theta=nb_theta)
+        gt, gb, gp = laplace_gradient(self, pr, nb_theta=nb_theta)  # sets du_dx (one factor)
         return laplace_deviance(pr), gt, gb, gp
 
 
@@ -137,6 +158,8 @@ def make_objective(
     family = get_family(design.family)
     ll_const = design.weights * family.loglik_const(design.y, design.trials)
     return Objective(
+        unit_weights=bool(np.all(design.weights == 1.0)),
+        zero_offset=bool(not np.any(design.offset)),
         ll_const=ll_const,
         ll_const_total=float(ll_const.sum()),
         design=design,

@@ -239,7 +239,8 @@ def optimize(
     -------
     OptSummary
     """
-    with _single_blas_thread():
+    # overflow in a rejected line-search trial is expected and handled (deviance = inf)
+    with _single_blas_thread(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         return _optimize(objective, start=start, control=control)
 
 

@@ -92,8 +92,9 @@ def pirls(
         NB2 size.
     control : GlmmControl, optional
         Tolerances.
-    u_start : np.ndarray, optional
-        Warm start for u (default zeros, lme4's deterministic start).
+    u_start : np.ndarray or sequence of np.ndarray, optional
+        Warm start(s) for u; with several, the one with the smallest penalised deviance is used
+        (default zeros, lme4's deterministic start).
 
     Returns
     -------
@@ -104,28 +105,45 @@ def pirls(
     sysm.set_theta(theta)
     X, y, tr, w, off = d.X, d.y, d.trials, d.weights, d.offset
     beta = np.array(beta, dtype=float)
-    u = np.zeros(sysm.q) if u_start is None else np.array(u_start, dtype=float)
+    if u_start is None:
+        candidates = [np.zeros(sysm.q)]
+    elif isinstance(u_start, tuple | list):
+        candidates = [np.asarray(c, dtype=float) for c in u_start]
+    else:
+        candidates = [np.asarray(u_start, dtype=float)]
 
     ll_const = objective.ll_const_total
     shape = fam.loglik_shape(y, nb_theta)
     if not np.isscalar(shape):
         ll_const += float((w * shape).sum())
 
+    unit_w = objective.unit_weights
+    zero_off = objective.zero_offset
+
     def state_at(beta_: np.ndarray, u_: np.ndarray):
-        eta_ = X @ beta_ + off + sysm.re_eta(u_)
+        eta_ = sysm.re_eta(u_)
+        eta_ += X @ beta_
+        if not zero_off:
+            eta_ += off
         ll_eta, g_, h_, h3_ = fam.evaluate(eta_, y, tr, nb_theta)
-        pdev_ = -2.0 * (float((w * ll_eta).sum()) + ll_const) + float((u_ * u_).sum())
+        ll_sum = float(ll_eta.sum()) if unit_w else float((w * ll_eta).sum())
+        pdev_ = -2.0 * (ll_sum + ll_const) + float((u_ * u_).sum())
         return pdev_, eta_, g_, h_, h3_
 
-    pdev, eta, g, h, h3 = state_at(beta, u)
-    if not np.isfinite(pdev) and u_start is not None:
-        u = np.zeros(sysm.q)
-        pdev, eta, g, h, h3 = state_at(beta, u)
+    # start from the candidate with the smallest penalised deviance (u = 0 if none is finite)
+    best = None
+    for cand in candidates:
+        state = state_at(beta, cand)
+        if np.isfinite(state[0]) and (best is None or state[0] < best[1][0]):
+            best = (cand, state)
+    if best is None:
+        best = (np.zeros(sysm.q), state_at(beta, np.zeros(sysm.q)))
+    u, (pdev, eta, g, h, h3) = best
     halvings_total, converged, it = 0, False, 0
     for it in range(1, control.pirls_max_iter + 1):  # noqa: B007 (it is reported)
-        D = w * h
+        D = h if unit_w else w * h
         fac = sysm.factor(D)
-        wg = w * g
+        wg = g if unit_w else w * g
         grad_u = sysm.crossprod(wg) - u
         if vary_beta:
             grad_b = X.T @ wg

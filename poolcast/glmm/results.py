@@ -171,6 +171,14 @@ class GlmmResults:
     diagnostics: dict = field(repr=False)
     messages: tuple[str, ...] = ()
 
+    def __repr__(self) -> str:
+        groups = ", ".join(f"{b.factor}: {b.n_levels}" for b in self.design.blocks)
+        return (
+            f"GlmmResults(formula={self.design.formula!r}, family={self.family.name!r}, "
+            f"method={self.method!r}, nobs={self.nobs}, groups=({groups}), "
+            f"loglik={self.loglik:.4f}, converged={self.converged})"
+        )
+
     @property
     def theta(self) -> float | None:
         """NB2 size parameter (variance mu + mu^2/theta), None for Poisson/binomial."""

@@ -8,7 +8,7 @@ Modules: :mod:`~poolcast.models.forecast` (the :class:`Forecast`), :mod:`~poolca
 (:func:`default_candidates`).
 """
 
-from poolcast.models.base import Candidate, CandidateReport, HorizonReport
+from poolcast.models.base import Candidate, CandidateReport, CovariateCandidate, HorizonReport
 from poolcast.models.baselines import MovingAverage, SeasonalNaive
 from poolcast.models.forecast import KEY_COLUMNS, Forecast, quantile_column, quantiles_from_samples
 from poolcast.models.gee import GeePoisson, GeePoissonAR1, GeePoissonExchangeable
@@ -39,6 +39,7 @@ __all__ = [
     "KEY_COLUMNS",
     "Candidate",
     "CandidateReport",
+    "CovariateCandidate",
     "Forecast",
     "GeePoisson",
     "GeePoissonAR1",

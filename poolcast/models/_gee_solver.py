@@ -34,6 +34,7 @@ from scipy import linalg
 __all__ = ["GeeFitResult", "fit_gee_poisson"]
 
 _ETA_MAX = 30.0
+_STEP_TOL = 1e-10
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,10 @@ def fit_gee_poisson(
     start : ndarray (p,)
         Starting coefficients (statsmodels starts at the independence GLM fit).
     max_iter, tol
-        statsmodels' ``maxiter`` and ``ctol`` (on the score norm).
+        statsmodels' ``maxiter`` and ``ctol`` (on the score norm). The fit also stops when the
+        largest coefficient step is below 1e-10 (1 + max|beta|): the score norm grows with the
+        scale of the counts (Rossmann's monthly sales ~2e5), so an absolute ``ctol`` alone
+        can be out of reach of floating point.
     rho : float or None
         Hold the working correlation fixed at this value instead of estimating it.
     """
@@ -158,6 +162,7 @@ def fit_gee_poisson(
     cur_rho = float(rho) if fixed else 0.0
     n_assoc = 0
     score_norm = np.inf
+    converged = False
     it = 0
     for it in range(1, max_iter + 1):  # noqa: B007
         mu = np.exp(np.minimum(x @ beta, _ETA_MAX))
@@ -165,9 +170,12 @@ def fit_gee_poisson(
         xt = x * sq[:, None]
         rt = (y - mu) / sq
         h, u, _ = _info_score(xt, rt, clusters, cur_rho, corr)
-        beta = beta + linalg.solve(h, u, assume_a="pos")
+        update = linalg.solve(h, u, assume_a="pos")
+        beta = beta + update
         score_norm = float(np.sqrt(u @ u))
-        if score_norm < tol and (n_assoc > 0 or fixed):
+        small_step = float(np.max(np.abs(update))) < _STEP_TOL * (1.0 + float(np.max(np.abs(beta))))
+        converged = score_norm < tol or small_step
+        if converged and (n_assoc > 0 or fixed):
             break
         if not fixed:
             mu = np.exp(np.minimum(x @ beta, _ETA_MAX))
@@ -184,6 +192,6 @@ def fit_gee_poisson(
         cov_naive=h_inv,
         rho=cur_rho,
         n_iter=it,
-        converged=score_norm < tol,
+        converged=converged,
         score_norm=score_norm,
     )

@@ -25,6 +25,7 @@ __all__ = [
 ]
 
 ALPHA_MIN = 1e-8
+_MAX_RATE = 1e15
 _LOG_ALPHA_BOUNDS = (np.log(ALPHA_MIN), np.log(1e3))
 
 
@@ -87,7 +88,8 @@ def sample_nb2(
     if np.any(mixed):
         shape = 1.0 / alpha[mixed]
         rate[mixed] = lam[mixed] * rng.gamma(shape, 1.0 / shape)
-    return rng.poisson(np.maximum(rate, 0.0)).astype(np.int64)
+    # numpy's Poisson sampler rejects rates above ~9e18; 1e15 units is beyond any real demand
+    return rng.poisson(np.clip(rate, 0.0, _MAX_RATE)).astype(np.int64)
 
 
 def sample_quasi_poisson(

@@ -29,10 +29,11 @@ from poolcast.errors import (
     NotFittedError,
     PoolcastError,
 )
-from poolcast.models._validation import validate_parameters
+from poolcast.models._design import CovariateSpec, make_covariate_spec
+from poolcast.models._validation import Interval, Options, validate_parameters
 from poolcast.models.forecast import KEY_COLUMNS, Forecast, quantiles_from_samples
 
-__all__ = ["Candidate", "CandidateReport", "HorizonReport"]
+__all__ = ["Candidate", "CandidateReport", "CovariateCandidate", "HorizonReport"]
 
 
 @dataclass(frozen=True)
@@ -340,3 +341,24 @@ def warn_not_converged(name: str, horizon: int, detail: str) -> None:
         ConvergenceWarning,
         stacklevel=3,
     )
+
+
+class CovariateCandidate(Candidate):
+    """Base of the models on the shared covariates (GLM, no-pooling GLM, GEE, GLMM).
+
+    Adds the parameters ``customer_terms`` ({"log", "spline", "none"}) and ``include_promo``
+    (bool) and the helper ``_covariate_spec(train_h)`` (see :mod:`poolcast.models._design`).
+    """
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "customer_terms": [Options(frozenset({"log", "spline", "none"}))],
+        "include_promo": [bool],
+        "max_iter": [Interval(int, 1, None)],
+        "tol": [Interval(float, 0.0, None, closed="neither")],
+    }
+    _required_columns: ClassVar[tuple[str, ...]] = ("sku", "horizon", "month", "sales", "t")
+
+    def _covariate_spec(self, train_h: pl.DataFrame) -> CovariateSpec:
+        return make_covariate_spec(
+            train_h, customer_terms=self.customer_terms, include_promo=self.include_promo
+        )

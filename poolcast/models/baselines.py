@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -30,6 +30,8 @@ def _first_available(frame: pl.DataFrame, columns: tuple[str, ...]) -> np.ndarra
 class _NaiveModel:
     errors: np.ndarray
     n_rows: int
+    scales: dict[str, float] = field(default_factory=dict)
+    relative_scale: float = 0.0
     n_iter: int = 0
 
 
@@ -41,32 +43,37 @@ class SeasonalNaive(Candidate):
 
     Predictive distribution, per horizon h, from the in-sample seasonal-naive errors of the
     training rows of that horizon (only the rows with an observed ``sales_lag_seasonal`` when
-    there are at least 30 of them, so fallback forecasts do not blur the error distribution):
+    there are at least 30 of them, so fallback forecasts do not blur the error distribution).
+    A draw resamples one error :math:`e^*` (pooled over SKUs), is rounded and clipped at 0:
 
-    * ``error_model="log_ratio"`` (default, scale-free across SKUs):
-      :math:`e = \\log(1+y) - \\log(1+\\hat y)`; a draw is
-      :math:`\\operatorname{round}((1+\\hat y)e^{e^*} - 1)` with :math:`e^*` resampled, clipped at 0;
-    * ``error_model="additive"``: :math:`e = y - \\hat y`; draw :math:`\\operatorname{round}(\\hat y + e^*)`,
-      clipped at 0.
+    * ``error_model="scaled"`` (default): :math:`e = (y-\\hat y)/s_i` with :math:`s_i` the SKU's
+      in-sample seasonal-naive MAE (the MASE scale); draw :math:`\\hat y + s_i e^*`. A SKU not in
+      the training rows gets :math:`s = \\hat y\\cdot\\operatorname{median}_i(s_i/\\bar{\\hat y}_i)`.
+      Errors are in units of each SKU's own variability, so one SKU's outliers (a store closed
+      for a month) do not multiply another's level;
+    * ``error_model="log_ratio"``: :math:`e = \\log(1+y) - \\log(1+\\hat y)`; draw
+      :math:`(1+\\hat y)e^{e^*} - 1` (scale-free but explosive with heavy-tailed errors);
+    * ``error_model="additive"``: :math:`e = y - \\hat y`; draw :math:`\\hat y + e^*` (only for
+      SKUs of similar size).
 
     The predictive ``mean`` is the point forecast itself (so MASE scores the textbook baseline);
     quantiles come from the draws.
 
     Parameters
     ----------
-    error_model : {"log_ratio", "additive"}
+    error_model : {"scaled", "log_ratio", "additive"}
     max_errors : int
         At most this many training errors are kept per horizon (an even subsample).
     """
 
     name: ClassVar[str] = "seasonal_naive"
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        "error_model": [Options(frozenset({"log_ratio", "additive"}))],
+        "error_model": [Options(frozenset({"scaled", "log_ratio", "additive"}))],
         "max_errors": [Interval(int, 1, None)],
     }
     _point_columns: ClassVar[tuple[str, ...]] = ("sales_lag_seasonal", "sales_lag_0", "sales_rm_12")
 
-    def __init__(self, *, error_model: str = "log_ratio", max_errors: int = 50_000) -> None:
+    def __init__(self, *, error_model: str = "scaled", max_errors: int = 50_000) -> None:
         self.error_model = error_model
         self.max_errors = max_errors
 
@@ -80,7 +87,24 @@ class SeasonalNaive(Candidate):
                 train_h = seasonal
         y = train_h.get_column("sales").cast(pl.Float64).to_numpy()
         yhat = self._point(train_h)
-        if self.error_model == "log_ratio":
+        scales: dict[str, float] = {}
+        relative = 0.0
+        if self.error_model == "scaled":
+            per_sku = (
+                pl.DataFrame(
+                    {"sku": train_h.get_column("sku"), "abs_err": np.abs(y - yhat), "yhat": yhat}
+                )
+                .group_by("sku", maintain_order=True)
+                .agg(pl.col("abs_err").mean().alias("scale"), pl.col("yhat").mean().alias("level"))
+            )
+            scales = dict(zip(per_sku["sku"].to_list(), per_sku["scale"].to_list(), strict=True))
+            ok = per_sku.filter((pl.col("level") > 0) & (pl.col("scale") > 0))
+            if ok.height:
+                relative = float((ok["scale"] / ok["level"]).median())
+            s_rows = np.array([scales[k] for k in train_h.get_column("sku").to_list()])
+            keep = s_rows > 0
+            errors = (y[keep] - yhat[keep]) / s_rows[keep]
+        elif self.error_model == "log_ratio":
             errors = np.log1p(y) - np.log1p(yhat)
         else:
             errors = y - yhat
@@ -88,14 +112,21 @@ class SeasonalNaive(Candidate):
             errors = errors[np.linspace(0, errors.size - 1, self.max_errors).astype(int)]
         if errors.size == 0:
             errors = np.zeros(1)
-        return _NaiveModel(errors=np.sort(errors), n_rows=train_h.height)
+        return _NaiveModel(
+            errors=np.sort(errors), n_rows=train_h.height, scales=scales, relative_scale=relative
+        )
 
     def _predict_horizon(
         self, model: _NaiveModel, rows_h: pl.DataFrame, n_samples: int, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
         yhat = self._point(rows_h)
         e = model.errors[rng.integers(0, model.errors.size, size=(rows_h.height, n_samples))]
-        if self.error_model == "log_ratio":
+        if self.error_model == "scaled":
+            skus = rows_h.get_column("sku").to_list()
+            scale = np.array([model.scales.get(k, np.nan) for k in skus], dtype=float)
+            scale = np.where(np.isnan(scale), model.relative_scale * yhat, scale)
+            draws = yhat[:, None] + scale[:, None] * e
+        elif self.error_model == "log_ratio":
             draws = np.expm1(np.log1p(yhat)[:, None] + e)
         else:
             draws = yhat[:, None] + e
@@ -110,6 +141,7 @@ class SeasonalNaive(Candidate):
                 "error_q10": float(q[0]),
                 "error_q50": float(q[1]),
                 "error_q90": float(q[2]),
+                "relative_scale_new_sku": model.relative_scale,
             }
         )
 

@@ -38,12 +38,12 @@ from poolcast.models._irls import fit_glm
 from poolcast.models._negbin import sample_quasi_poisson
 from poolcast.models._validation import Interval, Options
 from poolcast.models.base import (
+    CovariateCandidate,
     HorizonReport,
     check_finite_coefficients,
     record_warnings,
     warn_not_converged,
 )
-from poolcast.models.glm import _ModelCandidate
 
 __all__ = ["GeePoisson", "GeePoissonAR1", "GeePoissonExchangeable"]
 
@@ -61,7 +61,7 @@ class _GeeModel:
     warnings: list[str] = field(default_factory=list)
 
 
-class GeePoisson(_ModelCandidate):
+class GeePoisson(CovariateCandidate):
     """Population-average Poisson GEE; the working correlation is the hook ``_make_cov_struct``.
 
     Parameters
@@ -83,7 +83,7 @@ class GeePoisson(_ModelCandidate):
     """
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        **_ModelCandidate._parameter_constraints,
+        **CovariateCandidate._parameter_constraints,
         "tol": [Interval(float, 0.0, None, closed="neither")],
         "solver": [Options(frozenset({"numpy", "statsmodels"}))],
     }

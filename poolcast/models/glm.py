@@ -38,14 +38,13 @@ from poolcast.models._design import (
     CovariateSpec,
     build_covariates,
     build_design,
-    make_covariate_spec,
 )
 from poolcast.models._irls import GlmFitResult, fit_glm, fit_nb2_glm
 from poolcast.models._negbin import sample_nb2
 from poolcast.models._sku_irls import fit_sku_fixed_effects
-from poolcast.models._validation import Interval, Options
+from poolcast.models._validation import Interval
 from poolcast.models.base import (
-    Candidate,
+    CovariateCandidate,
     HorizonReport,
     check_finite_coefficients,
     record_warnings,
@@ -71,24 +70,7 @@ class _GlmModel:
     warnings: list[str] = field(default_factory=list)
 
 
-class _ModelCandidate(Candidate):
-    """Shared parameters of the candidates built on the common covariates."""
-
-    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        "customer_terms": [Options(frozenset({"log", "spline", "none"}))],
-        "include_promo": [bool],
-        "max_iter": [Interval(int, 1, None)],
-        "tol": [Interval(float, 0.0, None, closed="neither")],
-    }
-    _required_columns: ClassVar[tuple[str, ...]] = ("sku", "horizon", "month", "sales", "t")
-
-    def _covariate_spec(self, train_h: pl.DataFrame) -> CovariateSpec:
-        return make_covariate_spec(
-            train_h, customer_terms=self.customer_terms, include_promo=self.include_promo
-        )
-
-
-class PooledGlm(_ModelCandidate):
+class PooledGlm(CovariateCandidate):
     """Complete-pooling GLM; the family is the hook ``_fit_family`` (see module notes).
 
     Parameters
@@ -113,7 +95,7 @@ class PooledGlm(_ModelCandidate):
     """
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        **_ModelCandidate._parameter_constraints,
+        **CovariateCandidate._parameter_constraints,
         "parameter_uncertainty": [bool],
     }
 
@@ -264,7 +246,7 @@ class _SkuModel:
     loglik: float
 
 
-class SkuFixedEffectsNegBinGlm(_ModelCandidate):
+class SkuFixedEffectsNegBinGlm(CovariateCandidate):
     """No pooling: NB2 GLM with one fixed intercept per SKU and shared slopes.
 
     Fitted by Fisher scoring with the SKU block eliminated (no dummy matrix), alternating

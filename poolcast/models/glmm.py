@@ -30,10 +30,16 @@ import numpy as np
 import polars as pl
 
 from poolcast.errors import InvalidParameterError, PoolcastError
+from poolcast.glmm import GlmmControl
+from poolcast.glmm import fit as glmm_fit
 from poolcast.models._design import CovariateSpec, build_covariate_frame
 from poolcast.models._validation import Interval, validate_parameters
-from poolcast.models.base import HorizonReport, check_finite_coefficients, record_warnings
-from poolcast.models.glm import _ModelCandidate
+from poolcast.models.base import (
+    CovariateCandidate,
+    HorizonReport,
+    check_finite_coefficients,
+    record_warnings,
+)
 
 __all__ = [
     "GlmmCandidate",
@@ -55,7 +61,7 @@ class _GlmmModel:
     warnings: list[str] = field(default_factory=list)
 
 
-class GlmmCandidate(_ModelCandidate):
+class GlmmCandidate(CovariateCandidate):
     """Random-intercept (and optional promo-slope) GLMM per horizon; see module notes.
 
     Subclasses set the class attributes ``name``, ``_family`` ("poisson" or "negbin"),
@@ -85,11 +91,11 @@ class GlmmCandidate(_ModelCandidate):
     _method: ClassVar[str] = "laplace"
     _default_n_agq: ClassVar[int] = 1
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        "customer_terms": _ModelCandidate._parameter_constraints["customer_terms"],
+        "customer_terms": CovariateCandidate._parameter_constraints["customer_terms"],
         "include_promo": [bool],
         "n_agq": [Interval(int, 1, 25)],
         "include_fixef_uncertainty": [bool],
-        "control": [None, object],
+        "control": [None, GlmmControl],
     }
 
     def __init__(
@@ -99,7 +105,7 @@ class GlmmCandidate(_ModelCandidate):
         include_promo: bool = True,
         n_agq: int | None = None,
         include_fixef_uncertainty: bool = False,
-        control: Any = None,
+        control: GlmmControl | None = None,
     ) -> None:
         self.customer_terms = customer_terms
         self.include_promo = include_promo
@@ -132,8 +138,6 @@ class GlmmCandidate(_ModelCandidate):
         return "(1 | sku)", spec.dropped.get("promo", "promo not in the fixed part")
 
     def _fit_horizon(self, train_h: pl.DataFrame, horizon: int) -> _GlmmModel:
-        from poolcast.glmm import fit as glmm_fit
-
         spec = self._covariate_spec(train_h)
         random, slope_dropped = self._random_part(spec)
         formula = spec.formula(random=random)
@@ -181,10 +185,16 @@ class GlmmCandidate(_ModelCandidate):
     ) -> tuple[np.ndarray, np.ndarray]:
         data = build_covariate_frame(model.spec, rows_h.drop("sales", strict=False))
         res = model.results
-        mean = np.asarray(res.predict(data, level="conditional"), dtype=float)
-        draws = res.simulate(
-            data, n_samples, rng=rng, include_fixef_uncertainty=self.include_fixef_uncertainty
-        )
+        try:
+            mean = np.asarray(res.predict(data, level="conditional"), dtype=float)
+            draws = res.simulate(
+                data, n_samples, rng=rng, include_fixef_uncertainty=self.include_fixef_uncertainty
+            )
+        except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
+            raise PoolcastError(
+                f"{self.name}: predictive simulation failed ({type(exc).__name__}: {exc}); "
+                "a random-effect draw gave an extreme mean"
+            ) from exc
         return mean, np.clip(np.rint(np.asarray(draws, dtype=float)), 0, None).astype(np.int64)
 
     def _report_horizon(self, model: _GlmmModel) -> HorizonReport:

@@ -177,3 +177,28 @@ def test_the_forecast_is_published_for_the_run(retrain):
     assert sorted(set(forecasts.get_column("horizon"))) == [1, 2]
     quantiles = read_table(summary.outputs_db, "forecast_quantiles", run_id=summary.mlflow_run_id)
     assert sorted(set(quantiles.get_column("level"))) == [0.5, 0.9]
+
+
+def test_when_every_candidate_fails_the_flow_fails_and_its_mlflow_run_is_failed(retrain):
+    from flows.monthly_retrain import monthly_retrain
+    from poolcast.errors import PoolcastError
+    from tasks import compete
+
+    summary, work = retrain
+    root = work.parent
+    config = root / "all_fail.toml"
+    config.write_text(
+        CONFIG.replace('["seasonal_naive", "moving_average", "exploding"]', '["exploding"]')
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(compete, "default_candidates", _lineup)
+        with pytest.raises(PoolcastError, match="no candidate can be champion"):
+            monthly_retrain(
+                str(root / "sales.csv"), "contract", config_path=str(config), work_dir=str(work)
+            )
+    client = _client(work)
+    experiment = client.get_run(summary.mlflow_run_id).info.experiment_id
+    parents = client.search_runs([experiment], filter_string="tags.`poolcast.kind` = 'retrain'")
+    statuses = {r.info.run_id: r.info.status for r in parents}
+    assert statuses.pop(summary.mlflow_run_id) == "FINISHED"
+    assert list(statuses.values()) == ["FAILED"]

@@ -91,7 +91,7 @@ def test_new_backtest_rescores_the_current_champion_by_candidate_name():
     tie = decide_alias(
         new_score=0.4, fingerprint="new", current=_current(9.9, "old"), rescore=rescore
     )
-    assert tie.move and tie.reason.startswith("tie on newer data")
+    assert tie.move and tie.reason.startswith("tie on a new backtest")
 
 
 def test_alias_moves_when_the_current_champion_cannot_be_rescored():

@@ -27,6 +27,7 @@ from poolcast.reporting import (
     failures_of,
     leaderboard_rows,
     quality_counts,
+    quality_table,
     split_outcomes,
     summary_markdown,
     summary_text,
@@ -189,3 +190,6 @@ def test_quality_counts_read_a_validation_result():
         full["gap_months"] == 2 and full["rule_sales_negative"] == 2 and full["rule_sku_null"] == 1
     )
     assert "rule_sku_null" not in quality_counts(counts, by_rule=False)
+    table = quality_table(counts)
+    assert table.height == 1 and table.schema["last_month"] == pl.Date
+    assert table.row(0, named=True)["rows_quarantined"] == 3

@@ -189,6 +189,21 @@ def test_register_champion_follows_the_alias_rule_and_serves_a_pyfunc(store, pan
     )
 
 
+def test_running_runs_of_a_failed_flow_are_marked_failed(store):
+    uri, experiment_id, _ = store
+    mine = tracking.start_parent_run(
+        uri, experiment_id, run_name="a", tags={"prefect.flow_run_id": "f1"}
+    )
+    other = tracking.start_parent_run(
+        uri, experiment_id, run_name="b", tags={"prefect.flow_run_id": "f2"}
+    )
+    assert tracking.fail_running_runs(uri, "tests", tag="prefect.flow_run_id", value="f1") == [mine]
+    client = _client(uri)
+    assert client.get_run(mine).info.status == "FAILED"
+    assert client.get_run(other).info.status == "RUNNING"
+    assert tracking.fail_running_runs(uri, "no-such-experiment", tag="t", value="v") == []
+
+
 def test_run_url_points_at_the_server_or_a_local_ui():
     assert (
         tracking.run_url("https://mlflow.example.com/", "1", "abc")

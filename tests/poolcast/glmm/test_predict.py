@@ -170,3 +170,21 @@ def test_unknown_level_argument_raises(poisson_fit):
     data, res = poisson_fit
     with pytest.raises(InvalidParameterError, match="level='group'"):
         predict(res, data, level="group")
+
+
+def test_offset_enters_every_level_on_the_link_scale():
+    rng = np.random.default_rng(13)
+    g = np.repeat(np.arange(30), 10)
+    exposure = rng.uniform(0.5, 3.0, g.shape[0])
+    y = rng.poisson(exposure * np.exp(0.2 + rng.normal(0.0, 0.5, 30)[g]))
+    data = pl.DataFrame({"y": y, "log_exposure": np.log(exposure), "g": [f"g{i:02d}" for i in g]})
+    res = fit("y ~ 1 + (1 | g)", data, family="poisson", offset="log_exposure")
+    new = pl.DataFrame({"log_exposure": [0.0, np.log(2.0)], "g": ["g01", "g01"]})
+    for level in ("conditional", "population", "marginal"):
+        mu = predict(res, new, level=level)
+        assert mu[1] == pytest.approx(2.0 * mu[0], rel=1e-12)
+    pop = predict(res, new, level="population")
+    np.testing.assert_allclose(pop, np.exp(res.fixef["(Intercept)"]) * np.array([1.0, 2.0]))
+    # an explicit offset array overrides the column
+    mu = predict(res, new, level="population", offset=np.log([3.0, 3.0]))
+    np.testing.assert_allclose(mu, 3.0 * np.exp(res.fixef["(Intercept)"]))

@@ -8,6 +8,8 @@ truth and held out of the fit.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import polars as pl
 import pytest
@@ -90,6 +92,22 @@ def test_negbin_draws_have_nb2_mixture_moments(negbin_fit):
     np.testing.assert_allclose(draws.var(axis=1), var, rtol=0.1)
     # over-dispersion given b: more than the Poisson-lognormal variance
     assert np.all(draws.var(axis=1) > e_mu + (e_mu2 - e_mu**2))
+
+
+@pytest.mark.parametrize("family", ["poisson", "negbin"])
+def test_given_b_the_noise_is_poisson_or_nb2(poisson_fit, negbin_fit, family):
+    res = poisson_fit if family == "poisson" else negbin_fit
+    # a copy whose seen groups have no conditional uncertainty: b is fixed at its mode
+    fixed_b = dataclasses.replace(
+        res, b_cond_cov={"g": np.zeros_like(np.asarray(res.b_cond_cov["g"]))}
+    )
+    seen = NEW.head(2)
+    draws = simulate(fixed_b, seen, N_DRAWS, rng=np.random.default_rng(12))
+    mu, _ = _eta_and_var(res, seen)
+    mu = np.exp(mu)
+    var = mu if family == "poisson" else mu + mu**2 / res.theta
+    assert np.all(np.abs(draws.mean(axis=1) - mu) < 4.0 * np.sqrt(var / N_DRAWS))
+    np.testing.assert_allclose(draws.var(axis=1), var, rtol=0.05)
 
 
 def test_rows_of_one_group_share_its_effect_within_a_draw(poisson_fit):

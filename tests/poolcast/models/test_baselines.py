@@ -39,7 +39,7 @@ def test_seasonal_naive_point_is_lag_seasonal_with_fallbacks():
     np.testing.assert_array_equal(fc.mean, [7.0, 3.0, 4.5, 0.0])
 
 
-@pytest.mark.parametrize("error_model", ["log_ratio", "additive"])
+@pytest.mark.parametrize("error_model", ["scaled", "log_ratio", "additive"])
 def test_seasonal_naive_is_exact_on_an_exactly_seasonal_history(error_model):
     # y_T = y_{T-12} in every training row: every in-sample error is 0, so all draws equal the point
     train = pl.DataFrame(
@@ -82,6 +82,34 @@ def test_seasonal_naive_quantiles_follow_the_error_distribution_and_clip_at_zero
     assert set(np.unique(fc.samples)) == {0, 6}
     assert fc.quantiles[0.3][0] == 0 and fc.quantiles[0.9][0] == 6
     assert fc.mean[0] == 4.0
+
+
+def test_scaled_errors_are_in_units_of_each_skus_own_mae():
+    # SKU A: errors -10, +2 (MAE 6); SKU B: errors -1, +1 (MAE 1) at level 100.
+    train = pl.DataFrame(
+        {
+            "sku": ["A"] * 4 + ["B"] * 4,
+            "origin": [date(2023, m, 1) for m in range(1, 5)] * 2,
+            "horizon": pl.Series([1] * 8, dtype=pl.Int32),
+            "month": [date(2023, m, 1) for m in range(2, 6)] * 2,
+            "sales": pl.Series([0, 12, 0, 12, 99, 101, 99, 101], dtype=pl.Int64),
+            "sales_lag_seasonal": pl.Series([10] * 4 + [100] * 4, dtype=pl.Int64),
+        }
+    )
+    est = SeasonalNaive().fit(train)
+    # pooled scaled errors: -10/6, 2/6, -1, 1
+    rows = _rows(sales_lag_seasonal=pl.Series([50, 50, 50], dtype=pl.Int64)).with_columns(
+        pl.Series("sku", ["A", "B", "NEW"])
+    )
+    fc = est.predict_distribution(
+        rows, quantiles=(0.5,), n_samples=2000, rng=np.random.default_rng(0)
+    )
+    assert set(np.unique(fc.samples[0])) == {40, 52, 44, 56}  # 50 + 6 * {-10/6, 2/6, -1, 1}
+    assert set(np.unique(fc.samples[1])) == {48, 50, 49, 51}  # 50 + 1 * {...}, rounded
+    # a new SKU: scale = point * median(MAE / level) = 50 * median(6/10, 1/100) = 50 * 0.305
+    s = 50 * (0.6 + 0.01) / 2
+    expected = {int(np.rint(50 + s * e)) for e in (-10 / 6, 2 / 6, -1, 1)}
+    assert set(np.unique(fc.samples[2])) == expected
 
 
 def test_moving_average_point_and_nb2_dispersion():

@@ -18,6 +18,17 @@ def test_promo_slope_candidates_only_with_promo_variation():
     assert set(with_promo) - set(without) == {"glmm_poisson_ri_slope", "glmm_nb2_ri_slope"}
 
 
+def test_agq_leaves_the_default_lineup_on_large_panels_unless_named():
+    small = default_candidates(has_customers=True, has_promo=False, n_skus=500)
+    large = default_candidates(has_customers=True, has_promo=False, n_skus=10_000)
+    assert "glmm_poisson_ri_agq" in small and "glmm_poisson_ri_agq" not in large
+    assert set(small) - set(large) == {"glmm_poisson_ri_agq"}
+    named = default_candidates(
+        has_customers=True, has_promo=False, n_skus=10_000, names=("glmm_poisson_ri_agq",)
+    )
+    assert list(named) == ["glmm_poisson_ri_agq"]
+
+
 def test_factories_build_fresh_configured_candidates():
     lineup = default_candidates(has_customers=False, has_promo=False)
     a, b = lineup["glmm_nb2_ri"](), lineup["glmm_nb2_ri"]()

@@ -1,0 +1,15 @@
+"""The docstring examples of the GLMM engine's public functions run and hold."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+
+@pytest.mark.parametrize("module", ["poolcast.glmm.terms", "poolcast.glmm.quadrature"])
+def test_docstring_examples(module):
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0
+    assert result.failed == 0
