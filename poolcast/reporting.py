@@ -28,6 +28,7 @@ __all__ = [
     "describe_candidate",
     "failures_of",
     "leaderboard_rows",
+    "make_summary",
     "quality_counts",
     "quality_table",
     "split_outcomes",
@@ -127,6 +128,38 @@ def failures_of(leaderboard: pl.DataFrame) -> dict[str, str]:
         return {}
     failed = leaderboard.filter(pl.col("status") == "failed")
     return {name: error or "" for name, error in failed.select("candidate", "error").iter_rows()}
+
+
+def make_summary(
+    counts: Any,
+    leaderboard: pl.DataFrame,
+    *,
+    champion: str,
+    registration: Any,
+    run: Any,
+    published: Any,
+    quarantine_path: Path | None,
+) -> RetrainSummary:
+    """Assemble the RetrainSummary from the validation counts, the leaderboard, the registry
+    ``Registration``, the MLflow ``RetrainRun`` and the ``PublishResult``."""
+    return RetrainSummary(
+        as_of=counts.last_month,
+        rows_in=counts.rows_in,
+        rows_accepted=counts.rows_accepted,
+        rows_quarantined=counts.rows_quarantined,
+        n_skus=counts.skus,
+        leaderboard=leaderboard,
+        failures=failures_of(leaderboard),
+        champion=champion,
+        champion_version=registration.version,
+        alias_moved=registration.decision.move,
+        alias_reason=registration.decision.reason,
+        mlflow_run_id=run.run_id,
+        mlflow_run_url=run.url,
+        outputs_db=published.path,
+        quarantine_path=quarantine_path,
+        forecast_rows=published.rows.get("forecasts", 0),
+    )
 
 
 def _clean(value: Any, digits: int) -> Any:

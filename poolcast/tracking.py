@@ -2,7 +2,9 @@
 
 Every MLflow import is inside a function, so ``import poolcast`` never loads MLflow. Runs are
 addressed by explicit run ids through :class:`mlflow.MlflowClient` (no fluent "active run"),
-so child runs logged from worker threads keep their parent (tag ``mlflow.parentRunId``).
+so child runs logged from worker threads keep their parent (tag ``mlflow.parentRunId``);
+the one fluent call is ``mlflow.pyfunc.log_model`` inside ``mlflow.start_run(run_id=...)`` of
+the parent run, in the flow's own thread.
 Metrics, params and tags go in batches (:meth:`MlflowClient.log_batch`, at most 1000 metrics
 per call) rather than one request per number.
 

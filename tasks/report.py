@@ -14,8 +14,8 @@ from poolcast.publish import PublishResult
 from poolcast.reporting import (
     RetrainSummary,
     data_quality_rows,
-    failures_of,
     leaderboard_rows,
+    make_summary,
     quality_counts,
     summary_markdown,
     summary_text,
@@ -91,22 +91,12 @@ def summarize(
     quarantine_path: Path,
 ) -> RetrainSummary:
     """Collect the run's outcome into the RetrainSummary the flow returns."""
-    c = validated.counts
-    return RetrainSummary(
-        as_of=c.last_month,
-        rows_in=c.rows_in,
-        rows_accepted=c.rows_accepted,
-        rows_quarantined=c.rows_quarantined,
-        n_skus=c.skus,
-        leaderboard=board,
-        failures=failures_of(board),
+    return make_summary(
+        validated.counts,
+        board,
         champion=champion,
-        champion_version=registration.version,
-        alias_moved=registration.decision.move,
-        alias_reason=registration.decision.reason,
-        mlflow_run_id=run.run_id,
-        mlflow_run_url=run.url,
-        outputs_db=published.path,
+        registration=registration,
+        run=run,
+        published=published,
         quarantine_path=quarantine_path,
-        forecast_rows=published.rows.get("forecasts", 0),
     )

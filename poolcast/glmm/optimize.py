@@ -289,7 +289,10 @@ def _optimize(
         n_agq, objective.n_agq = objective.n_agq, 1
         try:
             xl = np.concatenate([theta, beta, [np.log(nb)] if st.nb else []])
-            rl = _lbfgsb(st, xl, bounds_theta + [(None, None)] * (len(xl) - d.n_theta), control)
+            bl = bounds_theta + [(None, None)] * (len(xl) - d.n_theta)
+            if st.nb:
+                bl[-1] = (np.log(1e-4), np.log(1e8))
+            rl = _lbfgsb(st, xl, bl, control)
             theta, beta = rl.x[: d.n_theta], rl.x[d.n_theta : d.n_theta + len(beta)]
             nb = float(np.exp(rl.x[-1])) if st.nb else nb
         finally:
@@ -297,6 +300,8 @@ def _optimize(
     nb_part = [np.log(nb)] if st.nb else []
     x0 = np.concatenate([theta, beta, nb_part])
     bounds = bounds_theta + [(None, None)] * (len(x0) - d.n_theta)
+    if st.nb:  # NB2 size in [1e-4, 1e8]: beyond 1e8 the model is Poisson to machine precision
+        bounds[-1] = (np.log(1e-4), np.log(1e8))
     res = _lbfgsb(st, x0, bounds, control)
     diag = np.isfinite(d.theta_lower)
     if stage1_dev is not None and np.any(res.x[: d.n_theta][diag] < control.singular_tol):
@@ -306,6 +311,15 @@ def _optimize(
         res_b = _lbfgsb(st, x0b, bounds, control)
         if res_b.fun < res.fun:
             res, x0 = res_b, x0b
+    at_zero = diag & (res.x[: d.n_theta] < control.singular_tol)
+    if np.any(at_zero):
+        # a zero variance can be a boundary saddle of the Cholesky parametrisation (seen with
+        # random slopes): restart those entries away from 0 and keep the better optimum
+        xr = res.x.copy()
+        xr[: d.n_theta][at_zero] = max(0.1, 0.5 * float(np.max(res.x[: d.n_theta][diag])))
+        res_r = _lbfgsb(st, xr, bounds, control)
+        if res_r.fun < res.fun - 1e-8:
+            res = res_r
     x = res.x.copy()
     f = float(res.fun)
     hess = st.hessian(x, control.hessian_step)

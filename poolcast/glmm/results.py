@@ -360,6 +360,11 @@ def make_results(design: GlmmDesign, objective: Objective, opt: OptSummary) -> G
             f"Hessian positive definite = {hess_pd}. Rescale covariates, simplify the random part "
             "or raise GlmmControl.outer_max_iter."
         )
+        if opt.nb_theta is not None and opt.nb_theta > 1e4:
+            msg += (
+                f" The NB2 size nb_theta = {opt.nb_theta:.3g} is heading to infinity: no "
+                "overdispersion beyond the random effects, so fit family='poisson' instead."
+            )
         messages.append(msg)
         if control.check_conv == "warn":
             warnings.warn(msg, ConvergenceWarning, stacklevel=3)
@@ -373,6 +378,14 @@ def make_results(design: GlmmDesign, objective: Objective, opt: OptSummary) -> G
         if control.check_singular == "warn":
             warnings.warn(msg, SingularFitWarning, stacklevel=3)
 
+    if opt.nb_theta is not None and opt.nb_theta > 1e6:
+        msg = (
+            f"boundary fit: the NB2 size nb_theta = {opt.nb_theta:.3g} is effectively infinite "
+            "(no overdispersion beyond the random effects); family='poisson' gives the same fit."
+        )
+        messages.append(msg)
+        if control.check_singular == "warn":
+            warnings.warn(msg, SingularFitWarning, stacklevel=3)
     dev = float(pr.pdev + pr.factor.logdet) if objective.n_agq == 1 else opt.deviance
     npar = len(opt.x)
     n = design.n_obs

@@ -10,7 +10,7 @@ Nelder 1989, §2.5) with the log link and variance :math:`V(\\mu)=\\mu+\\alpha\\
    \\beta\\leftarrow(X^\\top WX)^{-1}X^\\top Wz,
 
 started from :math:`\\mu=(y+\\bar y)/2` (statsmodels' start), with step halving when the
-log-likelihood falls, stopping when the relative deviance change is below ``tol``. The
+log-likelihood falls, stopping when the log-likelihood change is below ``tol * (|loglik| + n)``. The
 covariance is :math:`(X^\\top WX)^{-1}` at the estimate (Fisher information, :math:`\\alpha` held
 fixed). The NB2 :math:`\\alpha` alternates with IRLS: :math:`\\alpha\\leftarrow\\arg\\max_\\alpha\\ell(\\alpha\\mid\\hat\\mu)`
 until :math:`|\\Delta\\log\\alpha|<10^{-4}`.
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg, special
 
-from poolcast.models._negbin import ALPHA_MIN, estimate_alpha_ml, nb2_loglik
+from poolcast.models._negbin import ALPHA_MIN, estimate_alpha_ml, nb2_kernel, nb2_loglik
 
 __all__ = ["GlmFitResult", "fit_glm", "fit_nb2_glm"]
 
@@ -73,7 +73,7 @@ def fit_glm(
     else:
         beta = np.asarray(start, dtype=float)
     mu = np.exp(np.minimum(x @ beta, _ETA_MAX))
-    ll = _loglik(y, mu, alpha)
+    ll = nb2_kernel(y, mu, alpha)
     converged = False
     it = 0
     for it in range(1, max_iter + 1):  # noqa: B007
@@ -84,19 +84,19 @@ def fit_glm(
         for _ in range(30):
             cand = beta + step
             mu_new = np.exp(np.minimum(x @ cand, _ETA_MAX))
-            ll_new = _loglik(y, mu_new, alpha)
+            ll_new = nb2_kernel(y, mu_new, alpha)
             if ll_new >= ll - 1e-12 * abs(ll):
                 break
             step = step / 2.0
         beta, mu = cand, mu_new
-        rel = abs(ll_new - ll) / (abs(ll) + 1e-3)
+        rel = abs(ll_new - ll) / (abs(ll) + y.size)
         ll = ll_new
         if rel < tol:
             converged = True
             break
     w = mu / (1.0 + alpha * mu)
     cov = linalg.inv((x.T * w) @ x)
-    return GlmFitResult(beta, cov, float(alpha), mu, it, converged, ll)
+    return GlmFitResult(beta, cov, float(alpha), mu, it, converged, _loglik(y, mu, alpha))
 
 
 def fit_nb2_glm(

@@ -19,6 +19,7 @@ __all__ = [
     "ALPHA_MIN",
     "estimate_alpha_ml",
     "estimate_alpha_moments",
+    "nb2_kernel",
     "nb2_loglik",
     "sample_nb2",
     "sample_quasi_poisson",
@@ -43,16 +44,38 @@ def nb2_loglik(y: np.ndarray, mu: np.ndarray, alpha: float) -> float:
     )
 
 
+def nb2_kernel(y: np.ndarray, mu: np.ndarray, alpha: float) -> float:
+    r"""The part of the NB2 (Poisson when alpha <= 1e-8) log-likelihood that depends on the means.
+
+    :math:`\sum y\log\mu-(y+\alpha^{-1})\log(1+\alpha\mu)` (Poisson: :math:`\sum y\log\mu-\mu`);
+    enough to compare means at a fixed alpha (IRLS step halving) without the gamma functions.
+    """
+    log_mu = np.log(np.maximum(mu, 1e-300))
+    if alpha <= ALPHA_MIN:
+        return float(np.sum(y * log_mu - mu))
+    return float(np.sum(y * log_mu - (y + 1.0 / alpha) * np.log1p(alpha * mu)))
+
+
 def estimate_alpha_ml(y: np.ndarray, mu: np.ndarray) -> float:
-    """Maximum-likelihood NB2 ``alpha`` given the means (1-D search on log alpha).
+    r"""Maximum-likelihood NB2 ``alpha`` given the means (1-D search on log alpha).
 
     Bounded to [1e-8, 1e3]; at the lower bound the data show no overdispersion (Poisson).
+    The gamma-function terms are summed over the distinct counts only,
+    :math:`\sum_i\log\Gamma(y_i+r)=\sum_u n_u\log\Gamma(u+r)`, which makes each evaluation
+    cost O(n) logarithms instead of O(n) gamma functions.
     """
     y = np.asarray(y, dtype=float)
     mu = np.maximum(np.asarray(mu, dtype=float), 1e-12)
+    uniq, counts = np.unique(y, return_counts=True)
+    n = y.size
+    sum_y = float(y.sum())
 
     def negll(log_alpha: float) -> float:
-        return -nb2_loglik(y, mu, float(np.exp(log_alpha)))
+        alpha = float(np.exp(log_alpha))
+        r = 1.0 / alpha
+        lg = float(counts @ special.gammaln(uniq + r)) - n * float(special.gammaln(r))
+        mu_part = float(np.sum((y + r) * np.log1p(alpha * mu)))
+        return -(lg + sum_y * log_alpha - mu_part)
 
     res = optimize.minimize_scalar(
         negll, bounds=_LOG_ALPHA_BOUNDS, method="bounded", options={"xatol": 1e-5}
@@ -80,16 +103,23 @@ def sample_nb2(
     or (n,) array; alpha <= 1e-8 gives Poisson draws.
     """
     mu = np.asarray(mu, dtype=float)
-    lam = np.broadcast_to(mu[:, None] if mu.ndim == 1 else mu, (mu.shape[0], n_samples))
-    alpha = np.broadcast_to(np.asarray(alpha, dtype=float), (mu.shape[0],))[:, None]
-    alpha = np.broadcast_to(alpha, lam.shape)
-    mixed = alpha > ALPHA_MIN
-    rate = np.array(lam, dtype=float)
-    if np.any(mixed):
-        shape = 1.0 / alpha[mixed]
-        rate[mixed] = lam[mixed] * rng.gamma(shape, 1.0 / shape)
+    n = mu.shape[0]
+    lam = np.broadcast_to(mu[:, None] if mu.ndim == 1 else mu, (n, n_samples))
+    alpha_arr = np.asarray(alpha, dtype=float)
+    if alpha_arr.ndim == 0:
+        a = float(alpha_arr)
+        if a <= ALPHA_MIN:
+            rate = lam
+        else:  # scalar gamma parameters: ~3x faster than per-element ones
+            rate = lam * rng.gamma(1.0 / a, a, size=(n, n_samples))
+    else:
+        a = np.broadcast_to(alpha_arr, (n,))
+        mixed = a > ALPHA_MIN
+        safe = np.where(mixed, a, 1.0)[:, None]
+        g = rng.gamma(1.0 / safe, safe, size=(n, n_samples))
+        rate = lam * np.where(mixed[:, None], g, 1.0)
     # numpy's Poisson sampler rejects rates above ~9e18; 1e15 units is beyond any real demand
-    return rng.poisson(np.clip(rate, 0.0, _MAX_RATE)).astype(np.int64)
+    return rng.poisson(np.clip(rate, 0.0, _MAX_RATE)).astype(np.int64, copy=False)
 
 
 def sample_quasi_poisson(

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg, special
 
-from poolcast.models._negbin import ALPHA_MIN, estimate_alpha_ml, nb2_loglik
+from poolcast.models._negbin import ALPHA_MIN, estimate_alpha_ml, nb2_kernel, nb2_loglik
 
 __all__ = ["SkuFitResult", "fit_sku_fixed_effects"]
 
@@ -89,7 +89,7 @@ def _score_run(
     p = x.shape[1]
     eta = np.minimum(a[g] + x @ beta, _ETA_MAX)
     mu = np.exp(eta)
-    ll = _loglik(y, mu, alpha)
+    ll = nb2_kernel(y, mu, alpha)
     converged = False
     it = 0
     for it in range(1, max_iter + 1):  # noqa: B007
@@ -117,7 +117,7 @@ def _score_run(
             a_new = a + step * da
             b_new = beta + step * dbeta
             mu_new = np.exp(np.minimum(a_new[g] + x @ b_new, _ETA_MAX))
-            ll_new = _loglik(y, mu_new, alpha)
+            ll_new = nb2_kernel(y, mu_new, alpha)
             if ll_new >= ll - 1e-10 * abs(ll):
                 break
             step *= 0.5

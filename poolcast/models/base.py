@@ -198,6 +198,7 @@ class Candidate:
             train_h = train.filter(pl.col("horizon") == h).sort(
                 ["sku", "month"] if "month" in train.columns else ["sku"]
             )
+            self._check_horizon_frame(train_h, h)
             models[h] = self._fit_horizon(train_h, h)
             n_iter[h] = int(getattr(models[h], "n_iter", 0))
             n_rows[h] = train_h.height
@@ -305,6 +306,9 @@ class Candidate:
         )
 
     # -- hooks ----------------------------------------------------------------------------
+    def _check_horizon_frame(self, train_h: pl.DataFrame, horizon: int) -> None:
+        """Hook: reject a training frame the model cannot be estimated from (default: accept)."""
+
     def _fit_horizon(self, train_h: pl.DataFrame, horizon: int) -> Any:  # pragma: no cover
         raise NotImplementedError
 
@@ -357,6 +361,14 @@ class CovariateCandidate(Candidate):
         "tol": [Interval(float, 0.0, None, closed="neither")],
     }
     _required_columns: ClassVar[tuple[str, ...]] = ("sku", "horizon", "month", "sales", "t")
+
+    def _check_horizon_frame(self, train_h: pl.DataFrame, horizon: int) -> None:
+        total = train_h.get_column("sales").sum()
+        if not total:
+            raise PoolcastError(
+                f"{self.name}: horizon {horizon}: every one of the {train_h.height} training sales "
+                "is 0; a log-link model has no finite estimate (the baselines forecast 0)"
+            )
 
     def _covariate_spec(self, train_h: pl.DataFrame) -> CovariateSpec:
         return make_covariate_spec(

@@ -26,6 +26,6 @@ def test_load_validate_and_split_a_small_source(tmp_path):
     validated = data.validate.fn(data.load.fn(config), config)
     assert (validated.counts.rows_in, validated.counts.rows_quarantined) == (3 * 26 + 1, 1)
     path = data.save_quarantine.fn(validated, config.work_dir)
-    assert pl.read_csv(path).get_column("rule").to_list() == ["sales_negative"]
+    assert "sales_negative" in pl.read_csv(path).get_column("rule").to_list()
     splits = data.build_backtest.fn(validated.panel, config)
     assert len(splits) == 2 and splits[0].origin < splits[1].origin

@@ -69,3 +69,15 @@ def test_opt_summary_records_the_run():
     assert opt.n_evals > 0 and opt.n_iter > 0 and opt.log
     assert opt.nb_theta == pytest.approx(np.exp(opt.x[-1]))
     assert opt.tolerances["grad_tol"] == GlmmControl().grad_tol
+
+
+def test_restart_leaves_a_boundary_saddle():
+    """Started on the boundary theta_3 = 0 (a saddle for these data), the fit still finds the
+    interior optimum that a start from lme4's default reaches."""
+    data = simulate_panel(seed=8)
+    d = build_design("y ~ x + (1 + x | g)", data)
+    good = optimize(make_objective(d))
+    assert good.theta[2] > 0.05
+    bad = optimize(make_objective(d), start={"theta": np.array([0.5, 0.0, 0.0])})
+    assert bad.deviance == pytest.approx(good.deviance, abs=1e-5)
+    np.testing.assert_allclose(bad.theta, good.theta, atol=1e-3)

@@ -123,3 +123,13 @@ def test_converged_fit_is_quiet(slope_fit):
 def test_results_are_immutable(slope_fit):
     with pytest.raises(AttributeError):
         slope_fit.loglik = 0.0  # type: ignore[misc]
+
+
+def test_negbin_on_poisson_data_tends_to_the_poisson_fit():
+    data = simulate_panel(seed=5)
+    with pytest.warns(SingularFitWarning, match="nb_theta"):
+        nb = fit("y ~ x + (1 + x | g)", data, family="negbin")
+    pois = fit("y ~ x + (1 + x | g)", data, family="poisson")
+    assert nb.nb_theta > 1e6
+    assert nb.fixef == pytest.approx(pois.fixef, abs=1e-4)
+    assert nb.loglik == pytest.approx(pois.loglik, abs=1e-3)

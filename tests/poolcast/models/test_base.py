@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import polars as pl
 import pytest
@@ -189,3 +191,35 @@ def test_empty_rows_give_an_empty_forecast(fitted, small_panel):
         rows.head(0), quantiles=QUANTILES, n_samples=8, rng=np.random.default_rng(0)
     )
     assert len(fc) == 0 and fc.samples.shape == (0, 8)
+
+
+@pytest.mark.parametrize("name", CANDIDATE_NAMES)
+def test_fitted_candidate_pickles_and_predicts_the_same(name, fitted, small_panel):
+    """The champion is logged to MLflow as a pickled pyfunc wrapper."""
+    import pickle
+
+    _, rows = small_panel
+    clone = pickle.loads(pickle.dumps(fitted[name]))
+    a = fitted[name].predict_distribution(
+        rows, quantiles=(0.5,), n_samples=8, rng=np.random.default_rng(9)
+    )
+    b = clone.predict_distribution(
+        rows, quantiles=(0.5,), n_samples=8, rng=np.random.default_rng(9)
+    )
+    np.testing.assert_allclose(a.mean, b.mean)
+    np.testing.assert_array_equal(a.samples, b.samples)
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in CANDIDATE_NAMES if n not in ("seasonal_naive", "moving_average")]
+)
+def test_degenerate_training_data_raise_poolcast_error_naming_the_candidate(name, small_panel):
+    """All-zero sales: no finite estimate exists; the flow records the failure and goes on."""
+    from poolcast.errors import PoolcastError
+
+    train, _ = small_panel
+    zeros = train.with_columns(pl.lit(0, dtype=pl.Int64).alias("sales"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(PoolcastError, match=name):
+            CANDIDATE_CLASSES[name]().fit(zeros)
