@@ -5,8 +5,10 @@ Run it with ``poolcast run SOURCE --mapping online_retail``, or directly::
 
     python -m flows.monthly_retrain data/example/online_retail_sku_monthly.csv.gz online_retail
 
-Candidates compete in parallel on Prefect's thread-pool task runner (2 workers); a candidate
-that raises is recorded (leaderboard row and FAILED child run) and the others go on.
+Candidates compete in parallel on Prefect's thread-pool task runner (2 workers, or
+``POOLCAST_COMPETE_WORKERS``); each child run is logged from the flow's thread as soon as its
+candidate finishes (plots are drawn in one thread only). A candidate that raises is recorded
+(leaderboard row and FAILED child run) and the others go on.
 Schedules, work pools and default parameters live in ``deployments/``.
 """
 
@@ -16,6 +18,7 @@ import os
 import sys
 
 from prefect import flow
+from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from poolcast.reporting import RetrainSummary
@@ -69,9 +72,10 @@ def monthly_retrain(
     splits = data.build_backtest(validated.panel, config)
     factories = compete.candidate_lineup(config, validated)
     futures = [compete.compete.submit(name, f, splits, config) for name, f in factories.items()]
-    outcomes = [future.result() for future in futures]
-    for outcome in outcomes:
-        tracking.log_candidate(run, outcome, validated.panel)
+    outcomes = []
+    for future in as_completed(futures):  # log each child run while the others still fit
+        outcomes.append(future.result())
+        tracking.log_candidate(run, outcomes[-1], validated.panel)
     board = compete.leaderboard(outcomes, config)
     report.leaderboard_artifact(board, config.backtest.selection_metric)
 

@@ -49,8 +49,9 @@ class GlmmControl:
         values. Off by default: the exact-gradient stage 2 from lme4's start converged on every
         reference fit with a third of the evaluations, and nAGQ=0 is biased towards small variances
         (it once stopped on a boundary saddle, epil random slopes; a guard restarts stage 2 then).
-    check_n_levels, check_rank_x, check_response, check_conv, check_singular : {"ignore", "warn", "raise"}
-        What to do when a grouping factor has too few / too many levels, X is rank deficient,
+    check_n_levels, check_rank_x, check_z_rank, check_response, check_conv, check_singular : {"ignore", "warn", "raise"}
+        What to do when a grouping factor has too many levels (>= n), X is rank deficient, the
+        random effects outnumber the observations (q >= n, lme4's ``check.nobs.vs.nRE``),
         the response is invalid, the optimiser did not converge, or the fit is singular.
         ``check_response`` invalid values always raise unless "ignore".
     dense_q_max : int
@@ -73,6 +74,7 @@ class GlmmControl:
     stage1: bool = False
     check_n_levels: CheckLevel = "raise"
     check_rank_x: CheckLevel = "raise"
+    check_z_rank: CheckLevel = "raise"
     check_response: CheckLevel = "raise"
     check_conv: CheckLevel = "warn"
     check_singular: CheckLevel = "warn"

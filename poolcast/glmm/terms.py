@@ -540,6 +540,15 @@ def build_design(
             )
         blocks.append(block)
 
+    q = sum(b.n_levels * b.k for b in blocks)
+    if q >= n:
+        _apply_check(
+            control.check_z_rank,
+            f"the random effects have q = {q} coefficients for n = {n} observations "
+            f"({[f'{b.factor}: {b.n_levels} x {b.k}' for b in blocks]}); q must be < n (lme4's "
+            "check.nobs.vs.nRE). Simplify the random part, e.g. drop a random slope.",
+            messages,
+        )
     return GlmmDesign(
         formula=formula,
         family=fam,

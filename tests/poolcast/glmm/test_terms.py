@@ -155,3 +155,20 @@ def test_design_for_newdata_binomial_trials():
     np.testing.assert_array_equal(nd2.trials, [3.0, 4.0])
     with pytest.raises(InvalidParameterError, match="trials="):
         design_for_newdata(d, data.head(2).drop("s"))
+
+
+def test_more_random_effects_than_observations():
+    data = _data(n_groups=10, n_per=3).with_columns(z=pl.col("x") ** 2)
+    with pytest.raises(ModelSpecificationError, match="q = 30 coefficients for n = 30"):
+        build_design("y ~ x + (1 + x + z | g)", data)
+    d = build_design(
+        "y ~ x + (1 + x + z | g)", data, control=GlmmControl(check_z_rank="ignore")
+    )
+    assert d.n_theta == 6
+
+
+def test_control_rejects_bad_levels():
+    with pytest.raises(InvalidParameterError, match="check_z_rank='loud'"):
+        GlmmControl(check_z_rank="loud")  # type: ignore[arg-type]
+    with pytest.raises(InvalidParameterError, match="pirls_tol"):
+        GlmmControl(pirls_tol=-1.0)
