@@ -64,9 +64,13 @@ class BlockFactor:
         G, k = self.G, self.k
         if rhs.ndim == 1:
             r = rhs.reshape(G, k)
-            if k == 1:
-                return (self.S[:, 0, 0] * r[:, 0]).ravel()
-            return np.einsum("gij,gj->gi", self.S, r).ravel()
+            out = np.empty((G, k))
+            for i in range(k):
+                acc = self.S[:, i, 0] * r[:, 0]
+                for j in range(1, k):
+                    acc += self.S[:, i, j] * r[:, j]
+                out[:, i] = acc
+            return out.ravel()
         r = rhs.reshape(G, k, -1)
         return np.einsum("gij,gjm->gim", self.S, r).reshape(G * k, -1)
 
@@ -86,8 +90,8 @@ class BlockSystem:
         (n,) level index.
     G, k, q : int
         Levels, effects per level, q = G k.
-    A : np.ndarray
-        (n, k) rows of Z Λ for the current theta (``a_i = Λᵀ z_i``).
+    Acols : list[np.ndarray]
+        The k columns (n,) of Z Λ for the current theta (row i is ``a_i = Λᵀ z_i``).
     lam : np.ndarray
         (k, k) current Λ block.
     """
@@ -110,14 +114,21 @@ class BlockSystem:
         self.q = self.G * self.k
         self.Zr = np.ascontiguousarray(self.block.Z)
         self.Zcols = [np.ascontiguousarray(self.Zr[:, c]) for c in range(self.k)]
+        self.z_ones = [bool(np.all(z == 1.0)) for z in self.Zcols]
         self.z_is_one = self.k == 1 and bool(np.all(self.Zr == 1.0))
         self.set_theta(design.theta_start())
 
     def set_theta(self, theta: np.ndarray) -> None:
         """Set Λ and A = Z Λ for a new theta."""
-        self.lam = self.block.lambda_block(np.asarray(theta, dtype=float))
-        self.A = np.ascontiguousarray(self.Zr @ self.lam)
-        self.Acols = [np.ascontiguousarray(self.A[:, c]) for c in range(self.k)]
+        self.lam = lam = self.block.lambda_block(np.asarray(theta, dtype=float))
+        # column c of A = Z Λ is sum_{r >= c} Λ_rc Z_r (Λ lower triangular)
+        acols = []
+        for c in range(self.k):
+            col = np.full(len(self.idx), lam[c, c]) if self.z_ones[c] else lam[c, c] * self.Zcols[c]
+            for r in range(c + 1, self.k):
+                col += (lam[r, c] * self.Zcols[r]) if not self.z_ones[r] else lam[r, c]
+            acols.append(col)
+        self.Acols = acols
 
     def segsum(self, v: np.ndarray) -> np.ndarray:
         """(G,) sums of v over the rows of each level."""
@@ -140,13 +151,13 @@ class BlockSystem:
         if v.ndim == 1:
             out = np.empty((self.G, self.k))
             for c in range(self.k):
-                out[:, c] = self.segsum(v * self.A[:, c])
+                out[:, c] = self.segsum(v * self.Acols[c])
             return out.ravel()
         m = v.shape[1]
         out = np.empty((self.G, self.k, m))
         for c in range(self.k):
             for j in range(m):
-                out[:, c, j] = self.segsum(v[:, j] * self.A[:, c])
+                out[:, c, j] = self.segsum(v[:, j] * self.Acols[c])
         return out.reshape(self.q, m)
 
     def factor(self, D: np.ndarray) -> BlockFactor:

@@ -53,7 +53,6 @@ class GlmmControl:
         What to do when a grouping factor has too many levels (>= n), X is rank deficient, the
         random effects outnumber the observations (q >= n, lme4's ``check.nobs.vs.nRE``),
         the response is invalid, the optimiser did not converge, or the fit is singular.
-        ``check_response`` invalid values always raise unless "ignore".
     dense_q_max : int
         For several grouping factors, use a dense Cholesky of the q x q system when q is at most this;
         above it a sparse LU (scipy.sparse.linalg.splu; CHOLMOD is not available).

@@ -61,10 +61,11 @@ def laplace_gradient(
         return _sparse_gradient(objective, pr, nb_theta=nb_theta)
     d, sysm, fam = objective.design, objective.system, objective.family
     w, X, y = d.weights, d.X, d.y
+    unit_w = objective.unit_weights
     k, G = sysm.k, sysm.G
     S = pr.factor.S  # (G, k, k)
     U = pr.u.reshape(G, k)
-    D = w * pr.h
+    D = pr.h if unit_w else w * pr.h
     # SA_i = S_j a_i, s_i = a_i' S_j a_i
     Acols = sysm.Acols
     SA = []
@@ -76,32 +77,44 @@ def laplace_gradient(
     s = Acols[0] * SA[0]
     for r in range(1, k):
         s += Acols[r] * SA[r]
-    c_vec = w * pr.h3 * s
+    c_vec = pr.h3 * s if unit_w else w * pr.h3 * s
     v = pr.factor.solve(sysm.crossprod(c_vec))  # flat (q,)
-    wg = w * pr.g
-    grad_beta = X.T @ (-2.0 * wg + c_vec - D * sysm.re_eta(v))
+    wg = pr.g if unit_w else w * pr.g
+    t1 = c_vec - 2.0 * wg
+    DAv = sysm.re_eta(v)
+    DAv *= D
+    grad_beta = X.T @ (t1 - DAv)
 
-    Zc = sysm.Zcols
+    Zc, ones = sysm.Zcols, sysm.z_ones
+    DSA = [D * SA[c] for c in range(k)]
+    seg_wgz = {}
     rows, cols = d.blocks[0].tril_index()
     grad_theta = np.empty(len(rows))
     # du/dx (q x n_x): a first-order predictor of the next mode (warm start of PIRLS)
     du_dx = [None] * len(rows)
     for m, (r, c) in enumerate(zip(rows, cols, strict=True)):
-        e = Zc[r] * sysm.expand(U[:, c])
+        e = sysm.expand(U[:, c])
+        if not ones[r]:
+            e *= Zc[r]
         rho = -sysm.crossprod(D * e).reshape(G, k)
-        rho[:, c] += sysm.segsum(wg * Zc[r])
+        if r not in seg_wgz:
+            seg_wgz[r] = sysm.segsum(wg if ones[r] else wg * Zc[r])
+        rho[:, c] += seg_wgz[r]
         du_dx[m] = pr.factor.solve(rho.ravel())
-        grad_theta[m] = (
-            ((-2.0 * wg + c_vec) * e).sum()
-            + 2.0 * (D * Zc[r] * SA[c]).sum()
-            + float((v * rho.ravel()).sum())
-        )
-    du_dx.extend(-pr.factor.solve(sysm.crossprod(D[:, None] * X)).T)
+        z_dsa = DSA[c].sum() if ones[r] else np.dot(Zc[r], DSA[c])
+        grad_theta[m] = np.dot(t1, e) + 2.0 * z_dsa + float(np.dot(v, rho.ravel()))
+    DX = np.empty((sysm.q, X.shape[1]))
+    DAc = [D * Acols[c] for c in range(k)]
+    for j in range(X.shape[1]):
+        xj = X[:, j]
+        for c in range(k):
+            DX[c::k, j] = sysm.segsum(DAc[c] * xj)
+    du_dx.extend(-pr.factor.solve(DX).T)
     grad_psi = None
     if nb_theta is not None:
         l_psi, g_psi, h_psi = fam.derivs_log_theta(pr.eta, y, nb_theta)
         rho = sysm.crossprod(w * g_psi)
-        grad_psi = float(-2.0 * (w * l_psi).sum() + (v * rho).sum() + (w * h_psi * s).sum())
+        grad_psi = float(-2.0 * np.dot(w, l_psi) + np.dot(v, rho) + np.dot(w * h_psi, s))
         du_dx.append(pr.factor.solve(rho))
     objective.du_dx = np.column_stack(du_dx)
     return grad_theta, grad_beta, grad_psi

@@ -74,7 +74,7 @@ def pirls(
     vary_beta: bool = False,
     nb_theta: float | None = None,
     control: GlmmControl | None = None,
-    u_start: np.ndarray | None = None,
+    u_start: Any = None,
 ) -> PirlsResult:
     """Find the conditional mode of u (and beta when ``vary_beta``) at fixed theta.
 

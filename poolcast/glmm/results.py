@@ -302,7 +302,14 @@ def make_results(design: GlmmDesign, objective: Objective, opt: OptSummary) -> G
     """
     control = objective.control
     nt, p = design.n_theta, design.X.shape[1]
-    vcov, hess_pd = _vcov(opt.hessian, nt, p)
+    # an NB2 size heading to infinity is a boundary (the Poisson limit): leave log(nb_theta) out
+    # of the Hessian checks and of the covariance, as a zero variance is for lme4
+    nb_boundary = opt.nb_theta is not None and opt.nb_theta > 1e6
+    keep = np.ones(len(opt.x), dtype=bool)
+    if nb_boundary:
+        keep[-1] = False
+    hessian = opt.hessian[np.ix_(keep, keep)]
+    vcov, hess_pd = _vcov(hessian, nt, p)
     se = np.sqrt(np.maximum(np.diag(vcov), 0.0))
     pr = objective.mode(opt.theta, opt.beta, opt.nb_theta)
     cond = pr.factor.cond_cov()
@@ -343,10 +350,10 @@ def make_results(design: GlmmDesign, objective: Objective, opt: OptSummary) -> G
 
     diag_theta = np.isfinite(design.theta_lower)
     singular = bool(np.any(opt.theta[diag_theta] < control.singular_tol))
-    g = opt.gradient
+    g = opt.gradient[keep]
     grad_norm = float(np.max(np.abs(g))) if g.size else 0.0
     try:
-        scaled = float(np.max(np.abs(np.linalg.solve(opt.hessian, g))))
+        scaled = float(np.max(np.abs(np.linalg.solve(hessian, g))))
     except np.linalg.LinAlgError:
         scaled = grad_norm
     if not hess_pd:
@@ -378,7 +385,7 @@ def make_results(design: GlmmDesign, objective: Objective, opt: OptSummary) -> G
         if control.check_singular == "warn":
             warnings.warn(msg, SingularFitWarning, stacklevel=3)
 
-    if opt.nb_theta is not None and opt.nb_theta > 1e6:
+    if nb_boundary:
         msg = (
             f"boundary fit: the NB2 size nb_theta = {opt.nb_theta:.3g} is effectively infinite "
             "(no overdispersion beyond the random effects); family='poisson' gives the same fit."
