@@ -29,7 +29,7 @@ $(UV):
 setup: .venv/.synced
 
 run: setup
-	.venv/bin/poolcast run --source $(EXAMPLE) --mapping online_retail
+	.venv/bin/poolcast run --source $(EXAMPLE) --mapping online_retail --as-of 2011-11
 
 test: setup
 	.venv/bin/python -m pytest

@@ -68,6 +68,9 @@ def run(
         cfg = load_config(config, source=source, mapping=mapping, as_of=as_of, work_dir=work_dir)
         if not cfg.source:
             raise PoolcastError("no source given: pass --source or set source in the --config file")
+        from tasks._prefect_env import use_work_dir
+
+        use_work_dir(cfg.work_dir)  # Prefect reads its home when first imported
         from flows.monthly_retrain import monthly_retrain
 
         kwargs: dict[str, Any] = {
