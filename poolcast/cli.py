@@ -1,4 +1,4 @@
-"""The ``poolcast`` command line: ``run``, ``validate`` and ``simulate``.
+"""The ``poolcast`` command line: ``run``, ``validate``, ``simulate`` and ``leaderboard``.
 
 Errors from poolcast (:class:`~poolcast.errors.PoolcastError`) are caught here, at the
 boundary only, and reported as one line on stderr with a non-zero exit code (1); no
@@ -84,6 +84,30 @@ def run(
     except PoolcastError as exc:
         raise _fail("run", exc) from None
     typer.echo(str(summary))
+
+
+@app.command()
+def leaderboard(
+    work_dir: Annotated[
+        str, typer.Option("--work-dir", help="The run's work dir (holds outputs.duckdb).")
+    ] = ".poolcast",
+    outputs_db: Annotated[
+        str | None,
+        typer.Option("--outputs-db", help="Outputs database (default: <work-dir>/outputs.duckdb)."),
+    ] = None,
+) -> None:
+    """Print the latest published run's leaderboard as a markdown table."""
+    from poolcast.publish import read_latest_leaderboard
+    from poolcast.reporting import leaderboard_markdown
+
+    try:
+        run, board = read_latest_leaderboard(outputs_db or Path(work_dir) / "outputs.duckdb")
+    except PoolcastError as exc:
+        raise _fail("leaderboard", exc) from None
+    typer.echo(
+        f"run {run['run_id']} as of {run['as_of']}: champion {run['champion']}\n\n"
+        + leaderboard_markdown(board)
+    )
 
 
 @app.command()

@@ -23,7 +23,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from poolcast.errors import InvalidParameterError
+from poolcast.errors import InvalidParameterError, PoolcastError
 
 __all__ = [
     "PublishResult",
@@ -207,3 +207,20 @@ def read_table(path: str | Path, name: str, *, run_id: str | None = None) -> pl.
         return con.sql(sql + " WHERE run_id = ?", params=[run_id]).pl()
     finally:
         con.close()
+
+
+def read_latest_leaderboard(path: str | Path) -> tuple[dict[str, object], pl.DataFrame]:
+    """The most recently published run (run_id, as_of, champion, published_at) and its leaderboard.
+
+    Raises
+    ------
+    PoolcastError
+        When the database does not exist or holds no published run.
+    """
+    if not Path(path).is_file():
+        raise PoolcastError(f"{path}: no outputs database; run `poolcast run` first")
+    runs = read_table(path, "runs").sort("published_at", descending=True)
+    if runs.is_empty():
+        raise PoolcastError(f"{path}: no published run yet")
+    latest = runs.row(0, named=True)
+    return latest, read_table(path, "leaderboard", run_id=latest["run_id"])

@@ -457,3 +457,43 @@ def describe_candidate(factory: Any, split: Any) -> Any:
     """``describe()`` of a fresh candidate fitted on one backtest split's training rows
     (the last origin's fit, for the child run's coefficient and random-effect tables)."""
     return factory().fit(split.train).describe()
+
+
+#: Leaderboard columns shown by ``poolcast leaderboard`` and in the README.
+LEADERBOARD_COLUMNS: tuple[str, ...] = (
+    "candidate",
+    "status",
+    "scaled_pinball",
+    "mase",
+    "mae",
+    "wape",
+    "bias",
+    "coverage_80",
+    "coverage_95",
+    "crps",
+    "fit_seconds",
+)
+
+
+def leaderboard_markdown(
+    board: pl.DataFrame, *, columns: Sequence[str] = LEADERBOARD_COLUMNS, digits: int = 3
+) -> str:
+    """A leaderboard as a GitHub markdown table, rows in the board's order.
+
+    Columns the board lacks are skipped; floats are rounded to `digits` decimals and a failed
+    candidate's empty metrics print as ``-``.
+    """
+    shown = [c for c in columns if c in board.columns]
+    lines = ["| " + " | ".join(shown) + " |", "|" + "|".join("---" for _ in shown) + "|"]
+    for row in board.select(shown).iter_rows(named=True):
+        cells = []
+        for name in shown:
+            value = row[name]
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                cells.append("-")
+            elif isinstance(value, float):
+                cells.append(f"{value:.{digits}f}")
+            else:
+                cells.append(str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

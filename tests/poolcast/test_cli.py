@@ -198,3 +198,40 @@ def test_validate_reads_caps_and_gap_policy_from_the_config(tmp_path: Path) -> N
     assert payload["rows_accepted"] == 4
     assert payload["gap_policy"] == "zero"
     assert payload["gaps"] == 0
+
+
+def _write_outputs_db(path: Path) -> None:
+    import duckdb
+
+    con = duckdb.connect(str(path))
+    con.execute(
+        "CREATE TABLE runs (run_id VARCHAR, as_of DATE, champion VARCHAR, published_at TIMESTAMP)"
+    )
+    con.execute(
+        "INSERT INTO runs VALUES ('old', DATE '2011-10-01', 'moving_average', TIMESTAMP '2026-01-01 00:00'),"
+        " ('new', DATE '2011-11-01', 'glmm_nb2_ri', TIMESTAMP '2026-02-01 00:00')"
+    )
+    con.execute(
+        "CREATE TABLE leaderboard (run_id VARCHAR, candidate VARCHAR, status VARCHAR, scaled_pinball DOUBLE)"
+    )
+    con.execute(
+        "INSERT INTO leaderboard VALUES ('old', 'moving_average', 'ok', 1.0),"
+        " ('new', 'glmm_nb2_ri', 'ok', 0.5), ('new', 'gee_poisson_ar1', 'failed', NULL)"
+    )
+    con.close()
+
+
+def test_leaderboard_prints_the_latest_run_as_markdown(tmp_path: Path) -> None:
+    _write_outputs_db(tmp_path / "outputs.duckdb")
+    result = runner.invoke(app, ["leaderboard", "--work-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "run new as of 2011-11-01: champion glmm_nb2_ri" in result.output
+    assert "| glmm_nb2_ri | ok | 0.500 |" in result.output
+    assert "| gee_poisson_ar1 | failed | - |" in result.output
+    assert "moving_average" not in result.output
+
+
+def test_leaderboard_without_a_database_fails_with_one_line(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["leaderboard", "--work-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "no outputs database" in result.output
