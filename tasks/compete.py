@@ -28,10 +28,15 @@ def candidate_lineup(
     config: PipelineConfig, validated: ValidationResult
 ) -> dict[str, Callable[[], Any]]:
     """Factories of the candidates to run: the default line-up for what the data has (customer
-    counts; a promo flag that is ever 1), or the names in ``[backtest] candidates``."""
-    has_promo = bool(validated.panel.get_column("promo").max() or 0)
+    counts; a promo flag that is ever 1; the number of SKUs: above ``AGQ_MAX_SKUS`` the AGQ
+    GLMM leaves the default line-up), or the names in ``[backtest] candidates``."""
+    panel = validated.panel
+    has_promo = bool(panel.get_column("promo").max() or 0)
     return default_candidates(
-        has_customers=validated.has_customers, has_promo=has_promo, names=config.backtest.candidates
+        has_customers=validated.has_customers,
+        has_promo=has_promo,
+        names=config.backtest.candidates,
+        n_skus=panel.get_column("sku").n_unique(),
     )
 
 

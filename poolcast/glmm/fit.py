@@ -25,6 +25,7 @@ def fit(
     trials: Any = None,
     weights: Any = None,
     control: GlmmControl | None = None,
+    start: dict[str, Any] | None = None,
 ) -> GlmmResults:
     """Fit a GLMM by maximum likelihood (Laplace, or adaptive Gauss-Hermite quadrature).
 
@@ -42,6 +43,13 @@ def fit(
     offset, trials, weights : str or array-like, optional
         Column name or array.
     control : GlmmControl, optional
+    start : dict, optional
+        Start values of the outer optimisation, e.g. the estimates of a fit of the same
+        formula on similar data (a warm start): keys ``"theta"`` (relative covariance
+        factor, ``results.opt_summary.theta``), ``"beta"`` (fixed effects, design order) and,
+        for NB2, ``"nb_theta"`` (the size); any key left out gets the default start (lme4's
+        theta, a GLM's beta, a moment estimate of the size). Only the path to the optimum
+        changes, not the optimum; with ``"theta"`` given the stage-1 search is skipped.
 
     Returns
     -------
@@ -53,9 +61,14 @@ def fit(
         raise InvalidParameterError(
             f"method='laplace' needs n_agq=1 (got {n_agq}); use method='agq'."
         )
+    unknown = sorted(set(start or {}) - {"theta", "beta", "nb_theta"})
+    if unknown:
+        raise InvalidParameterError(
+            f"start has unknown key(s) {unknown}; use 'theta', 'beta' and/or 'nb_theta'."
+        )
     control = control or GlmmControl()
     design = build_design(
         formula, data, family=family, offset=offset, trials=trials, weights=weights, control=control
     )
     objective = make_objective(design, n_agq=n_agq, control=control)
-    return make_results(design, objective, optimize(objective, control=control))
+    return make_results(design, objective, optimize(objective, start=start, control=control))

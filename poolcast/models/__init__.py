@@ -20,6 +20,7 @@ from poolcast.models.glm import (
 )
 from poolcast.models.glmm import (
     GlmmCandidate,
+    GlmmNegBinDynamic,
     GlmmNegBinRandomIntercept,
     GlmmNegBinRandomInterceptSlope,
     GlmmPoissonRandomIntercept,
@@ -45,6 +46,7 @@ __all__ = [
     "GeePoissonAR1",
     "GeePoissonExchangeable",
     "GlmmCandidate",
+    "GlmmNegBinDynamic",
     "GlmmNegBinRandomIntercept",
     "GlmmNegBinRandomInterceptSlope",
     "GlmmPoissonRandomIntercept",

@@ -11,6 +11,7 @@ from poolcast.models.baselines import MovingAverage, SeasonalNaive
 from poolcast.models.gee import GeePoissonAR1, GeePoissonExchangeable
 from poolcast.models.glm import PooledNegBinGlm, PooledPoissonGlm, SkuFixedEffectsNegBinGlm
 from poolcast.models.glmm import (
+    GlmmNegBinDynamic,
     GlmmNegBinRandomIntercept,
     GlmmNegBinRandomInterceptSlope,
     GlmmPoissonRandomIntercept,
@@ -41,6 +42,7 @@ CANDIDATE_CLASSES: dict[str, type[Candidate]] = {
         GlmmPoissonRandomInterceptSlope,
         GlmmNegBinRandomInterceptSlope,
         GlmmPoissonRandomInterceptAgq,
+        GlmmNegBinDynamic,
     )
 }
 CANDIDATE_NAMES: tuple[str, ...] = tuple(CANDIDATE_CLASSES)
@@ -90,7 +92,7 @@ def default_candidates(
     n_skus : int or None
         Number of SKUs in the panel. When given and above ``agq_max_skus``, the default
         line-up leaves out ``glmm_poisson_ri_agq`` (measured ~10x the cost of the Laplace fit
-        of the same model: ~7 min per origin at 10k SKUs on 2 cores). Naming it in ``names``
+        of the same model: about 1 CPU-minute per origin at 10k SKUs, 15x the pooled GLM, see benchmarks/README.md). Naming it in ``names``
         runs it anyway.
     agq_max_skus : int
         The SKU count above which AGQ leaves the default line-up.

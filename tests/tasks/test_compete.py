@@ -10,6 +10,7 @@ import pytest
 from poolcast.backtest import prepare_splits
 from poolcast.config import BacktestConfig, FeatureConfig, PipelineConfig
 from poolcast.models.baselines import MovingAverage, SeasonalNaive
+from poolcast.models.registry import AGQ_MAX_SKUS
 from poolcast.reporting import CandidateFailure, CandidateRun
 from poolcast.simulate import simulate_panel
 from tasks import compete
@@ -59,12 +60,31 @@ def test_leaderboard_puts_failures_last_and_select_skips_them(splits):
 
 def test_lineup_passes_what_the_data_has_and_the_configured_names():
     class Validated:
-        panel = pl.DataFrame({"promo": pl.Series([0, 1], dtype=pl.Int8)})
+        panel = pl.DataFrame({"sku": ["a", "b"], "promo": pl.Series([0, 1], dtype=pl.Int8)})
         has_customers = False
 
     lineup = compete.candidate_lineup.fn(CONFIG, Validated())
     assert {"seasonal_naive", "glmm_poisson_ri_slope"} <= set(lineup)  # promo varies: slope GLMMs
-    Validated.panel = pl.DataFrame({"promo": pl.Series([0, 0], dtype=pl.Int8)})
+    assert "glmm_poisson_ri_agq" in lineup  # 2 SKUs: AGQ is affordable
+    Validated.panel = pl.DataFrame({"sku": ["a", "b"], "promo": pl.Series([0, 0], dtype=pl.Int8)})
     assert "glmm_poisson_ri_slope" not in compete.candidate_lineup.fn(CONFIG, Validated())
     only = replace(CONFIG, backtest=replace(CONFIG.backtest, candidates=("moving_average",)))
     assert list(compete.candidate_lineup.fn(only, Validated())) == ["moving_average"]
+
+
+def test_lineup_drops_agq_above_agq_max_skus_unless_named():
+    n = AGQ_MAX_SKUS + 1
+
+    class Validated:
+        panel = pl.DataFrame(
+            {
+                "sku": [f"s{i}" for i in range(n)],
+                "promo": pl.Series([0, 1] * (n // 2) + [0] * (n % 2), dtype=pl.Int8),
+            }
+        )
+        has_customers = True
+
+    lineup = compete.candidate_lineup.fn(CONFIG, Validated())
+    assert "glmm_poisson_ri_agq" not in lineup and "glmm_poisson_ri" in lineup
+    named = replace(CONFIG, backtest=replace(CONFIG.backtest, candidates=("glmm_poisson_ri_agq",)))
+    assert list(compete.candidate_lineup.fn(named, Validated())) == ["glmm_poisson_ri_agq"]

@@ -106,3 +106,31 @@ def test_row_order_does_not_matter():
     ra = a.ranef["g"].sort(["level", "term"])
     rb = b.ranef["g"].sort(["level", "term"])
     np.testing.assert_allclose(ra["mode"].to_numpy(), rb["mode"].to_numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("family", "formula"),
+    [("poisson", "y ~ x + (1 + x | g)"), ("negbin", "y ~ x + (1 | g)")],
+)
+def test_a_warm_start_reaches_the_cold_start_optimum(family, formula):
+    # start the fit of one panel from the estimates of another panel of the same model
+    # (as a candidate's horizon h+1 from horizon h): only the optimiser's path may change
+    other = fit(formula, simulate_panel(n_groups=40, family=family, seed=11), family=family)
+    data = simulate_panel(n_groups=40, family=family, seed=12)
+    opt = other.opt_summary
+    start = {"theta": opt.theta, "beta": opt.beta, "nb_theta": opt.nb_theta}
+    cold = fit(formula, data, family=family)
+    warm = fit(formula, data, family=family, start=start)
+    assert warm.opt_summary.x0[: len(opt.theta)] == pytest.approx(opt.theta)  # start was used
+    assert warm.loglik == pytest.approx(cold.loglik, abs=1e-6)
+    assert warm.fixef == pytest.approx(cold.fixef, abs=1e-4)
+    assert warm.fixef_se == pytest.approx(cold.fixef_se, rel=1e-3)
+    for term, sd in cold.sd["g"].items():
+        assert warm.sd["g"][term] == pytest.approx(sd, abs=1e-4)
+    if family == "negbin":
+        assert warm.theta == pytest.approx(cold.theta, rel=1e-3)
+
+
+def test_start_rejects_unknown_keys():
+    with pytest.raises(InvalidParameterError, match="unknown key"):
+        fit("y ~ x + (1 | g)", simulate_panel(n_groups=10, seed=2), start={"sigma": 1.0})

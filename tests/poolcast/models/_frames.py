@@ -45,8 +45,16 @@ def simulate_feature_frame(
     alpha: float = 0.0,
     promo_rate: float = 0.0,
     customers: bool = False,
+    level_ar: float = 0.0,
+    sd_level: float = 0.0,
+    sd_sku_seasonal: float = 0.0,
     seed: int = 0,
 ) -> SimulatedPanel:
+    """Simulate the panel; ``sd_level > 0`` adds a persistent SKU level
+    l_it = level_ar * l_i,t-1 + N(0, sd_level^2) (stationary start), and
+    ``sd_sku_seasonal > 0`` a SKU-specific annual cycle A_i sin(2 pi m / 12 + phi_i) with
+    A_i ~ |N(0, sd_sku_seasonal^2)|, phi_i ~ U(0, 2 pi), both added to log mu. Off by default
+    (then no extra random numbers are drawn)."""
     rng = np.random.default_rng(seed)
     skus = [f"S{i:04d}" for i in range(n_sku)]
     a = rng.normal(0.0, sd_sku, n_sku)
@@ -70,6 +78,16 @@ def simulate_feature_frame(
     )
     if customers:
         eta = eta + beta_cust * (cust - 4.0)
+    if sd_level > 0:
+        level = np.empty((n_sku, n_months))
+        level[:, 0] = rng.normal(0.0, sd_level / np.sqrt(1.0 - level_ar**2), n_sku)
+        for k in range(1, n_months):
+            level[:, k] = level_ar * level[:, k - 1] + rng.normal(0.0, sd_level, n_sku)
+        eta = eta + level
+    if sd_sku_seasonal > 0:
+        amp = np.abs(rng.normal(0.0, sd_sku_seasonal, n_sku))
+        phase = rng.uniform(0.0, 2 * np.pi, n_sku)
+        eta = eta + amp[:, None] * np.sin(2 * np.pi * moy[None, :] / 12 + phase[:, None])
     mu = np.exp(eta)
     if alpha > 0:
         mu = mu * rng.gamma(1 / alpha, alpha, mu.shape)

@@ -38,7 +38,7 @@ def fitted(small_panel):
     return {name: CANDIDATE_CLASSES[name]().fit(train) for name in CANDIDATE_NAMES}
 
 
-def test_twelve_stable_candidate_names():
+def test_thirteen_stable_candidate_names():
     assert CANDIDATE_NAMES == (
         "seasonal_naive",
         "moving_average",
@@ -52,6 +52,7 @@ def test_twelve_stable_candidate_names():
         "glmm_poisson_ri_slope",
         "glmm_nb2_ri_slope",
         "glmm_poisson_ri_agq",
+        "glmm_nb2_ri_dynamic",
     )
 
 

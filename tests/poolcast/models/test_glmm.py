@@ -6,8 +6,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from poolcast.errors import InvalidParameterError
+from poolcast.errors import DataContractError, InvalidParameterError
 from poolcast.models import (
+    GlmmNegBinDynamic,
     GlmmNegBinRandomIntercept,
     GlmmPoissonRandomIntercept,
     GlmmPoissonRandomInterceptAgq,
@@ -132,3 +133,156 @@ def test_glmm_interval_calibration_on_a_held_out_month(ri_panel, ri_fit):
     assert np.mean(y < lo) <= 0.1 + tol and np.mean(y <= lo) >= 0.1 - tol
     assert np.mean(y < hi) <= 0.9 + tol and np.mean(y <= hi) >= 0.9 - tol
     assert 0.70 <= np.mean((y >= lo) & (y <= hi)) <= 0.95
+
+
+@pytest.fixture(scope="module")
+def dynamic_panel():
+    # each SKU's log level is its own AR(1) (rho 0.9) plus its own annual cycle (random
+    # amplitude and phase): a random intercept + global Fourier terms cannot track either,
+    # while the SKU's recent mean and last year's same month carry the signal
+    sim = simulate_feature_frame(
+        n_sku=80,
+        n_months=36,
+        horizons=(1,),
+        beta0=2.5,
+        sd_sku=0.5,
+        alpha=0.1,
+        level_ar=0.9,
+        sd_level=0.25,
+        sd_sku_seasonal=0.5,
+        seed=41,
+    )
+    cut = sim.months[-4]
+    return sim.frame.filter(pl.col("month") < cut), sim.frame.filter(pl.col("month") >= cut)
+
+
+def test_dynamic_candidate_uses_recent_history_and_beats_the_random_intercept(dynamic_panel):
+    train, test = dynamic_panel
+    rows = test.with_columns(sales=pl.lit(None, pl.Int64))
+    y = test.get_column("sales").to_numpy()
+    dyn = GlmmNegBinDynamic(include_promo=False).fit(train)
+    ri = GlmmNegBinRandomIntercept(include_promo=False).fit(train)
+    report = dyn.describe()
+    assert report.formulas[1].endswith("+ log1p_sales_rm_3 + log1p_sales_lag_seasonal + (1 | sku)")
+    coefs = report.coefficients
+    est, se = coefs.filter(pl.col("term") == "log1p_sales_rm_3").row(0)[1:3]
+    assert est > 3 * se > 0  # a persistent level: the recent mean predicts the next month
+    rng = np.random.default_rng(5)
+    mae = {
+        m.name: np.mean(
+            np.abs(m.predict_distribution(rows, quantiles=(0.5,), n_samples=10, rng=rng).mean - y)
+        )
+        for m in (dyn, ri)
+    }
+    assert mae["glmm_nb2_ri_dynamic"] < mae["glmm_nb2_ri"]
+
+
+def test_dynamic_candidate_missing_seasonal_lag_indicator(dynamic_panel):
+    # the indicator is constant (dropped) on the full panel; masking makes it vary
+    train, test = dynamic_panel
+    # a quarter of the SKUs lose their seasonal lag (too short a history)
+    short = train.get_column("sku").unique().sort().to_list()[::4]
+    masked = train.with_columns(
+        pl.when(pl.col("sku").is_in(short))
+        .then(None)
+        .otherwise(pl.col("sales_lag_seasonal"))
+        .alias("sales_lag_seasonal")
+    )
+    dyn = GlmmNegBinDynamic(include_promo=False, seasonal_fallback="indicator").fit(masked)
+    spec = dyn.models_[1].spec
+    assert spec.terms[-3:] == (
+        "log1p_sales_rm_3",
+        "log1p_sales_lag_seasonal",
+        "seasonal_lag_missing",
+    )
+    frame = dyn._with_history(masked)
+    missing = frame.get_column("seasonal_lag_missing").to_numpy()
+    np.testing.assert_array_equal(missing, frame.get_column("sku").is_in(short).to_numpy())
+    assert np.all(frame.get_column("log1p_sales_lag_seasonal").to_numpy()[missing == 1] == 0.0)
+    fc = dyn.predict_distribution(
+        test.with_columns(sales=pl.lit(None, pl.Int64)),
+        quantiles=(0.5,),
+        n_samples=5,
+        rng=np.random.default_rng(0),
+    )
+    assert np.all(np.isfinite(fc.mean))
+
+
+def test_dynamic_candidate_validates_history_terms_and_columns(dynamic_panel):
+    train, _ = dynamic_panel
+    for bad in ((), ("rm_3", "rm_3"), ("rm_6",)):
+        with pytest.raises(InvalidParameterError, match="history_terms"):
+            GlmmNegBinDynamic(history_terms=bad).fit(train)
+    with pytest.raises(DataContractError, match="sales_rm_3"):
+        GlmmNegBinDynamic().fit(train.drop("sales_rm_3"))
+
+
+@pytest.mark.filterwarnings("ignore::poolcast.errors.SingularFitWarning")  # no promo slope in truth
+def test_each_horizon_warm_starts_from_the_previous_and_reaches_the_cold_optimum():
+    from poolcast.glmm import fit as glmm_fit
+    from poolcast.models._design import build_covariate_frame
+
+    sim = simulate_feature_frame(
+        n_sku=60, n_months=24, horizons=(1, 2, 3), sd_sku=0.5, promo_rate=0.3, seed=5
+    )
+    train, _ = split_last_month(sim.frame)
+    model = GlmmPoissonRandomInterceptSlope().fit(train)
+    conv = model.describe().convergence
+    assert conv["h=1"]["warm_start_from_horizon"] is None
+    assert conv["h=2"]["warm_start_from_horizon"] == 1
+    assert conv["h=3"]["warm_start_from_horizon"] == 2
+    # the warm-started horizon-3 fit equals a cold engine fit of the same formula and rows
+    m3 = model.models_[3]
+    train_3 = train.filter(pl.col("horizon") == 3).sort("sku", "month")
+    assert m3.formula.endswith("(1 + promo | sku)")
+    cold = glmm_fit(m3.formula, build_covariate_frame(m3.spec, train_3), family="poisson")
+    warm = m3.results
+    assert warm.loglik == pytest.approx(cold.loglik, abs=1e-6)
+    assert warm.fixef == pytest.approx(cold.fixef, abs=1e-4)
+    for term, sd in cold.sd["sku"].items():
+        assert warm.sd["sku"][term] == pytest.approx(sd, abs=1e-4)
+    # a refit starts afresh (no warm start carried over from the previous fit)
+    assert model.fit(train).describe().convergence["h=1"]["warm_start_from_horizon"] is None
+
+
+def test_dynamic_candidate_recent_fallback_for_a_missing_seasonal_lag(dynamic_panel):
+    train, _ = dynamic_panel
+    masked = train.with_columns(
+        pl.when(pl.col("month") < train.get_column("month").min() + pl.duration(days=200))
+        .then(None)
+        .otherwise(pl.col("sales_lag_seasonal"))
+        .alias("sales_lag_seasonal")
+    )
+    dyn = GlmmNegBinDynamic(include_promo=False, seasonal_fallback="recent").fit(masked)
+    assert "seasonal_lag_missing" not in dyn.models_[1].spec.terms
+    frame = dyn._with_history(masked)
+    lag = masked.get_column("sales_lag_seasonal").to_numpy().astype(float)
+    want = np.log1p(np.where(np.isnan(lag), masked.get_column("sales_rm_3").to_numpy(), lag))
+    np.testing.assert_allclose(frame.get_column("log1p_sales_lag_seasonal").to_numpy(), want)
+    with pytest.raises(InvalidParameterError, match="seasonal_fallback"):
+        GlmmNegBinDynamic(seasonal_fallback="zero").fit(train)
+
+
+class _WarmStartEndsUnconverged(GlmmPoissonRandomIntercept):
+    """The engine's answer to a warm start is marked unconverged, as seen on Rossmann."""
+
+    def _fit_glmm(self, formula, data, *, n_agq, start, horizon):
+        import dataclasses
+
+        self.calls.append((horizon, start is not None))
+        res = super()._fit_glmm(formula, data, n_agq=n_agq, start=start, horizon=horizon)
+        return dataclasses.replace(res, converged=False) if start is not None else res
+
+
+def test_an_unconverged_warm_start_is_refitted_from_the_default_start():
+    sim = simulate_feature_frame(n_sku=60, n_months=24, horizons=(1, 2, 3), sd_sku=0.5, seed=5)
+    train, _ = split_last_month(sim.frame)
+    model = _WarmStartEndsUnconverged()
+    model.calls = []
+    model.fit(train)
+    horizons = sorted(model.models_)
+    expected = [(horizons[0], False)] + [c for h in horizons[1:] for c in ((h, True), (h, False))]
+    assert model.calls == expected
+    conv = model.describe().convergence
+    assert all(conv[f"h={h}"]["warm_start_from_horizon"] is None for h in horizons)
+    assert all(m.results.converged for m in model.models_.values())
