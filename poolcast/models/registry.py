@@ -91,9 +91,9 @@ def default_candidates(
 
     n_skus : int or None
         Number of SKUs in the panel. When given and above ``agq_max_skus``, the default
-        line-up leaves out ``glmm_poisson_ri_agq`` (measured ~10x the cost of the Laplace fit
-        of the same model: about 1 CPU-minute per origin at 10k SKUs, 15x the pooled GLM, see benchmarks/README.md). Naming it in ``names``
-        runs it anyway.
+        line-up leaves out ``glmm_poisson_ri_agq`` (about 1 CPU-minute per origin at 10k SKUs,
+        15x the pooled GLM and 5x the Laplace fit of the same model; benchmarks/README.md).
+        Naming it in ``names`` runs it anyway.
     agq_max_skus : int
         The SKU count above which AGQ leaves the default line-up.
 
