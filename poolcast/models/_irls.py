@@ -21,9 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import linalg, special
+from scipy import linalg
 
-from poolcast.models._negbin import ALPHA_MIN, estimate_alpha_ml, nb2_kernel, nb2_loglik
+from poolcast.models._negbin import (
+    count_loglik,
+    estimate_alpha_ml,
+    nb2_kernel,
+)
 
 __all__ = ["GlmFitResult", "fit_glm", "fit_nb2_glm"]
 
@@ -41,12 +45,6 @@ class GlmFitResult:
     n_iter: int
     converged: bool
     loglik: float
-
-
-def _loglik(y: np.ndarray, mu: np.ndarray, alpha: float) -> float:
-    if alpha <= ALPHA_MIN:
-        return float(np.sum(y * np.log(np.maximum(mu, 1e-300)) - mu - special.gammaln(y + 1.0)))
-    return nb2_loglik(y, mu, alpha)
 
 
 def _wls(x: np.ndarray, w: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -96,7 +94,7 @@ def fit_glm(
             break
     w = mu / (1.0 + alpha * mu)
     cov = linalg.inv((x.T * w) @ x)
-    return GlmFitResult(beta, cov, float(alpha), mu, it, converged, _loglik(y, mu, alpha))
+    return GlmFitResult(beta, cov, float(alpha), mu, it, converged, count_loglik(y, mu, alpha))
 
 
 def fit_nb2_glm(

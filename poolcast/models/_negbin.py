@@ -17,6 +17,7 @@ from scipy import optimize, special
 
 __all__ = [
     "ALPHA_MIN",
+    "count_loglik",
     "estimate_alpha_ml",
     "estimate_alpha_moments",
     "nb2_kernel",
@@ -42,6 +43,13 @@ def nb2_loglik(y: np.ndarray, mu: np.ndarray, alpha: float) -> float:
             + y * (np.log(alpha * mu + 1e-300) - np.log1p(alpha * mu))
         )
     )
+
+
+def count_loglik(y: np.ndarray, mu: np.ndarray, alpha: float) -> float:
+    """Log-likelihood of counts under NB2 with dispersion `alpha`, or Poisson when alpha <= ALPHA_MIN."""
+    if alpha <= ALPHA_MIN:
+        return float(np.sum(y * np.log(np.maximum(mu, 1e-300)) - mu - special.gammaln(y + 1.0)))
+    return nb2_loglik(y, mu, alpha)
 
 
 def nb2_kernel(y: np.ndarray, mu: np.ndarray, alpha: float) -> float:

@@ -26,9 +26,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import linalg, special
+from scipy import linalg
 
-from poolcast.models._negbin import ALPHA_MIN, estimate_alpha_ml, nb2_kernel, nb2_loglik
+from poolcast.models._negbin import (
+    count_loglik,
+    estimate_alpha_ml,
+    nb2_kernel,
+)
 
 __all__ = ["SkuFitResult", "fit_sku_fixed_effects"]
 
@@ -66,12 +70,6 @@ class SkuFitResult:
     n_iter: int
     converged: bool
     loglik: float
-
-
-def _loglik(y: np.ndarray, mu: np.ndarray, alpha: float) -> float:
-    if alpha <= ALPHA_MIN:
-        return float(np.sum(y * np.log(np.maximum(mu, 1e-300)) - mu - special.gammaln(y + 1.0)))
-    return nb2_loglik(y, mu, alpha)
 
 
 def _score_run(
@@ -212,7 +210,7 @@ def fit_sku_fixed_effects(
         total_iter += it
         converged = ok and converged
     mu = np.exp(np.minimum(a[gk] + xk @ beta, _ETA_MAX))
-    loglik = _loglik(yk, mu, alpha)
+    loglik = count_loglik(yk, mu, alpha)
     a_full = np.empty(n_groups)
     se_full = np.full(n_groups, np.nan)
     a_full[live] = a
