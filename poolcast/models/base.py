@@ -362,6 +362,12 @@ class CovariateCandidate(Candidate):
     }
     _required_columns: ClassVar[tuple[str, ...]] = ("sku", "horizon", "month", "sales", "t")
 
+    @property
+    def coef_(self) -> dict[int, np.ndarray]:
+        """Fixed-effect coefficients per horizon (each fitted model exposes ``beta``)."""
+        self._check_is_fitted()
+        return {h: np.asarray(m.beta) for h, m in self.models_.items()}
+
     def _check_horizon_frame(self, train_h: pl.DataFrame, horizon: int) -> None:
         total = train_h.get_column("sales").sum()
         if not total:

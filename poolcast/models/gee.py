@@ -180,11 +180,6 @@ class GeePoisson(CovariateCandidate):
         self._check_is_fitted()
         return {h: m.results for h, m in self.models_.items()}
 
-    @property
-    def coef_(self) -> dict[int, np.ndarray]:
-        self._check_is_fitted()
-        return {h: m.beta for h, m in self.models_.items()}
-
     def _predict_horizon(
         self, model: _GeeModel, rows_h: pl.DataFrame, n_samples: int, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:

@@ -146,11 +146,6 @@ class PooledGlm(CovariateCandidate):
             warnings=record_warnings(caught),
         )
 
-    @property
-    def coef_(self) -> dict[int, np.ndarray]:
-        self._check_is_fitted()
-        return {h: m.beta for h, m in self.models_.items()}
-
     def _predict_horizon(
         self, model: _GlmModel, rows_h: pl.DataFrame, n_samples: int, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -326,11 +321,6 @@ class SkuFixedEffectsNegBinGlm(CovariateCandidate):
             converged=res.converged,
             loglik=res.loglik,
         )
-
-    @property
-    def coef_(self) -> dict[int, np.ndarray]:
-        self._check_is_fitted()
-        return {h: m.beta for h, m in self.models_.items()}
 
     def _predict_horizon(
         self, model: _SkuModel, rows_h: pl.DataFrame, n_samples: int, rng: np.random.Generator

@@ -62,6 +62,10 @@ class _GlmmModel:
     warnings: list[str] = field(default_factory=list)
     warm_start_from: int | None = None
 
+    @property
+    def beta(self) -> np.ndarray:
+        return np.asarray(self.results.beta)
+
 
 class GlmmCandidate(CovariateCandidate):
     """Random-intercept (and optional promo-slope) GLMM per horizon; see module notes.
@@ -210,11 +214,6 @@ class GlmmCandidate(CovariateCandidate):
     def results_(self) -> dict[int, Any]:
         self._check_is_fitted()
         return {h: m.results for h, m in self.models_.items()}
-
-    @property
-    def coef_(self) -> dict[int, np.ndarray]:
-        self._check_is_fitted()
-        return {h: np.asarray(m.results.beta) for h, m in self.models_.items()}
 
     def _predict_horizon(
         self, model: _GlmmModel, rows_h: pl.DataFrame, n_samples: int, rng: np.random.Generator
