@@ -82,6 +82,9 @@ class OriginSplit:
     scale : pl.DataFrame
         ``sku, mase_scale, scale_lag, n_observed`` from
         :func:`~poolcast.metrics.seasonal_naive_scale` on the history up to the origin.
+    history : pl.DataFrame
+        The validated panel up to the origin, for series candidates
+        (``fit(train, history=...)``).
     """
 
     origin: date
@@ -89,6 +92,7 @@ class OriginSplit:
     test: pl.DataFrame
     spec: FeatureSpec
     scale: pl.DataFrame
+    history: pl.DataFrame
 
 
 @dataclass(frozen=True)
@@ -217,7 +221,11 @@ def prepare_splits(
             .sort("horizon", "sku")
         )
         scale = seasonal_naive_scale(history)
-        splits.append(OriginSplit(origin=origin, train=train, test=test, spec=spec, scale=scale))
+        splits.append(
+            OriginSplit(
+                origin=origin, train=train, test=test, spec=spec, scale=scale, history=history
+            )
+        )
     return splits
 
 
@@ -335,7 +343,7 @@ def backtest_candidate(
     for k, split in enumerate(splits):
         model = factory()
         start = time.perf_counter()
-        model.fit(split.train)
+        model.fit(split.train, history=split.history)
         fit_seconds += time.perf_counter() - start
         rows = split.test.with_columns(sales=pl.lit(None, pl.Int64))
         start = time.perf_counter()

@@ -281,7 +281,7 @@ def fit_champion(
     from poolcast.features import build_training_frame, make_feature_spec
 
     spec = make_feature_spec(history, feature_config)
-    candidate = factory().fit(build_training_frame(history, spec))
+    candidate = factory().fit(build_training_frame(history, spec), history=history)
     return ChampionForecaster(name, candidate, spec, tuple(quantiles), n_samples, seed)
 
 

@@ -130,6 +130,8 @@ class Candidate:
     name: ClassVar[str] = "candidate"
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {}
     _required_columns: ClassVar[tuple[str, ...]] = ("sku", "horizon", "sales")
+    #: True for candidates fitted on the monthly panel (``fit(train, history=panel)``).
+    needs_history: ClassVar[bool] = False
 
     # -- sklearn-style parameter handling -------------------------------------------------
     @classmethod
@@ -170,7 +172,7 @@ class Candidate:
                 "poolcast.features (build_training_frame / build_forecast_frame)"
             )
 
-    def fit(self, train: pl.DataFrame) -> Self:
+    def fit(self, train: pl.DataFrame, *, history: pl.DataFrame | None = None) -> Self:
         """Fit one model per horizon on ``train.filter(horizon == h)``.
 
         Parameters
@@ -178,6 +180,12 @@ class Candidate:
         train : pl.DataFrame
             Output of ``poolcast.features.build_training_frame`` (target observed). Rows
             with a null ``sales`` are ignored.
+        history : pl.DataFrame, optional
+            The validated monthly panel up to the origin (one row per SKU and month,
+            completed to the origin). Direct per-horizon candidates ignore it; series
+            candidates (``needs_history = True``: fitted once on the monthly panel and
+            projected h months ahead, e.g. ETS or a latent AR(1) GLMM) override ``fit`` and
+            require it. The backtest and the champion refit always pass it.
 
         Returns
         -------

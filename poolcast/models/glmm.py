@@ -143,7 +143,7 @@ class GlmmCandidate(CovariateCandidate):
             return "(1 + promo | sku)", None
         return "(1 | sku)", spec.dropped.get("promo", "promo not in the fixed part")
 
-    def fit(self, train: pl.DataFrame) -> Self:
+    def fit(self, train: pl.DataFrame, *, history: pl.DataFrame | None = None) -> Self:
         """Fit one GLMM per horizon (see :meth:`CovariateCandidate.fit`).
 
         Horizons are fitted in ascending order and each fit starts the outer optimisation
@@ -154,7 +154,7 @@ class GlmmCandidate(CovariateCandidate):
         """
         self._warm_start: tuple[int, str, dict[str, Any]] | None = None
         try:
-            return super().fit(train)
+            return super().fit(train, history=history)
         finally:
             self._warm_start = None
 

@@ -36,7 +36,7 @@ registered_model_name = "poolcast-flow-test"
 class Exploding(SeasonalNaive):
     """A candidate whose fit always raises."""
 
-    def fit(self, train):
+    def fit(self, train, *, history=None):
         raise RuntimeError("exploding candidate raised on purpose")
 
 

@@ -83,7 +83,7 @@ class RecordingMovingAverage:
     name = "recording_ma"
     log: list[dict[str, object]] = []  # noqa: RUF012 - shared on purpose, reset per test
 
-    def fit(self, train: pl.DataFrame) -> Self:
+    def fit(self, train: pl.DataFrame, *, history: pl.DataFrame | None = None) -> Self:
         ratios = {}
         for h in train["horizon"].unique().to_list():
             part = train.filter((pl.col("horizon") == h) & pl.col("sales_rm_3").is_not_null())
@@ -211,7 +211,7 @@ class _Oracle:
 
     truth: dict[tuple[str, date], float] = {}  # noqa: RUF012
 
-    def fit(self, train: pl.DataFrame) -> Self:
+    def fit(self, train: pl.DataFrame, *, history: pl.DataFrame | None = None) -> Self:
         return self
 
     def predict_distribution(self, rows, *, quantiles, n_samples, rng) -> Forecast:  # type: ignore[no-untyped-def]
@@ -289,7 +289,7 @@ class _DropsRows(RecordingMovingAverage):
 
 
 class _Raises(RecordingMovingAverage):
-    def fit(self, train: pl.DataFrame) -> Self:
+    def fit(self, train: pl.DataFrame, *, history: pl.DataFrame | None = None) -> Self:
         raise np.linalg.LinAlgError("singular matrix")
 
 

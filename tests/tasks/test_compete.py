@@ -22,7 +22,7 @@ CONFIG = PipelineConfig(
 
 
 class Exploding(SeasonalNaive):
-    def fit(self, train):
+    def fit(self, train, *, history=None):
         raise ZeroDivisionError("the model blew up")
 
 
