@@ -137,10 +137,11 @@ def load_source(
 
 
 def _binarise(expr: pl.Expr, threshold: float) -> pl.Expr:
-    """'1' where the value parses to a number >= threshold, '0' where below, raw otherwise."""
+    """'1' where the value parses to a finite number >= threshold, '0' where below, raw
+    otherwise (``inf`` and ``nan`` are kept as read, for the quarantine)."""
     num = expr.str.strip_chars().cast(pl.Float64, strict=False)
     return (
-        pl.when(num.is_null() | num.is_nan())
+        pl.when(num.is_null() | ~num.is_finite())
         .then(expr)
         .when(num >= threshold)
         .then(pl.lit("1"))
