@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import re
 from collections.abc import Callable
@@ -116,6 +117,24 @@ def one_line_errors(command: str) -> Callable[[_F], _F]:
     return decorate
 
 
+class _NoTracebackForExpectedErrors(logging.Filter):
+    """Drop the traceback from Prefect's log record of a poolcast error (one line is enough)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, PoolcastError) and not _State.debug:
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_expected_tracebacks() -> None:
+    """Prefect logs a failed flow's traceback; keep it for --debug and unexpected errors only."""
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoTracebackForExpectedErrors) for f in logger.filters):
+            logger.addFilter(_NoTracebackForExpectedErrors())
+
+
 def _settings_help() -> str:
     """Every setting of the --config file with its default, from poolcast.config's model."""
     from rich.markup import escape
@@ -158,6 +177,10 @@ def run(
         cfg = load_config(config, source=source, mapping=mapping, as_of=as_of, work_dir=work_dir)
         if not cfg.source:
             raise PoolcastError("no source given: pass --source or set source in the --config file")
+        from poolcast.io import check_source
+
+        check_source(cfg.source)  # a missing file fails now, not after Prefect has started
+        _quiet_expected_tracebacks()
         from tasks._prefect_env import use_work_dir
 
         use_work_dir(cfg.work_dir)  # Prefect reads its home when first imported

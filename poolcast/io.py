@@ -37,7 +37,7 @@ import polars as pl
 from poolcast.errors import SourceError
 from poolcast.mapping import Mapping, load_mapping
 
-__all__ = ["ROW_COLUMN", "LoadedSource", "load_source", "source_kind"]
+__all__ = ["ROW_COLUMN", "LoadedSource", "check_source", "load_source", "source_kind"]
 
 #: Name of the source row number column (1 = first data row, header excluded).
 ROW_COLUMN = "_row"
@@ -75,6 +75,20 @@ class LoadedSource:
     def n_rows(self) -> int:
         """Rows read (= rows_in of validation)."""
         return self.frame.height
+
+
+def check_source(source: str | Path) -> None:
+    """Fail fast (before a run starts) when a file source cannot be a source at all.
+
+    A path must be a non-empty regular file (not a directory), and a ``.gz`` must be
+    gzip-compressed. SQL URLs are not contacted here. Raises :class:`SourceError`.
+    """
+    if source_kind(source) == "sql":
+        return
+    path = Path(source)
+    _check_file(path)
+    if path.name.lower().endswith(".gz"):
+        _check_gzip(path)
 
 
 def source_kind(source: str | Path) -> str:
@@ -228,14 +242,8 @@ def _is_gzip(path: Path) -> bool:
         return fh.read(2) == _GZIP_MAGIC
 
 
-def _open_bytes(path: Path) -> io.BufferedIOBase:
-    """The file's (decompressed when gzip) bytes."""
-    return gzip.open(path, "rb") if _is_gzip(path) else path.open("rb")  # type: ignore[return-value]
-
-
-def _read_csv(path: Path, *, separator: str) -> pl.DataFrame:
-    _check_file(path)
-    if path.name.lower().endswith(".gz") and not _is_gzip(path):
+def _check_gzip(path: Path) -> None:
+    if not _is_gzip(path):
         with path.open("rb") as fh:
             head = fh.read(8)
         raise SourceError(
@@ -243,6 +251,17 @@ def _read_csv(path: Path, *, separator: str) -> pl.DataFrame:
             f"b'\\x1f\\x8b'); rename it without .gz if it is plain CSV, or compress it with gzip",
             source=str(path),
         )
+
+
+def _open_bytes(path: Path) -> io.BufferedIOBase:
+    """The file's (decompressed when gzip) bytes."""
+    return gzip.open(path, "rb") if _is_gzip(path) else path.open("rb")  # type: ignore[return-value]
+
+
+def _read_csv(path: Path, *, separator: str) -> pl.DataFrame:
+    _check_file(path)
+    if path.name.lower().endswith(".gz"):
+        _check_gzip(path)
     _check_header(path, separator)
     try:
         frame = pl.read_csv(

@@ -145,12 +145,14 @@ def test_run_calls_the_flow_with_the_options(
     fake = types.ModuleType("flows.monthly_retrain")
     fake.monthly_retrain = lambda **kw: calls.append(kw) or "summary-ok"  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "flows.monthly_retrain", fake)
+    data = tmp_path / "data.csv"
+    data.write_text("Store,Month,Sales\n1,2015-01,3\n")
     result = runner.invoke(
         app,
         [
             "run",
             "--source",
-            "data.csv",
+            str(data),
             "--mapping",
             "rossmann",
             "--as-of",
@@ -162,7 +164,7 @@ def test_run_calls_the_flow_with_the_options(
     assert result.exit_code == 0, result.output
     assert calls == [
         {
-            "source": "data.csv",
+            "source": str(data),
             "mapping": "rossmann",
             "as_of": "2015-06-01",
             "config_path": None,
@@ -256,6 +258,17 @@ def _poolcast(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=120,
     )
+
+
+def test_run_with_a_missing_source_fails_before_prefect_starts(tmp_path: Path) -> None:
+    proc = _poolcast(
+        "run", "--source", "nope.csv", "--work-dir", str(tmp_path / "wd"), cwd=tmp_path
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "poolcast run: error: nope.csv: file not found; check --source"
+    ]
+    assert not (tmp_path / "wd").exists()
 
 
 def test_run_with_a_bad_config_fails_before_anything_runs_in_one_line(tmp_path: Path) -> None:
