@@ -387,3 +387,36 @@ def test_validate_reports_the_inferred_as_of(tmp_path: Path) -> None:
     assert payload["partial_month"] == "2011-12-01"
     assert payload["by_rule"] == {"month_partial": payload["rows_quarantined"]}
     assert "2011-12 is partial" in payload["as_of_note"]
+
+
+def test_prefect_logs_no_traceback_for_a_poolcast_error_unless_debug() -> None:
+    import logging
+
+    from poolcast import cli
+    from poolcast.errors import SourceError
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("prefect.flow_runs")
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        cli._quiet_expected_tracebacks()
+        for exc in (SourceError("x.csv: file not found", source="x.csv"), RuntimeError("bug")):
+            try:
+                raise exc
+            except Exception:
+                logger.error("Encountered exception during execution: %r", exc, exc_info=True)
+        cli._State.debug = True
+        try:
+            raise SourceError("y.csv: file not found", source="y.csv")
+        except Exception:
+            logger.error("again", exc_info=True)
+    finally:
+        cli._State.debug = False
+        logger.removeHandler(handler)
+    assert [r.exc_info is None for r in records] == [True, False, False]
