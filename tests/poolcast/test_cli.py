@@ -389,6 +389,7 @@ def test_validate_reports_the_inferred_as_of(tmp_path: Path) -> None:
     assert "2011-12 is partial" in payload["as_of_note"]
 
 
+@pytest.mark.filterwarnings("ignore:Logger .prefect.flow_runs. attempted to send logs")
 def test_prefect_logs_no_traceback_for_a_poolcast_error_unless_debug() -> None:
     import logging
 
