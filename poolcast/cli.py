@@ -1,26 +1,34 @@
 """The ``poolcast`` command line: ``run``, ``validate``, ``simulate`` and ``leaderboard``.
 
-Errors from poolcast (:class:`~poolcast.errors.PoolcastError`) are caught here, at the
-boundary only, and reported as one line on stderr with a non-zero exit code (1); no
-traceback.
+Every command ends a failure with one line on stderr naming what failed, and exit code 1:
+errors from poolcast (:class:`~poolcast.errors.PoolcastError`) and other expected failures
+(a file that is not a database, a locked database, an OS error) are caught here, at the
+boundary only. The traceback is shown only under ``poolcast --debug <command>`` (or
+``POOLCAST_DEBUG=1``). A new command gets the same behaviour from the
+:func:`one_line_errors` decorator.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import os
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from poolcast.errors import PoolcastError
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "one_line_errors"]
 
 app = typer.Typer(
     name="poolcast",
@@ -32,11 +40,111 @@ app = typer.Typer(
 
 EXIT_ERROR = 1
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class _State:
+    """Global options of the command line (set by the app callback)."""
+
+    debug: bool = os.environ.get("POOLCAST_DEBUG", "") not in ("", "0")
+
+
+@app.callback()
+def _global_options(
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug", help="Show the full traceback of a failure (also POOLCAST_DEBUG=1)."
+        ),
+    ] = False,
+) -> None:
+    """Monthly SKU demand forecasts with GLMMs: validate a source, simulate data, run a retrain."""
+    _State.debug = debug or os.environ.get("POOLCAST_DEBUG", "") not in ("", "0")
+
 
 def _fail(command: str, exc: BaseException) -> typer.Exit:
-    lines = str(exc).strip().splitlines() or [type(exc).__name__]
-    typer.echo(f"poolcast {command}: error: {lines[0]}", err=True)
+    """Print one line naming what failed (or re-raise under --debug) and return Exit(1)."""
+    if _State.debug:
+        raise exc
+    typer.echo(f"poolcast {command}: error: {_one_line(exc)}", err=True)
     return typer.Exit(code=EXIT_ERROR)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of an error's message; the type for errors that are not poolcast's."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    if isinstance(exc, PoolcastError):
+        return text or type(exc).__name__
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        return f"{where}{exc.strerror or text or type(exc).__name__}"
+    return (
+        f"{type(exc).__name__}: {text} (unexpected; rerun with --debug for the traceback)"
+        if text
+        else f"{type(exc).__name__} (unexpected; rerun with --debug for the traceback)"
+    )
+
+
+def one_line_errors(command: str) -> Callable[[_F], _F]:
+    """Decorate a command so that any failure ends in one line on stderr and exit code 1.
+
+    ``typer.Exit`` / usage errors pass through; under ``--debug`` the exception propagates
+    with its traceback. Use it on every command::
+
+        @app.command()
+        @one_line_errors("dashboard")
+        def dashboard(...) -> None: ...
+    """
+
+    def decorate(fn: _F) -> _F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except (typer.Exit, typer.Abort, click.exceptions.ClickException):
+                raise
+            except KeyboardInterrupt:
+                if _State.debug:
+                    raise
+                typer.echo(f"poolcast {command}: interrupted", err=True)
+                raise typer.Exit(code=130) from None
+            except Exception as exc:
+                raise _fail(command, exc) from None
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+class _NoTracebackForExpectedErrors(logging.Filter):
+    """Drop the traceback from Prefect's log record of a poolcast error (one line is enough)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, PoolcastError) and not _State.debug:
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_expected_tracebacks() -> None:
+    """Prefect logs a failed flow's traceback; keep it for --debug and unexpected errors only."""
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoTracebackForExpectedErrors) for f in logger.filters):
+            logger.addFilter(_NoTracebackForExpectedErrors())
+
+
+def _settings_help() -> str:
+    """Every setting of the --config file with its default, from poolcast.config's model."""
+    from rich.markup import escape
+
+    from poolcast.config import settings
+
+    lines = ["Settings of the --config TOML file, key = default (valid values):"]
+    lines += [escape(f"{row['key']} = {row['default']}  ({row['valid']})") for row in settings()]
+    lines.append("README.md (Configuration) says what each one means.")
+    return "\n".join(lines)
 
 
 def _json_default(value: Any) -> Any:
@@ -47,7 +155,8 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-@app.command()
+@app.command(epilog=_settings_help())
+@one_line_errors("run")
 def run(
     source: Annotated[
         str | None, typer.Option(help="CSV/Parquet path or database URL (default: the config's).")
@@ -68,6 +177,10 @@ def run(
         cfg = load_config(config, source=source, mapping=mapping, as_of=as_of, work_dir=work_dir)
         if not cfg.source:
             raise PoolcastError("no source given: pass --source or set source in the --config file")
+        from poolcast.io import check_source
+
+        check_source(cfg.source)  # a missing file fails now, not after Prefect has started
+        _quiet_expected_tracebacks()
         from tasks._prefect_env import use_work_dir
 
         use_work_dir(cfg.work_dir)  # Prefect reads its home when first imported
@@ -87,6 +200,7 @@ def run(
 
 
 @app.command()
+@one_line_errors("leaderboard")
 def leaderboard(
     work_dir: Annotated[
         str, typer.Option("--work-dir", help="The run's work dir (holds outputs.duckdb).")
@@ -97,20 +211,58 @@ def leaderboard(
     ] = None,
 ) -> None:
     """Print the latest published run's leaderboard as a markdown table."""
+    import duckdb
+
     from poolcast.publish import read_latest_leaderboard
     from poolcast.reporting import leaderboard_markdown
 
+    db = outputs_db or Path(work_dir) / "outputs.duckdb"
     try:
-        run, board = read_latest_leaderboard(outputs_db or Path(work_dir) / "outputs.duckdb")
+        _check_duckdb_file(db)
+        run, board = read_latest_leaderboard(db)
     except PoolcastError as exc:
         raise _fail("leaderboard", exc) from None
+    except duckdb.Error as exc:
+        raise _fail("leaderboard", _database_error(db, exc)) from None
     typer.echo(
         f"run {run['run_id']} as of {run['as_of']}: champion {run['champion']}\n\n"
         + leaderboard_markdown(board)
     )
 
 
+def _check_duckdb_file(db: str | Path) -> None:
+    """Refuse an existing file that is not a DuckDB database (its header lacks b'DUCK')."""
+    path = Path(db)
+    if path.is_dir():
+        raise PoolcastError(f"{db}: is a directory, not an outputs database file")
+    if path.is_file():
+        with path.open("rb") as fh:
+            header = fh.read(12)
+        if header[8:12] != b"DUCK":
+            raise PoolcastError(
+                f"{db}: is not a DuckDB outputs database; pass the file `poolcast run` wrote "
+                f"(--outputs-db or --work-dir)"
+            )
+
+
+def _database_error(db: str | Path, exc: Exception) -> PoolcastError:
+    """A DuckDB failure to open the outputs database, in words."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "lock" in text.lower():
+        return PoolcastError(
+            f"{db}: the outputs database is locked by another process (a run still "
+            f"publishing?); retry when it has finished ({text})"
+        )
+    if "not a valid duckdb" in text.lower() or "invalid" in text.lower():
+        return PoolcastError(
+            f"{db}: is not a DuckDB outputs database; pass the file `poolcast run` wrote "
+            f"(--outputs-db or --work-dir) ({text})"
+        )
+    return PoolcastError(f"{db}: cannot read the outputs database: {text}")
+
+
 @app.command()
+@one_line_errors("validate")
 def validate(
     source: Annotated[
         str, typer.Argument(help="CSV/Parquet path or database URL (sqlite:///x.db#table).")
@@ -169,12 +321,14 @@ def validate(
             "mapping": loaded.mapping.name,
             **counts.to_dict(),
             "has_customers": result.has_customers,
+            "as_of_note": result.as_of_note,
             "quarantine_path": str(q_path),
             "gaps_path": str(g_path),
         }
         typer.echo(json.dumps(payload, default=_json_default))
     else:
         _print_counts(result.source, loaded.mapping.name, counts, q_path, g_path)
+        typer.echo(result.as_of_note)
     if counts.rows_accepted == 0:
         typer.echo(
             f"poolcast validate: error: {result.source}: every row was quarantined "
@@ -185,6 +339,7 @@ def validate(
 
 
 @app.command()
+@one_line_errors("simulate")
 def simulate(
     out: Annotated[
         Path, typer.Option(help="Output panel, .csv or .parquet; truth goes to <stem>.truth.json.")
@@ -245,6 +400,7 @@ def _print_counts(source: str, mapping: str, counts: Any, q_path: Path, g_path: 
     table.add_row(f"gaps ({counts.gap_policy})", f"{counts.gaps:,}")
     table.add_row("SKUs", f"{counts.skus:,}")
     table.add_row("months", f"{counts.months} ({counts.first_month} .. {counts.last_month})")
+    table.add_row("as-of", f"{counts.as_of}")
     console.print(table)
     console.print(f"quarantine: {q_path}\ngaps: {g_path}")
 

@@ -11,12 +11,24 @@ Source kinds, chosen from the source string:
   Prefix ``adbc:`` (``adbc:sqlite:///path.db``) to read through ADBC instead. The table
   or query comes from the ``table``/``query`` arguments, else a ``#table`` fragment of the
   URL, else the mapping's ``[source]`` table or query.
-- a path ending ``.parquet`` or ``.pq``: Parquet.
-- any other path (``.csv``, ``.csv.gz``, ``.txt``): CSV with the mapping's separator.
+- a path ending ``.parquet`` or ``.pq``: Parquet (read through pyarrow; time-zone-aware
+  timestamps become their wall-clock time in their own zone, so midnight of the 1st in
+  ``+05:30`` or ``Europe/Berlin`` is that month).
+- any other path (``.csv``, ``.csv.gz``, ``.txt``): CSV with the mapping's separator, UTF-8.
+
+Refused with one line naming the file (and the line or column): a directory, a ``.gz``
+that is not gzip, a CSV with a duplicate header name, an invalid UTF-8 byte or a row with
+more fields than the header (the line number is named; a row with fewer fields reads the
+missing ones as empty, which the validation quarantines when the value is required), and a
+mapped column whose type is not a scalar (list, struct, binary...).
 """
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +37,7 @@ import polars as pl
 from poolcast.errors import SourceError
 from poolcast.mapping import Mapping, load_mapping
 
-__all__ = ["ROW_COLUMN", "LoadedSource", "load_source", "source_kind"]
+__all__ = ["ROW_COLUMN", "LoadedSource", "check_source", "load_source", "source_kind"]
 
 #: Name of the source row number column (1 = first data row, header excluded).
 ROW_COLUMN = "_row"
@@ -63,6 +75,20 @@ class LoadedSource:
     def n_rows(self) -> int:
         """Rows read (= rows_in of validation)."""
         return self.frame.height
+
+
+def check_source(source: str | Path) -> None:
+    """Fail fast (before a run starts) when a file source cannot be a source at all.
+
+    A path must be a non-empty regular file (not a directory), and a ``.gz`` must be
+    gzip-compressed. SQL URLs are not contacted here. Raises :class:`SourceError`.
+    """
+    if source_kind(source) == "sql":
+        return
+    path = Path(source)
+    _check_file(path)
+    if path.name.lower().endswith(".gz"):
+        _check_gzip(path)
 
 
 def source_kind(source: str | Path) -> str:
@@ -124,6 +150,7 @@ def load_source(
         )
     _check_columns(raw, mapping, shown, separator=mapping.separator if kind == "csv" else None)
     wanted = mapping.source_columns(raw.columns)
+    _check_scalar_types(raw, wanted, shown)
     frame = raw.select(
         pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(ROW_COLUMN),
         *[_as_string(raw.schema[src], pl.col(src)).alias(dst) for dst, src in wanted.items()],
@@ -137,10 +164,11 @@ def load_source(
 
 
 def _binarise(expr: pl.Expr, threshold: float) -> pl.Expr:
-    """'1' where the value parses to a number >= threshold, '0' where below, raw otherwise."""
+    """'1' where the value parses to a finite number >= threshold, '0' where below, raw
+    otherwise (``inf`` and ``nan`` are kept as read, for the quarantine)."""
     num = expr.str.strip_chars().cast(pl.Float64, strict=False)
     return (
-        pl.when(num.is_null() | num.is_nan())
+        pl.when(num.is_null() | ~num.is_finite())
         .then(expr)
         .when(num >= threshold)
         .then(pl.lit("1"))
@@ -167,15 +195,74 @@ def _as_string(dtype: pl.DataType, expr: pl.Expr) -> pl.Expr:
         return expr.cast(pl.String)
     if dtype.is_numeric() or dtype == pl.Categorical or isinstance(dtype, pl.Enum):
         return expr.cast(pl.String)
-    # nested or binary values cannot be contract values: keep a readable form for quarantine
-    return expr.map_elements(str, return_dtype=pl.String)
+    return expr.cast(pl.String)  # not reached: _check_scalar_types refused other types
 
 
-def _read_csv(path: Path, *, separator: str) -> pl.DataFrame:
+def _is_scalar(dtype: pl.DataType) -> bool:
+    """Types whose values can be contract values (a string, number, date, time stamp, bool)."""
+    return (
+        dtype in (pl.String, pl.Date, pl.Boolean, pl.Null, pl.Categorical)
+        or isinstance(dtype, (pl.Datetime, pl.Enum))
+        or dtype.is_numeric()
+    )
+
+
+def _check_scalar_types(raw: pl.DataFrame, wanted: dict[str, str], shown: str) -> None:
+    """Refuse a mapped column of list, array, struct, binary, object, time or duration type."""
+    for dst, src in wanted.items():
+        dtype = raw.schema[src]
+        if not _is_scalar(dtype):
+            raise SourceError(
+                f"{shown}: column {src!r} (contract column {dst!r}) has type {dtype}, not a "
+                f"scalar; {dst} must be a string, number or date column: flatten or convert "
+                f"it in the source",
+                source=shown,
+                column=src,
+            )
+
+
+def _check_file(path: Path) -> None:
+    """A readable, non-empty regular file (directories and missing files named as such)."""
+    if path.is_dir():
+        raise SourceError(
+            f"{path}: is a directory, not a file; point --source at a CSV or Parquet file",
+            source=str(path),
+        )
     if not path.is_file():
         raise SourceError(f"{path}: file not found; check --source", source=str(path))
     if path.stat().st_size == 0:
         raise SourceError(f"{path}: the file is empty (0 bytes)", source=str(path))
+
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _is_gzip(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(2) == _GZIP_MAGIC
+
+
+def _check_gzip(path: Path) -> None:
+    if not _is_gzip(path):
+        with path.open("rb") as fh:
+            head = fh.read(8)
+        raise SourceError(
+            f"{path}: is named .gz but is not gzip-compressed (it starts with {head!r}, not "
+            f"b'\\x1f\\x8b'); rename it without .gz if it is plain CSV, or compress it with gzip",
+            source=str(path),
+        )
+
+
+def _open_bytes(path: Path) -> io.BufferedIOBase:
+    """The file's (decompressed when gzip) bytes."""
+    return gzip.open(path, "rb") if _is_gzip(path) else path.open("rb")  # type: ignore[return-value]
+
+
+def _read_csv(path: Path, *, separator: str) -> pl.DataFrame:
+    _check_file(path)
+    if path.name.lower().endswith(".gz"):
+        _check_gzip(path)
+    _check_header(path, separator)
     try:
         frame = pl.read_csv(
             path,
@@ -184,25 +271,116 @@ def _read_csv(path: Path, *, separator: str) -> pl.DataFrame:
             empty_string_is_null=False,
             raise_if_empty=False,
         )
-    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError, EOFError) as exc:
+        where = _diagnose_csv(path, separator)
         raise SourceError(
             f"{path}: cannot be read as a {separator!r}-separated UTF-8 CSV: "
-            f"{str(exc).splitlines()[0]}",
+            + (where or str(exc).splitlines()[0]),
             source=str(path),
         ) from exc
     return frame.rename({c: c.strip().lstrip("\ufeff") for c in frame.columns})
 
 
-def _read_parquet(path: Path) -> pl.DataFrame:
-    if not path.is_file():
-        raise SourceError(f"{path}: file not found; check --source", source=str(path))
-    if path.stat().st_size == 0:
-        raise SourceError(f"{path}: the file is empty (0 bytes)", source=str(path))
+def _first_line(path: Path) -> bytes:
     try:
-        return pl.read_parquet(path)
-    except (pl.exceptions.PolarsError, OSError) as exc:
+        with _open_bytes(path) as fh:
+            return fh.readline()
+    except (OSError, EOFError) as exc:
+        raise SourceError(
+            f"{path}: cannot be read: {str(exc).splitlines()[0]}", source=str(path)
+        ) from exc
+
+
+def _check_header(path: Path, separator: str) -> None:
+    """Refuse a header that names a column twice (after stripping blanks and a BOM)."""
+    line = _first_line(path)
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SourceError(
+            f"{path}: line 1 (the header): invalid UTF-8 byte {line[exc.start]:#04x} at "
+            f"byte {exc.start + 1}; save the file as UTF-8",
+            source=str(path),
+        ) from exc
+    names = next(csv.reader([text.rstrip("\r\n")], delimiter=separator), [])
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names, start=1):
+        key = name.strip().lstrip("\ufeff")
+        if key in seen:
+            raise SourceError(
+                f"{path}: duplicate column {key!r} in the header (columns {seen[key]} and {i}); "
+                f"each column name must appear once: rename or drop one",
+                source=str(path),
+                column=key,
+            )
+        seen[key] = i
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    with _open_bytes(path) as fh:
+        yield from fh
+
+
+def _diagnose_csv(path: Path, separator: str) -> str | None:
+    """Where a CSV that polars refused is broken: the first invalid UTF-8 byte or ragged row.
+
+    Line numbers are the file's (1 = the header). Runs only after a failed read.
+    """
+    try:
+        for number, line in enumerate(_lines(path), start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return (
+                    f"line {number}: invalid UTF-8 byte {line[exc.start]:#04x} at byte "
+                    f"{exc.start + 1} of the line; save the file as UTF-8 or fix that byte"
+                )
+        with _open_bytes(path) as fh:
+            text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+            reader = csv.reader(text, delimiter=separator)
+            header = next(reader, [])
+            for row in reader:
+                if len(row) > len(header):
+                    return (
+                        f"line {reader.line_num} has {len(row)} fields but the header has "
+                        f"{len(header)} (separator {separator!r}); quote values that contain "
+                        f"the separator, or fix that row"
+                    )
+    except (OSError, EOFError, csv.Error) as exc:
+        return str(exc).splitlines()[0] if str(exc) else None
+    return None
+
+
+def _read_parquet(path: Path) -> pl.DataFrame:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    _check_file(path)
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for broken files
         raise SourceError(
             f"{path}: cannot be read as Parquet: {str(exc).splitlines()[0]}", source=str(path)
+        ) from exc
+    names = table.column_names
+    dup = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if dup is not None:
+        raise SourceError(
+            f"{path}: duplicate column {dup!r}; each column name must appear once",
+            source=str(path),
+            column=dup,
+        )
+    for i, f in enumerate(table.schema):
+        if pa.types.is_timestamp(f.type) and f.type.tz is not None:
+            # the wall-clock time in the column's own zone: midnight of the 1st stays that month
+            table = table.set_column(i, f.name, pc.local_timestamp(table.column(i)))
+    try:
+        return pl.from_arrow(table)  # type: ignore[return-value]
+    except Exception as exc:
+        raise SourceError(
+            f"{path}: cannot convert the Parquet columns: {str(exc).splitlines()[0]}",
+            source=str(path),
         ) from exc
 
 

@@ -11,15 +11,23 @@ Rules (vectorised polars expressions, no row loops), in :data:`schemas.QUARANTIN
 ``month_unparseable``       month not ``YYYY-MM`` nor a valid ``YYYY-MM-DD`` (an optional
                             ``00:00[:00]`` time is allowed)
 ``month_not_first``         a valid date that is not the first of its month
-``month_after_as_of``       a month after the as-of month
+``month_out_of_range``      a month before ``ValidationConfig.min_month`` (default 1990-01)
+                            or after ``max_month`` (default: the current calendar month);
+                            year 0 (``0000-01``) and ``9999-12`` land here
+``month_after_as_of``       a month after the as-of month given by the caller
+``month_partial``           (no as-of given) the data's last month, judged partial: see
+                            :func:`infer_as_of`; the as-of is then the month before it
 ``sales_null``              sales null or empty
+``sales_not_finite``        sales ``inf``, ``-inf`` or ``nan`` (any spelling polars parses)
 ``sales_not_integer``       sales not a number, or not a whole number (``"3.0"`` is 3)
 ``sales_negative``          sales < 0
 ``sales_absurd``            sales > ``ValidationConfig.sales_cap``
-``customer_count_*``        the same four rules for customer_count (only when the source
+``customer_count_*``        the same five rules for customer_count (only when the source
                             has the column), cap ``ValidationConfig.customer_cap``
 ``promo_null``              promo column present but the value null
+``promo_not_finite``        promo ``inf``/``nan`` (never binarised: see ``poolcast.io``)
 ``promo_invalid``           promo not 0 or 1
+``on_hand_not_finite``      on_hand ``inf``/``nan``
 ``on_hand_not_integer``     on_hand present and not a whole number (null is allowed)
 ``on_hand_negative``        on_hand < 0
 ``duplicate_conflict``      two or more rows with the same (sku, month) that differ in
@@ -45,10 +53,11 @@ customer_count and on_hand are NULL, promo is 0 and category is the SKU's catego
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandera.errors as pa_errors
 import polars as pl
 
@@ -60,8 +69,11 @@ from schemas.quarantine import QUARANTINE_COLUMNS, QUARANTINE_RULES, Quarantine
 from schemas.sales_input import PANEL_COLUMNS, SalesPanel
 
 __all__ = [
+    "AsOf",
     "QualityCounts",
     "ValidationResult",
+    "current_month",
+    "infer_as_of",
     "resolve_gap_policy",
     "validate_panel",
     "write_quarantine",
@@ -98,6 +110,11 @@ class QualityCounts:
         Quarantine lines per rule (only rules that occurred).
     gap_policy : str
         The gap policy applied.
+    as_of : date or None
+        The as-of month in force: the caller's, else the inferred latest complete month.
+    partial_month : date or None
+        The last month of the data when it was judged partial (its rows are quarantined as
+        ``month_partial``).
     """
 
     rows_in: int
@@ -111,11 +128,13 @@ class QualityCounts:
     last_month: date | None
     by_rule: dict[str, int] = field(default_factory=dict)
     gap_policy: str = "missing"
+    as_of: date | None = None
+    partial_month: date | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (months as ISO strings)."""
         out = asdict(self)
-        for key in ("first_month", "last_month"):
+        for key in ("first_month", "last_month", "as_of", "partial_month"):
             out[key] = out[key].isoformat() if out[key] is not None else None
         return out
 
@@ -142,6 +161,9 @@ class ValidationResult:
         customer_count is all NULL and features omit customer features).
     source : str
         The source it came from.
+    as_of_note : str
+        How the as-of was chosen: given, or inferred (and why the last month was judged
+        complete or partial).
     """
 
     panel: pl.DataFrame
@@ -150,6 +172,119 @@ class ValidationResult:
     counts: QualityCounts
     has_customers: bool
     source: str = ""
+    as_of_note: str = ""
+
+
+@dataclass(frozen=True)
+class AsOf:
+    """The as-of month of a validation and how it was chosen (see :func:`infer_as_of`).
+
+    Fields
+    ------
+    month : date or None
+        The last month the run may see (None: the data has no usable month).
+    partial_month : date or None
+        The data's last month when it was judged partial (then ``month`` is the month
+        before it that has data).
+    note : str
+        One sentence saying how the month was chosen, with the figures.
+    """
+
+    month: date | None
+    partial_month: date | None = None
+    note: str = ""
+
+
+def current_month() -> date:
+    """The first day of the current calendar month (UTC)."""
+    today = datetime.now(UTC).date()
+    return date(today.year, today.month, 1)
+
+
+def infer_as_of(monthly: pl.DataFrame, *, config: ValidationConfig | None = None) -> AsOf:
+    r"""The latest *complete* month of the data: the as-of of a run given none.
+
+    The data's last month :math:`L` is **partial** (a source that ends mid-month, like
+    Online Retail's 2011-12, which ends on the 9th) when, for total sales or for active
+    SKUs (SKUs with a sales value that month), its ratio to the median of the previous
+    :math:`w` months (``partial_month_window``, default 3),
+
+    .. math:: r_L = x_L / \operatorname{median}(x_{L-w}, \dots, x_{L-1}),
+
+    is below ``partial_month_ratio`` (default 0.6) **and** below every earlier month's
+    ratio :math:`r_t` (a drop the data has never shown before). The check needs
+    :math:`w + 1` months and a median of at least ``partial_month_min_skus`` (default 10)
+    active SKUs over the window; otherwise (or with ratio 0) the last month counts as
+    complete. Only the last month is judged: a source ends mid-month at most once.
+
+    Parameters
+    ----------
+    monthly : pl.DataFrame
+        One row per month: ``month`` (Date), ``skus`` (active SKUs) and ``sales`` (total),
+        of the rows with a usable key, a month in the plausible range and a sales number.
+    config : ValidationConfig, optional
+        ``partial_month_ratio``, ``partial_month_window``, ``partial_month_min_skus``.
+
+    Returns
+    -------
+    AsOf
+        ``L`` when complete; the previous month with data when ``L`` is partial.
+    """
+    config = config or ValidationConfig()
+    m = monthly.sort("month")
+    if m.height == 0:
+        return AsOf(None, note="no usable month: nothing to infer the as-of from")
+    months = m.get_column("month").to_list()
+    last = months[-1]
+    w = config.partial_month_window
+    if config.partial_month_ratio <= 0:
+        return AsOf(last, note=f"as-of {last:%Y-%m}: the data's last month (check turned off)")
+    if m.height < w + 1:
+        return AsOf(
+            last,
+            note=f"as-of {last:%Y-%m}: the data's last month ({m.height} months: too few "
+            f"to judge completeness, which needs {w + 1})",
+        )
+    window_skus = m.get_column("skus").to_numpy()[-w - 1 : -1]
+    if float(np.median(window_skus)) < config.partial_month_min_skus:
+        return AsOf(
+            last,
+            note=f"as-of {last:%Y-%m}: the data's last month (under "
+            f"{config.partial_month_min_skus} active SKUs a month: too few to judge completeness)",
+        )
+    shown = []
+    for column, what in (("sales", "total sales"), ("skus", "active SKUs")):
+        x = m.get_column(column).cast(pl.Float64).to_numpy()
+        ratios = np.full(x.size, np.nan)
+        for t in range(w, x.size):
+            med = float(np.median(x[t - w : t]))
+            if med > 0:
+                ratios[t] = x[t] / med
+        r_last = ratios[-1]
+        earlier = ratios[w:-1][np.isfinite(ratios[w:-1])]
+        lowest = float(earlier.min()) if earlier.size else np.inf
+        if np.isfinite(r_last) and r_last < config.partial_month_ratio and r_last < lowest:
+            prev = months[-2]
+            med = float(np.median(x[-w - 1 : -1]))
+            below = (
+                f" and below every earlier month's ratio (lowest {lowest:.0%})"
+                if earlier.size
+                else ""
+            )
+            return AsOf(
+                prev,
+                partial_month=last,
+                note=(
+                    f"as-of {prev:%Y-%m}, the latest complete month: {last:%Y-%m} is partial "
+                    f"(its {what} {x[-1]:,.0f} are {r_last:.0%} of the median {med:,.0f} of the "
+                    f"previous {w} months, below the {config.partial_month_ratio:.0%} threshold"
+                    f"{below}); its rows are quarantined as month_partial"
+                ),
+            )
+        if np.isfinite(r_last):
+            shown.append(f"{what} {r_last:.0%}")
+    figures = f" ({' and '.join(shown)} of the previous {w} months' median)" if shown else ""
+    return AsOf(last, note=f"as-of {last:%Y-%m}: the data's last month, complete{figures}")
 
 
 def resolve_gap_policy(
@@ -181,7 +316,10 @@ def validate_panel(
         from the mapping, see :func:`resolve_gap_policy`).
     as_of : date, optional
         The last month the run may see; rows in later months are quarantined
-        (``month_after_as_of``). Any day of the month may be given. None: no limit.
+        (``month_after_as_of``). Any day of the month may be given. None: the latest
+        complete month of the data (:func:`infer_as_of`; a partial last month is
+        quarantined as ``month_partial``), never after ``config.max_month`` (default the
+        current calendar month), since later months are out of range.
 
     Returns
     -------
@@ -196,12 +334,24 @@ def validate_panel(
     """
     config = config or ValidationConfig()
     gap_policy = resolve_gap_policy(config, loaded.mapping)
-    as_of_month = date(as_of.year, as_of.month, 1) if as_of is not None else None
     raw = loaded.frame
     _check_loaded(raw, source=loaded.source)
     has = set(raw.columns)
 
-    flagged, rules = _flag_rows(raw, config=config, as_of_month=as_of_month)
+    month_range = (config.min_month, config.max_month or current_month())
+    parsed = _parse(raw)
+    if as_of is not None:
+        as_of_month = date(as_of.year, as_of.month, 1)
+        chosen = AsOf(as_of_month, note=f"as-of {as_of_month:%Y-%m}: given")
+    else:
+        chosen = infer_as_of(_monthly_activity(parsed, month_range), config=config)
+    flagged, rules = _flag_rows(
+        parsed,
+        config=config,
+        month_range=month_range,
+        as_of_month=chosen.month if as_of is not None else None,
+        partial_month=chosen.partial_month,
+    )
     quarantine = Quarantine.validate(_quarantine_lines(flagged, rules))
     accepted = flagged.filter(~pl.col("_bad"))
     rows_in = raw.height
@@ -233,6 +383,8 @@ def validate_panel(
         last_month=panel.get_column("month").max() if panel.height else None,  # type: ignore[arg-type]
         by_rule=by_rule,
         gap_policy=gap_policy,
+        as_of=chosen.month,
+        partial_month=chosen.partial_month,
     )
     return ValidationResult(
         panel=panel,
@@ -241,6 +393,7 @@ def validate_panel(
         counts=counts,
         has_customers="customer_count" in has,
         source=loaded.source,
+        as_of_note=chosen.note,
     )
 
 
@@ -279,15 +432,10 @@ def _check_loaded(raw: pl.DataFrame, *, source: str) -> None:
         raise InvalidParameterError(f"{source}: the loaded frame's {ROW_COLUMN} is not unique")
 
 
-def _flag_rows(
-    raw: pl.DataFrame, *, config: ValidationConfig, as_of_month: date | None
-) -> tuple[pl.DataFrame, dict[str, tuple[str, pl.Expr]]]:
-    """Parse every column and add one Boolean ``_rule_<name>`` column per rule plus ``_bad``.
-
-    Returns the flagged frame and the rules in force (rule -> (column, flag expression)).
-    """
+def _parse(raw: pl.DataFrame) -> pl.DataFrame:
+    """Add ``_clean_<col>`` (stripped, empty -> null), ``_month`` and ``_num_<count col>``."""
     has = set(raw.columns)
-    parsed = raw.with_columns(
+    return raw.with_columns(
         _clean(pl.col(c)).alias(f"_clean_{c}") for c in raw.columns if c != ROW_COLUMN
     ).with_columns(
         pl.col("_clean_month").pipe(_parse_month).alias("_month"),
@@ -298,34 +446,81 @@ def _flag_rows(
         ],
     )
 
+
+def _in_range(month: pl.Expr, month_range: tuple[date, date]) -> pl.Expr:
+    return (month >= pl.lit(month_range[0])) & (month <= pl.lit(month_range[1]))
+
+
+def _monthly_activity(parsed: pl.DataFrame, month_range: tuple[date, date]) -> pl.DataFrame:
+    """Per month: active SKUs and total sales of the rows usable for judging completeness."""
+    month, num = pl.col("_month"), pl.col("_num_sales")
+    usable = (
+        pl.col("_clean_sku").is_not_null()
+        & month.is_not_null()
+        & (month.dt.day() == 1)
+        & _in_range(month, month_range)
+        & num.is_finite()
+        & (num >= 0)
+    ).fill_null(False)
+    return (
+        parsed.filter(usable)
+        .group_by("_month")
+        .agg(pl.col("_clean_sku").n_unique().alias("skus"), num.sum().alias("sales"))
+        .rename({"_month": "month"})
+        .sort("month")
+    )
+
+
+def _flag_rows(
+    parsed: pl.DataFrame,
+    *,
+    config: ValidationConfig,
+    month_range: tuple[date, date],
+    as_of_month: date | None,
+    partial_month: date | None,
+) -> tuple[pl.DataFrame, dict[str, tuple[str, pl.Expr]]]:
+    """Add one Boolean ``_rule_<name>`` column per rule plus ``_bad`` to the parsed frame.
+
+    Returns the flagged frame and the rules in force (rule -> (column, flag expression)).
+    """
+    raw_columns = [c for c in parsed.columns if not c.startswith("_") or c == ROW_COLUMN]
+    has = set(raw_columns)
+
     rules: dict[str, tuple[str, pl.Expr]] = {}  # rule -> (column, flag)
     sku = pl.col("_clean_sku")
     month = pl.col("_month")
+    first = month.is_not_null() & (month.dt.day() == 1)
+    in_range = _in_range(month, month_range)
     rules["sku_null"] = ("sku", sku.is_null())
     rules["month_unparseable"] = ("month", month.is_null())
     rules["month_not_first"] = ("month", month.is_not_null() & (month.dt.day() != 1))
+    rules["month_out_of_range"] = ("month", first & ~in_range)
     if as_of_month is not None:
         rules["month_after_as_of"] = (
             "month",
-            month.is_not_null() & (month.dt.day() == 1) & (month > pl.lit(as_of_month)),
+            first & in_range & (month > pl.lit(as_of_month)),
         )
+    if partial_month is not None:
+        rules["month_partial"] = ("month", first & in_range & (month == pl.lit(partial_month)))
     rules.update(_count_rules("sales", cap=config.sales_cap, nullable=False))
     if "customer_count" in has:
         rules.update(_count_rules("customer_count", cap=config.customer_cap, nullable=False))
     if "promo" in has:
         text, num = pl.col("_clean_promo"), pl.col("_num_promo")
         rules["promo_null"] = ("promo", text.is_null())
+        not_finite = text.is_not_null() & num.is_not_null() & ~num.is_finite()
+        rules["promo_not_finite"] = ("promo", not_finite)
         rules["promo_invalid"] = (
             "promo",
-            text.is_not_null() & ~num.is_in([0.0, 1.0]).fill_null(False),
+            text.is_not_null() & ~not_finite & ~num.is_in([0.0, 1.0]).fill_null(False),
         )
     if "on_hand" in has:
         rules.update(_count_rules("on_hand", cap=None, nullable=True))
 
     # duplicates among rows with a usable key; the window functions run only on the
     # (usually few) rows whose key occurs more than once
-    key_ok = sku.is_not_null() & month.is_not_null() & (month.dt.day() == 1)
-    value_cols = [f"_clean_{c}" for c in raw.columns if c not in (ROW_COLUMN, "sku", "month")]
+    key_ok = sku.is_not_null() & first & in_range
+    value_cols = [f"_clean_{c}" for c in raw_columns if c not in (ROW_COLUMN, "sku", "month")]
     keyed = parsed.with_columns(
         (key_ok & pl.struct(sku, month).is_duplicated()).fill_null(False).alias("_dup_key")
     )
@@ -373,14 +568,17 @@ def _parse_number(text: pl.Expr) -> pl.Expr:
 
 
 def _count_rules(column: str, *, cap: int | None, nullable: bool) -> dict[str, tuple[str, pl.Expr]]:
-    """null / not_integer / negative / absurd flags of a count column, exclusive in that order."""
+    """null / not_finite / not_integer / negative / absurd flags of a count column, exclusive
+    in that order (``inf``, ``-inf``, ``nan`` are not_finite, never a number)."""
     text, num = pl.col(f"_clean_{column}"), pl.col(f"_num_{column}")
     present = text.is_not_null()
+    not_finite = present & num.is_not_null() & ~num.is_finite()
     whole = num.is_not_null() & num.is_finite() & (num == num.floor())
     rules: dict[str, tuple[str, pl.Expr]] = {}
     if not nullable:
         rules[f"{column}_null"] = (column, ~present)
-    rules[f"{column}_not_integer"] = (column, present & ~whole)
+    rules[f"{column}_not_finite"] = (column, not_finite)
+    rules[f"{column}_not_integer"] = (column, present & ~not_finite & ~whole)
     rules[f"{column}_negative"] = (column, present & whole & (num < 0))
     if cap is not None:
         rules[f"{column}_absurd"] = (column, present & whole & (num > cap))

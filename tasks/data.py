@@ -47,6 +47,7 @@ def validate(loaded: LoadedSource, config: PipelineConfig) -> ValidationResult:
         c.skus,
         c.gaps,
     )
+    get_run_logger().info("%s", result.as_of_note)
     return result
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -143,12 +145,14 @@ def test_run_calls_the_flow_with_the_options(
     fake = types.ModuleType("flows.monthly_retrain")
     fake.monthly_retrain = lambda **kw: calls.append(kw) or "summary-ok"  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "flows.monthly_retrain", fake)
+    data = tmp_path / "data.csv"
+    data.write_text("Store,Month,Sales\n1,2015-01,3\n")
     result = runner.invoke(
         app,
         [
             "run",
             "--source",
-            "data.csv",
+            str(data),
             "--mapping",
             "rossmann",
             "--as-of",
@@ -160,7 +164,7 @@ def test_run_calls_the_flow_with_the_options(
     assert result.exit_code == 0, result.output
     assert calls == [
         {
-            "source": "data.csv",
+            "source": str(data),
             "mapping": "rossmann",
             "as_of": "2015-06-01",
             "config_path": None,
@@ -235,3 +239,185 @@ def test_leaderboard_without_a_database_fails_with_one_line(tmp_path: Path) -> N
     result = runner.invoke(app, ["leaderboard", "--work-dir", str(tmp_path)])
     assert result.exit_code == 1
     assert "no outputs database" in result.output
+
+
+# ----------------------------------------------------- one line, every command, --debug
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _poolcast(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The real console entry point in a fresh interpreter (stderr kept apart)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("POOLCAST_DEBUG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "poolcast.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_run_with_a_missing_source_fails_before_prefect_starts(tmp_path: Path) -> None:
+    proc = _poolcast(
+        "run", "--source", "nope.csv", "--work-dir", str(tmp_path / "wd"), cwd=tmp_path
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "poolcast run: error: nope.csv: file not found; check --source"
+    ]
+    assert not (tmp_path / "wd").exists()
+
+
+def test_run_with_a_bad_config_fails_before_anything_runs_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text('[backtest]\nn_origins = "six"\nn_samples = -5\n')
+    proc = _poolcast("run", "--source", "x.csv", "--config", str(config), cwd=tmp_path)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"poolcast run: error: {config}: ")
+    assert "[backtest] n_origins = 'six'" in lines[0]
+    assert "[backtest] n_samples = -5" in lines[0]
+    assert "an integer >= 1" in lines[0]
+    assert not (tmp_path / ".poolcast").exists()  # nothing ran, nothing written
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text("[features]\nhorizons = 0\n")
+    proc = _poolcast("--debug", "run", "--source", "x.csv", "--config", str(config), cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "Traceback (most recent call last)" in proc.stderr
+    assert "InvalidParameterError" in proc.stderr
+    assert "[features] horizons = 0" in proc.stderr
+
+
+def test_run_help_lists_every_setting_with_its_default() -> None:
+    from poolcast.config import settings
+
+    result = runner.invoke(app, ["run", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    for row in settings():
+        assert f"{row['key']} = {row['default']}" in result.output, row["key"]
+
+
+def test_leaderboard_on_a_file_that_is_not_a_database_is_one_line(tmp_path: Path) -> None:
+    db = tmp_path / "outputs.duckdb"
+    db.write_text("sku,month,sales\nA,2024-01,1\n")
+    result = runner.invoke(app, ["leaderboard", "--outputs-db", str(db)])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert f"{db}: is not a DuckDB outputs database" in lines[0]
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_leaderboard_on_a_locked_database_is_one_line(tmp_path: Path) -> None:
+    db = tmp_path / "outputs.duckdb"
+    _write_outputs_db(db)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); "
+            "print('locked', flush=True); time.sleep(60)",
+            str(db),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        result = runner.invoke(app, ["leaderboard", "--outputs-db", str(db)])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert f"{db}: the outputs database is locked by another process" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["validate", "{tmp}"], "is a directory"),
+        (["validate", "{tmp}/bad.csv"], "line 3: invalid UTF-8 byte"),
+        (["simulate", "--out", "{tmp}/bad.csv/panel.parquet", "--quiet"], "bad.csv"),
+        (["simulate", "--out", "{tmp}/p.parquet", "--months", "0", "--quiet"], "months"),
+        (["leaderboard", "--outputs-db", "{tmp}/bad.csv"], "not a DuckDB outputs database"),
+    ],
+)
+def test_every_command_ends_a_failure_in_one_line_and_exit_1(
+    tmp_path: Path, args: list[str], fragment: str
+) -> None:
+    (tmp_path / "bad.csv").write_bytes(b"sku,month,sales\nA,2024-01,1\nA\xfe,2024-02,2\n")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = runner.invoke(
+        app, [*argv, "--work-dir", str(tmp_path)] if argv[0] == "validate" else argv
+    )
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"poolcast {argv[0]}: error: ")
+    assert fragment in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_validate_reports_the_inferred_as_of(tmp_path: Path) -> None:
+    path = REPO_ROOT / "data" / "example" / "online_retail_sku_monthly.csv.gz"
+    result = runner.invoke(
+        app,
+        [
+            "validate",
+            str(path),
+            "--mapping",
+            "online_retail",
+            "--work-dir",
+            str(tmp_path),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["as_of"] == "2011-11-01"
+    assert payload["partial_month"] == "2011-12-01"
+    assert payload["by_rule"] == {"month_partial": payload["rows_quarantined"]}
+    assert "2011-12 is partial" in payload["as_of_note"]
+
+
+@pytest.mark.filterwarnings("ignore:Logger .prefect.flow_runs. attempted to send logs")
+def test_prefect_logs_no_traceback_for_a_poolcast_error_unless_debug() -> None:
+    import logging
+
+    from poolcast import cli
+    from poolcast.errors import SourceError
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("prefect.flow_runs")
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        cli._quiet_expected_tracebacks()
+        for exc in (SourceError("x.csv: file not found", source="x.csv"), RuntimeError("bug")):
+            try:
+                raise exc
+            except Exception:
+                logger.error("Encountered exception during execution: %r", exc, exc_info=True)
+        cli._State.debug = True
+        try:
+            raise SourceError("y.csv: file not found", source="y.csv")
+        except Exception:
+            logger.error("again", exc_info=True)
+    finally:
+        cli._State.debug = False
+        logger.removeHandler(handler)
+    assert [r.exc_info is None for r in records] == [True, False, False]

@@ -201,3 +201,152 @@ def test_unreadable_parquet(tmp_path: Path) -> None:
     path.write_text("this is not parquet")
     with pytest.raises(SourceError, match=r"bad\.parquet.*Parquet"):
         load_source(path, "contract")
+
+
+# ------------------------------------------------- malformed files: named file and place
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "type_name"),
+    [
+        ("sku", [["A"], ["B"]], "List(String)"),
+        ("sku", [b"A", b"B"], "Binary"),
+        ("sku", [{"id": "A"}, {"id": "B"}], "Struct({'id': String})"),
+        ("sales", [[1], [2]], "List(Int64)"),
+        ("month", [["2024-01"], ["2024-02"]], "List(String)"),
+    ],
+)
+def test_a_non_scalar_parquet_column_is_refused_naming_it_and_its_type(
+    tmp_path: Path, column: str, values: list, type_name: str
+) -> None:
+    data = {"sku": ["A", "B"], "month": ["2024-01", "2024-02"], "sales": [1, 2]}
+    data[column] = values
+    path = tmp_path / "nested.parquet"
+    pl.DataFrame(data).write_parquet(path)
+    with pytest.raises(SourceError) as info:
+        load_source(path, "contract")
+    message = str(info.value)
+    assert f"column '{column}'" in message
+    assert f"type {type_name}" in message
+    assert info.value.column == column
+
+
+def test_an_unmapped_nested_column_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "extra.parquet"
+    pl.DataFrame(
+        {"sku": ["A"], "month": ["2024-01"], "sales": [1], "tags": [["x", "y"]]}
+    ).write_parquet(path)
+    assert load_source(path, "contract").frame["sku"].to_list() == ["A"]
+
+
+@pytest.mark.parametrize(
+    ("header", "column", "positions"),
+    [
+        ("sku,month,sales,sales", "sales", "columns 3 and 4"),
+        ("sku,month, sales,sales ", "sales", "columns 3 and 4"),
+        ("sku,sku,month,sales", "sku", "columns 1 and 2"),
+    ],
+)
+def test_a_duplicate_header_is_refused_naming_the_column(
+    tmp_path: Path, header: str, column: str, positions: str
+) -> None:
+    path = tmp_path / "dup.csv"
+    path.write_text(f"{header}\nA,2024-01,1,2\n")
+    with pytest.raises(SourceError) as info:
+        load_source(path, "contract")
+    assert f"duplicate column {column!r}" in str(info.value)
+    assert positions in str(info.value)
+    assert str(path) in str(info.value)
+    assert info.value.column == column
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["csv", "csv.gz"])
+def test_an_invalid_utf8_byte_names_the_line(tmp_path: Path, compress: bool) -> None:
+    import gzip
+
+    data = b"sku,month,sales\nA,2024-01,1\nA,2024-02,2\nB\xff,2024-01,3\nB,2024-02,4\n"
+    path = tmp_path / ("bad.csv.gz" if compress else "bad.csv")
+    path.write_bytes(gzip.compress(data) if compress else data)
+    with pytest.raises(SourceError) as info:
+        load_source(path, "contract")
+    message = str(info.value)
+    assert message.startswith(str(path))
+    assert "line 4: invalid UTF-8 byte 0xff at byte 2" in message
+
+
+def test_an_invalid_utf8_byte_in_the_header_names_line_1(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b"sku,m\xe9nth,sales\nA,2024-01,1\n")  # latin-1
+    with pytest.raises(SourceError, match=r"line 1 .*invalid UTF-8 byte 0xe9"):
+        load_source(path, "contract")
+
+
+def test_a_ragged_row_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "ragged.csv"
+    path.write_text('sku,month,sales\nA,2024-01,1\n"B, quoted",2024-01,2\nC,2024-01,3,9\n')
+    with pytest.raises(SourceError) as info:
+        load_source(path, "contract")
+    assert str(path) in str(info.value)
+    assert "line 4 has 4 fields but the header has 3" in str(info.value)
+
+
+def test_a_short_row_reads_its_missing_fields_as_empty_and_is_quarantined(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "short.csv"
+    path.write_text("sku,month,sales\nA,2024-01,1\nA,2024-02\n")
+    result = validate_panel(load_source(path, "contract"), as_of=date(2024, 2, 1))
+    assert result.quarantine.select("row", "rule").rows() == [(2, "sales_null")]
+
+
+def test_a_gz_that_is_not_gzip_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "plain.csv.gz"
+    path.write_text("sku,month,sales\nA,2024-01,1\n")
+    with pytest.raises(SourceError, match=r"plain\.csv\.gz: is named \.gz but is not gzip"):
+        load_source(path, "contract")
+
+
+@pytest.mark.parametrize("name", ["folder", "folder.csv", "folder.parquet"])
+def test_a_directory_says_it_is_a_directory(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.mkdir()
+    (path / "a.csv").write_text("sku,month,sales\nA,2024-01,1\n")
+    with pytest.raises(SourceError, match=rf"{name}: is a directory, not a file"):
+        load_source(path, "contract")
+
+
+@pytest.mark.parametrize(
+    "tz", ["Europe/Berlin", "America/New_York", "Australia/Sydney", "+05:30", "-03:00", "UTC"]
+)
+def test_time_zone_aware_parquet_midnights_are_their_calendar_month(
+    tmp_path: Path, tz: str
+) -> None:
+    import zoneinfo
+    from datetime import UTC, timedelta, timezone
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if tz[0] in "+-":
+        hours, minutes = int(tz[1:3]), int(tz[4:6])
+        sign = 1 if tz[0] == "+" else -1
+        zone: object = timezone(sign * timedelta(hours=hours, minutes=minutes))
+    else:
+        zone = zoneinfo.ZoneInfo(tz)
+    months = [date(2024, m, 1) for m in range(1, 13)]
+    # the UTC instants of local midnight on the 1st, stored with the column's own zone
+    instants = [
+        datetime(d.year, d.month, 1, tzinfo=zone).astimezone(UTC)  # type: ignore[arg-type]
+        for d in months
+    ]
+    utc = pa.array(instants, type=pa.timestamp("us", tz="UTC"))
+    table = pa.table(
+        {"sku": ["A"] * 12, "month": utc.cast(pa.timestamp("us", tz=tz)), "sales": list(range(12))}
+    )
+    if tz != "UTC":  # in UTC these are not midnights: the zone matters
+        assert all(t.hour != 0 or t.minute != 0 for t in instants)
+    path = tmp_path / "tz.parquet"
+    pq.write_table(table, path)
+    result = validate_panel(load_source(path, "contract"), as_of=date(2024, 12, 1))
+    assert result.counts.rows_quarantined == 0
+    assert result.panel["month"].to_list() == months

@@ -14,7 +14,13 @@ import pytest
 from poolcast.config import ValidationConfig
 from poolcast.io import load_source
 from poolcast.mapping import load_mapping
-from poolcast.validation import resolve_gap_policy, validate_panel, write_quarantine
+from poolcast.validation import (
+    current_month,
+    infer_as_of,
+    resolve_gap_policy,
+    validate_panel,
+    write_quarantine,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -186,8 +192,8 @@ def test_no_customer_column_gives_all_null_customer_count(tmp_path: Path) -> Non
 # --------------------------------------------------------------------- real data sets
 
 
-def _validate_real(path: Path, mapping: str):
-    result = validate_panel(load_source(path, mapping))
+def _validate_real(path: Path, mapping: str, as_of: date | None = None):
+    result = validate_panel(load_source(path, mapping), as_of=as_of)
     c = result.counts
     print(f"{path.name}: {c.to_dict()}")
     assert c.rows_in == c.rows_accepted + c.rows_quarantined
@@ -214,7 +220,7 @@ def test_rossmann_monthly(shared_data_dir: Path) -> None:
 
 def test_online_retail_sku_monthly(shared_data_dir: Path) -> None:
     path = shared_data_dir / "online-retail" / "online_retail_sku_monthly.csv.gz"
-    result = _validate_real(path, "online_retail")
+    result = _validate_real(path, "online_retail", as_of=date(2011, 12, 1))  # the whole file
     c = result.counts
     assert c.rows_in == 65_796  # SOURCE.md
     assert c.rows_quarantined == 0
@@ -269,3 +275,215 @@ def test_a_hand_built_frame_needs_the_loader_columns() -> None:
         validate_panel(LoadedSource(frame=frame, source="memory", mapping=mapping))
     with pytest.raises(InvalidParameterError, match=r"lacks column\(s\) \['sales'\]"):
         validate_panel(LoadedSource(frame=frame.drop("sales"), source="memory", mapping=mapping))
+
+
+# ------------------------------------------------------------ month range, non-finite
+
+
+def _csv(tmp_path: Path, text: str, name: str = "x.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_implausible_months_are_quarantined_and_never_crash(tmp_path: Path) -> None:
+    path = _csv(
+        tmp_path,
+        "sku,month,sales\n"
+        "A,0000-01,1\n"
+        "A,0000-01-01,1\n"
+        "A,0001-01,1\n"
+        "A,9999-12,1\n"
+        "A,1989-12,1\n"
+        "A,1990-01,1\n"
+        "A,2024-05,1\n"
+        "A,2024-06,1\n",
+    )
+    config = ValidationConfig(max_month=date(2024, 5, 1))
+    result = validate_panel(load_source(path), config=config)
+    q = result.quarantine.select("row", "rule", "value").rows()
+    assert q == [
+        (1, "month_out_of_range", "0000-01"),
+        (2, "month_out_of_range", "0000-01-01"),
+        (3, "month_out_of_range", "0001-01"),
+        (4, "month_out_of_range", "9999-12"),
+        (5, "month_out_of_range", "1989-12"),
+        (8, "month_out_of_range", "2024-06"),
+    ]
+    assert (result.counts.first_month, result.counts.last_month) == (
+        date(1990, 1, 1),
+        date(2024, 5, 1),
+    )
+
+
+def test_the_default_range_ends_at_the_current_calendar_month(tmp_path: Path) -> None:
+    this = current_month()
+    following = date(this.year + this.month // 12, this.month % 12 + 1, 1)
+    path = _csv(
+        tmp_path,
+        f"sku,month,sales\nA,{this:%Y-%m},1\nA,{following:%Y-%m},1\nA,2099-01,1\n",
+    )
+    result = validate_panel(load_source(path))
+    assert result.quarantine.select("row", "rule").rows() == [
+        (2, "month_out_of_range"),
+        (3, "month_out_of_range"),
+    ]
+    assert result.counts.as_of == this
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    assert (this.year, this.month) == (now.year, now.month)
+
+
+def test_non_finite_numbers_are_quarantined_never_accepted(tmp_path: Path) -> None:
+    path = _csv(
+        tmp_path,
+        "sku,month,sales,customer_count,promo,on_hand\n"
+        "A,2024-01,inf,1,0,\n"
+        "A,2024-02,-inf,1,0,\n"
+        "A,2024-03,nan,1,0,\n"
+        "A,2024-04,1,Infinity,0,\n"
+        "A,2024-05,1,1,inf,\n"
+        "A,2024-06,1,1,NaN,\n"
+        "A,2024-07,1,1,0,nan\n"
+        "A,2024-08,1e400,1,0,\n"
+        "A,2024-09,2,1,1,3\n",
+    )
+    result = validate_panel(load_source(path), as_of=date(2024, 9, 1))
+    assert result.quarantine.select("row", "rule", "column").rows() == [
+        (1, "sales_not_finite", "sales"),
+        (2, "sales_not_finite", "sales"),
+        (3, "sales_not_finite", "sales"),
+        (4, "customer_count_not_finite", "customer_count"),
+        (5, "promo_not_finite", "promo"),
+        (6, "promo_not_finite", "promo"),
+        (7, "on_hand_not_finite", "on_hand"),
+        (8, "sales_not_finite", "sales"),  # 1e400 overflows a float64
+    ]
+    assert result.panel["month"].to_list() == [date(2024, 9, 1)]
+
+
+def test_promo_days_inf_is_quarantined_not_binarised(tmp_path: Path) -> None:
+    path = _csv(
+        tmp_path,
+        "Store,Month,Sales,Customers,PromoDays\n1,2015-01,10,5,inf\n1,2015-02,10,5,13\n"
+        "1,2015-03,10,5,nan\n",
+    )
+    loaded = load_source(path, "rossmann")
+    assert loaded.frame["promo"].to_list() == ["inf", "1", "nan"]
+    result = validate_panel(loaded, as_of=date(2015, 3, 1))
+    assert result.quarantine.select("row", "rule", "value").rows() == [
+        (1, "promo_not_finite", "inf"),
+        (3, "promo_not_finite", "nan"),
+    ]
+
+
+# --------------------------------------------------------------------- as-of inference
+
+
+def _synthetic_panel(tmp_path: Path, last_month: dict[str, int], *, n_skus: int = 20) -> Path:
+    """n_skus SKUs selling 10 a month in 2023-01 .. 2023-12, then the given last month."""
+    lines = ["sku,month,sales"]
+    for m in range(1, 13):
+        lines += [f"S{i:02d},2023-{m:02d},10" for i in range(n_skus)]
+    lines += [f"{sku},2024-01,{v}" for sku, v in last_month.items()]
+    return _csv(tmp_path, "\n".join(lines) + "\n")
+
+
+def test_a_last_month_with_a_third_of_the_sales_is_partial_and_excluded(tmp_path: Path) -> None:
+    # every SKU present, each selling 3 instead of 10: total sales 30% of the usual 200
+    path = _synthetic_panel(tmp_path, {f"S{i:02d}": 3 for i in range(20)})
+    result = validate_panel(load_source(path))
+    c = result.counts
+    assert (c.as_of, c.partial_month, c.last_month) == (
+        date(2023, 12, 1),
+        date(2024, 1, 1),
+        date(2023, 12, 1),
+    )
+    assert c.by_rule == {"month_partial": 20}
+    assert c.rows_accepted == 240
+    assert "2024-01 is partial" in result.as_of_note
+    assert "total sales 60 are 30% of the median 200" in result.as_of_note
+
+
+def test_a_last_month_with_few_active_skus_is_partial(tmp_path: Path) -> None:
+    # 5 of 20 SKUs reported, each with a big month: total sales equal, SKUs 25%
+    path = _synthetic_panel(tmp_path, {f"S{i:02d}": 40 for i in range(5)})
+    result = validate_panel(load_source(path))
+    assert result.counts.partial_month == date(2024, 1, 1)
+    assert "active SKUs 5 are 25% of the median 20" in result.as_of_note
+
+
+def test_a_normal_last_month_is_complete(tmp_path: Path) -> None:
+    path = _synthetic_panel(tmp_path, {f"S{i:02d}": 8 for i in range(20)})  # 80%
+    result = validate_panel(load_source(path))
+    assert (result.counts.as_of, result.counts.partial_month) == (date(2024, 1, 1), None)
+    assert result.counts.rows_quarantined == 0
+    assert "complete (total sales 80% and active SKUs 100%" in result.as_of_note
+
+
+def test_a_drop_the_history_has_shown_before_is_not_partial() -> None:
+    # month 5 already fell to 40% of its window, so a last month at 50% is ordinary
+    sales = [100, 100, 100, 100, 40, 100, 100, 100, 50]
+    monthly = pl.DataFrame(
+        {
+            "month": [date(2023, m, 1) for m in range(1, 10)],
+            "skus": [50] * 9,
+            "sales": sales,
+        }
+    )
+    assert infer_as_of(monthly).partial_month is None
+    lower = monthly.with_columns(pl.Series("sales", [*sales[:-1], 30]))
+    assert infer_as_of(lower).partial_month == date(2023, 9, 1)
+
+
+def test_the_partial_check_is_configurable(tmp_path: Path) -> None:
+    path = _synthetic_panel(tmp_path, {f"S{i:02d}": 3 for i in range(20)})
+    off = validate_panel(load_source(path), config=ValidationConfig(partial_month_ratio=0))
+    assert off.counts.partial_month is None and off.counts.rows_quarantined == 0
+    strict = ValidationConfig(partial_month_ratio=0.2)  # 30% is above a 20% threshold
+    assert validate_panel(load_source(path), config=strict).counts.partial_month is None
+    few = ValidationConfig(partial_month_min_skus=21)  # 20 SKUs are too few to judge
+    assert validate_panel(load_source(path), config=few).counts.partial_month is None
+
+
+def test_a_given_as_of_is_not_second_guessed(tmp_path: Path) -> None:
+    path = _synthetic_panel(tmp_path, {f"S{i:02d}": 3 for i in range(20)})
+    result = validate_panel(load_source(path), as_of=date(2024, 1, 1))
+    assert result.counts.rows_quarantined == 0
+    assert result.as_of_note == "as-of 2024-01: given"
+
+
+def test_bundled_online_retail_without_as_of_drops_its_partial_last_month() -> None:
+    path = Path(__file__).resolve().parents[2] / "data/example/online_retail_sku_monthly.csv.gz"
+    with gzip.open(path, "rt", newline="") as fh:
+        records = list(csv.DictReader(fh))
+    # independent figures with the csv module: 2011-12 (data ends 2011-12-09) vs Sep-Nov
+    total = {
+        m: sum(int(r["Quantity"]) for r in records if r["Month"] == m)
+        for m in ("2011-09", "2011-10", "2011-11", "2011-12")
+    }
+    n_dec = sum(r["Month"] == "2011-12" for r in records)
+    median = sorted([total["2011-09"], total["2011-10"], total["2011-11"]])[1]
+    assert total["2011-12"] / median < 0.6
+    result = validate_panel(load_source(path, "online_retail"))
+    c = result.counts
+    assert (c.as_of, c.partial_month, c.last_month) == (
+        date(2011, 11, 1),
+        date(2011, 12, 1),
+        date(2011, 11, 1),
+    )
+    assert c.by_rule == {"month_partial": n_dec}
+    assert f"total sales {total['2011-12']:,} are" in result.as_of_note
+
+
+def test_real_complete_data_sets_keep_their_last_month(shared_data_dir: Path) -> None:
+    rossmann = _validate_real(
+        shared_data_dir / "rossmann-store-sales" / "rossmann_store_monthly.csv", "rossmann"
+    )
+    assert rossmann.counts.as_of == date(2015, 7, 1)  # SOURCE.md: data ends 2015-07-31
+    assert rossmann.counts.partial_month is None
+    carparts = _validate_real(
+        shared_data_dir / "carparts" / "carparts_monthly_long.csv.gz", "carparts"
+    )
+    assert carparts.counts.partial_month is None
