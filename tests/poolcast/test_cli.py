@@ -235,3 +235,14 @@ def test_leaderboard_without_a_database_fails_with_one_line(tmp_path: Path) -> N
     result = runner.invoke(app, ["leaderboard", "--work-dir", str(tmp_path)])
     assert result.exit_code == 1
     assert "no outputs database" in result.output
+
+
+def test_dashboard_without_outputs_exits_with_one_line(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["dashboard", "--work-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("poolcast dashboard: error: ")
+    assert str(tmp_path / "outputs.duckdb") in lines[0] and "poolcast run" in lines[0]
+    (tmp_path / "outputs.duckdb").write_text("not a database")
+    result = runner.invoke(app, ["dashboard", "--work-dir", str(tmp_path)])
+    assert result.exit_code == 1 and "cannot be read as a DuckDB database" in result.stderr
