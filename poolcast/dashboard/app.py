@@ -70,7 +70,12 @@ LEADERBOARD_COLUMNS: tuple[str, ...] = (
 #: Inventory plan rows shown at once (the totals cover every filtered row).
 MAX_PLAN_ROWS = 500
 
-_CELL = {"padding": "3px 10px", "borderBottom": "1px solid #ddd", "textAlign": "right"}
+_CELL = {
+    "padding": "3px 10px",
+    "borderBottom": "1px solid #ddd",
+    "textAlign": "right",
+    "whiteSpace": "nowrap",
+}
 _HEAD = {**_CELL, "borderBottom": "2px solid #555", "background": "#f3f3f3"}
 
 
@@ -212,14 +217,21 @@ def fan_figure(sku: str, history: pl.DataFrame | None, forecast: pl.DataFrame) -
             name="sales",
             line={"color": "#222"},
         )
-    months = forecast.get_column("month").to_list()
+    # the fan opens at the last observed month (history's last sales value), when there is one
+    anchor_x: list[Any] = []
+    anchor_y: list[Any] = []
+    if history is not None and history.height and history.item(-1, "sales") is not None:
+        first = forecast.get_column("month").min() if forecast.height else None
+        if first is None or history.item(-1, "month") < first:
+            anchor_x, anchor_y = [history.item(-1, "month")], [float(history.item(-1, "sales"))]
+    months = anchor_x + forecast.get_column("month").to_list()
     for (lo, hi), alpha in zip(FAN_BANDS, (0.18, 0.3, 0.45), strict=True):
         lo_col, hi_col = quantile_column(lo), quantile_column(hi)
         if lo_col not in forecast.columns or hi_col not in forecast.columns:
             continue
         fig.add_scatter(
             x=months,
-            y=forecast.get_column(lo_col).to_list(),
+            y=anchor_y + forecast.get_column(lo_col).to_list(),
             mode="lines",
             line={"width": 0},
             showlegend=False,
@@ -227,7 +239,7 @@ def fan_figure(sku: str, history: pl.DataFrame | None, forecast: pl.DataFrame) -
         )
         fig.add_scatter(
             x=months,
-            y=forecast.get_column(hi_col).to_list(),
+            y=anchor_y + forecast.get_column(hi_col).to_list(),
             mode="lines",
             line={"width": 0},
             fill="tonexty",
@@ -236,7 +248,7 @@ def fan_figure(sku: str, history: pl.DataFrame | None, forecast: pl.DataFrame) -
         )
     fig.add_scatter(
         x=months,
-        y=forecast.get_column("mean").to_list(),
+        y=anchor_y + forecast.get_column("mean").to_list(),
         mode="lines+markers",
         name="mean",
         line={"color": "#1f77b4", "dash": "dash"},
@@ -293,8 +305,13 @@ def _options(plan: pl.DataFrame, column: str) -> list[dict[str, Any]]:
     return [{"label": fmt(v), "value": v} for v in values]
 
 
-def inventory_page(outputs: Outputs) -> list[Any]:
-    """Filters (category, service level) and the inventory plan."""
+def inventory_page(
+    outputs: Outputs,
+    categories: Sequence[str] | None = None,
+    levels: Sequence[float] | None = None,
+) -> list[Any]:
+    """Filters (category, service level; preset from the URL's ``?category=...&service_level=...``)
+    and the inventory plan."""
     out: list[Any] = [html.H2("Inventory plan")]
     plan = data.inventory_plan(outputs)
     if isinstance(plan, Unavailable):
@@ -306,6 +323,7 @@ def inventory_page(outputs: Outputs) -> list[Any]:
                 dcc.Dropdown(
                     id="category-filter",
                     options=_options(plan, "category"),
+                    value=list(categories or []),
                     multi=True,
                     placeholder="all categories",
                     style={"width": "320px"},
@@ -314,15 +332,31 @@ def inventory_page(outputs: Outputs) -> list[Any]:
                 dcc.Dropdown(
                     id="service-filter",
                     options=_options(plan, "service_level"),
+                    value=list(levels or []),
                     multi=True,
                     placeholder="all service levels",
                     style={"width": "240px"},
                 ),
             ],
-            style={"display": "flex", "gap": "10px", "alignItems": "center"},
+            style={
+                "display": "flex",
+                "gap": "10px",
+                "alignItems": "center",
+                "marginBottom": "10px",
+            },
         ),
-        html.Div(inventory_table(plan, None, None), id="inventory-box"),
+        html.Div(inventory_table(plan, categories, levels), id="inventory-box"),
     ]
+    return out
+
+
+def _floats(values: Sequence[str]) -> list[float]:
+    out = []
+    for v in values:
+        try:
+            out.append(float(v))
+        except ValueError:
+            continue
     return out
 
 
@@ -405,7 +439,9 @@ def create_app(outputs_db: str | Path) -> Dash:
         elif path == "/forecast":
             page = forecast_page(outputs, (query.get("sku") or [None])[0])
         elif path == "/inventory":
-            page = inventory_page(outputs)
+            page = inventory_page(
+                outputs, query.get("category"), _floats(query.get("service_level", []))
+            )
         elif path in ("/", "/runs"):
             page = runs_page(outputs)
         else:

@@ -410,3 +410,23 @@ def test_the_run_summary_links_the_dashboard_and_lists_last_months_changes(runs,
     assert f"| {sku} | {before:,.1f} | {now:,.1f} | {now - before:,.1f} | changed |" in text
     links = [str(a.data) for a in asyncio.run(read("ops-dashboard"))]
     assert links and "http://127.0.0.1:8050/" in links[-1]
+
+
+def test_inventory_filters_from_the_url(server, outputs_db, tmp_path):
+    latest = _latest_run(outputs_db)
+    category, level = _q(
+        outputs_db,
+        "SELECT category, service_level FROM inventory_plan WHERE run_id = ? ORDER BY sku LIMIT 1",
+        [latest],
+    )[0]
+    url = f"{server}/inventory?category={category}&service_level={level}"
+    tables = _tables(_render(url, "inventory-filtered", tmp_path))
+    expected = _q(
+        outputs_db,
+        "SELECT sku FROM inventory_plan WHERE run_id = ? AND category = ? AND service_level = ?",
+        [latest, category, level],
+    )
+    shown = tables["inventory-table"]
+    assert sorted(r["sku"] for r in shown) == sorted(s for (s,) in expected)
+    assert {(r["category"], r["service_level"]) for r in shown} == {(category, _num(level))}
+    assert tables["inventory-totals"][0]["skus"] == str(len(expected))

@@ -109,9 +109,11 @@ def test_fan_figure_draws_three_bands_around_the_mean(published):
     fig = fan_figure("A", history, forecast)
     filled = [t for t in fig.data if t.fill == "tonexty"]
     assert [t.name for t in filled] == ["0.025-0.975", "0.1-0.9", "0.25-0.75"]
-    assert list(filled[0].y) == [12.0 * 1.475, 13.0 * 1.475]
+    # the fan opens at the last observed month (June, sales 10), then July and August
+    assert list(filled[0].y) == [10.0, 12.0 * 1.475, 13.0 * 1.475]
     (mean,) = [t for t in fig.data if t.name == "mean"]
-    assert list(mean.y) == [12.0, 13.0]
+    assert list(mean.y) == [10.0, 12.0, 13.0]
+    assert [str(m) for m in mean.x] == ["2024-06-01", "2024-07-01", "2024-08-01"]
     (sales,) = [t for t in fig.data if t.name == "sales"]
     assert list(sales.y) == [15, 14, 13, 12, 11, 10]
 
@@ -125,6 +127,10 @@ def test_inventory_filters(published):
     assert [r[only_b[0].index("sku")] for r in only_b[1:]] == ["B"]
     totals = _rows(inventory_table(plan, ["toys"], [0.95]), "inventory-totals")
     assert dict(zip(totals[0], totals[1], strict=True))["skus"] == "1"
+    preset = inventory_page(Outputs(published), ["food"], None)
+    preset_rows = _rows(preset, "inventory-table")
+    assert [r[preset_rows[0].index("sku")] for r in preset_rows[1:]] == ["B"]
+    assert _by_id(preset, "category-filter").value == ["food"]
     page = inventory_page(Outputs(published))
     (category,) = [n for n in _walk(page) if getattr(n, "id", None) == "category-filter"]
     assert [o["value"] for o in category.options] == ["food", "toys"]
