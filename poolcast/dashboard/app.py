@@ -246,6 +246,18 @@ def fan_figure(sku: str, history: pl.DataFrame | None, forecast: pl.DataFrame) -
             fillcolor=f"rgba(31,119,180,{alpha})",
             name=f"{lo:g}-{hi:g}",
         )
+    # levels outside the bands (e.g. the default service quantiles 0.8, 0.95, 0.99): dotted lines
+    banded = {quantile_column(v) for pair in FAN_BANDS for v in pair}
+    drawn = {c for c in banded if _band_of(c, forecast.columns)}
+    for col in forecast.columns:
+        if col.startswith("q_") and col not in drawn:
+            fig.add_scatter(
+                x=months,
+                y=anchor_y + forecast.get_column(col).to_list(),
+                mode="lines",
+                line={"color": "#1f77b4", "dash": "dot", "width": 1},
+                name=f"q {col.removeprefix('q_').replace('_', '.', 1)}",
+            )
     fig.add_scatter(
         x=months,
         y=anchor_y + forecast.get_column("mean").to_list(),
@@ -254,6 +266,20 @@ def fan_figure(sku: str, history: pl.DataFrame | None, forecast: pl.DataFrame) -
         line={"color": "#1f77b4", "dash": "dash"},
     )
     return _layout(fig, f"{sku}: sales history and published forecast quantiles", height=420)
+
+
+def _band_of(column: str, columns: Sequence[str]) -> bool:
+    """Whether `column` is one end of a band of :data:`FAN_BANDS` whose both ends are present."""
+    for lo, hi in FAN_BANDS:
+        ends = (quantile_column(lo), quantile_column(hi))
+        if column in ends and all(e in columns for e in ends):
+            return True
+    return False
+
+
+def missing_band_levels(columns: Sequence[str]) -> list[float]:
+    """Levels of :data:`FAN_BANDS` the published forecast lacks (its bands are not drawn)."""
+    return [v for pair in FAN_BANDS for v in pair if quantile_column(v) not in columns]
 
 
 def forecast_page(outputs: Outputs, sku: str | None) -> list[Any]:
@@ -289,6 +315,16 @@ def fan_content(outputs: Outputs, sku: str) -> list[Any]:
         out.append(_missing(history, "sales history"))
         history = None
     out.append(_graph(fan_figure(sku, history, forecast), "fan-graph"))
+    lacking = missing_band_levels(forecast.columns)
+    if lacking:
+        out.append(
+            html.Div(
+                f"quantile levels {', '.join(f'{v:g}' for v in lacking)} are not published by "
+                "this run, so their bands are not drawn (add them to [backtest] quantiles)",
+                className="not-published",
+                style={"color": "#8a6d3b", "fontSize": "12px"},
+            )
+        )
     out += [html.H4(f"{sku}: published forecast"), _table(forecast, "fan-table")]
     if history is not None and history.height:
         out += [

@@ -167,3 +167,18 @@ def test_the_server_answers_the_page_callback(published):
     body = json.dumps(answer.get_json())
     assert "inventory-table" in body and "toys" in body
     assert "latest as-of 2024-06-01: run run-june, champion moving_average" in body
+
+
+def test_without_the_band_levels_the_published_levels_are_lines():
+    """The default service quantiles (0.5, 0.8, 0.9, 0.95, 0.99) give no full band: lines, and a note."""
+    import polars as pl
+
+    from poolcast.dashboard.app import missing_band_levels
+
+    forecast = pl.DataFrame(
+        {"month": ["2024-07-01"], "horizon": [1], "mean": [5.0], "q_0_5": [5.0], "q_0_9": [8.0]}
+    )
+    fig = fan_figure("A", None, forecast)
+    assert [t.name for t in fig.data] == ["q 0.5", "q 0.9", "mean"]
+    assert not [t for t in fig.data if t.fill == "tonexty"]
+    assert missing_band_levels(forecast.columns) == [0.025, 0.975, 0.1, 0.25, 0.75]
