@@ -17,7 +17,7 @@ Latest means: the greatest ``as_of``, and for it the most recently published run
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ import duckdb
 import polars as pl
 
 __all__ = [
+    "FAN_BANDS",
     "OUTPUTS_FILE",
     "Outputs",
     "Unavailable",
@@ -36,6 +37,7 @@ __all__ = [
     "latest_run",
     "month_comparison",
     "outputs_path",
+    "quantile_column",
     "quarantine_by_rule",
     "run_history",
     "sku_list",
@@ -96,15 +98,7 @@ class Outputs:
 
     def relations(self) -> set[str] | Unavailable:
         """Names of the tables and views in the database."""
-        return self._run(
-            lambda con: {
-                r[0]
-                for r in con.execute(
-                    "SELECT table_name FROM information_schema.tables "
-                    "WHERE table_schema = current_schema()"
-                ).fetchall()
-            }
-        )
+        return self._run(_relations)
 
     def query(
         self, sql: str, params: Sequence[Any] | None = None, *, needs: Sequence[str] = ()
@@ -131,7 +125,9 @@ class Outputs:
 
         return self._run(run)
 
-    def _run(self, fn):  # type: ignore[no-untyped-def]
+    def _run(self, fn: Callable[[duckdb.DuckDBPyConnection], Any]) -> Any:
+        """``fn(connection)`` on a fresh read-only connection, closed afterwards; Unavailable
+        when the file is missing, not a database, or locked."""
         if not self.path.is_file():
             return Unavailable(f"{self.path}: no outputs database yet; run `poolcast run` first")
         try:
