@@ -216,7 +216,7 @@ def ops_section(
     notes: list[str] = []
     totals = None
     if isinstance(p_now, Unavailable):
-        notes.append(f"inventory plan: {p_now.message}")
+        notes.append(p_now.message)
     else:
         totals = inventory_totals(p_now)
     changes: dict[str, pl.DataFrame] = {}
