@@ -262,6 +262,34 @@ def _database_error(db: str | Path, exc: Exception) -> PoolcastError:
 
 
 @app.command()
+@one_line_errors("dashboard")
+def dashboard(
+    work_dir: Annotated[
+        str, typer.Option("--work-dir", help="The run's work dir (holds outputs.duckdb).")
+    ] = ".poolcast",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8050,
+    host: Annotated[
+        str, typer.Option(help="Interface to listen on (loopback by default).")
+    ] = "127.0.0.1",
+    outputs_db: Annotated[
+        str | None,
+        typer.Option("--outputs-db", help="Outputs database (default: <work-dir>/outputs.duckdb)."),
+    ] = None,
+) -> None:
+    """Serve the read-only ops dashboard over the published outputs (Ctrl-C stops it)."""
+    from poolcast.dashboard.data import Outputs, outputs_path
+
+    outputs = Outputs(outputs_db or outputs_path(work_dir))
+    problem = outputs.check()
+    if problem is not None:
+        raise PoolcastError(problem.message)
+    from poolcast.dashboard.app import create_app
+
+    typer.echo(f"poolcast dashboard: serving {outputs.path} (read-only) on http://{host}:{port}/")
+    create_app(outputs.path).run(host=host, port=port, debug=False)
+
+
+@app.command()
 @one_line_errors("validate")
 def validate(
     source: Annotated[

@@ -36,6 +36,8 @@ def publish(
             "forecasts": forecast,
             "leaderboard": leaderboard,
             "data_quality": quality_table(validated.counts),
+            # compact sales history for the dashboard's fan charts (poolcast/dashboard/data.py)
+            "history": validated.panel.select("sku", "month", "sales"),
         },
     )
     get_run_logger().info("published %s to %s", result.rows, result.path)

@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from poolcast.ops import dashboard_url, ops_section
 from poolcast.publish import PublishResult
 from poolcast.reporting import (
     RetrainSummary,
@@ -63,9 +64,16 @@ def leaderboard_artifact(board: pl.DataFrame, metric: str) -> None:
 
 @task(cache_policy=NO_CACHE)
 def summary_artifacts(summary: RetrainSummary) -> str:
-    """Markdown ``retrain-summary`` and link ``mlflow-run`` artifacts; returns (and prints) the text summary."""
+    """Markdown ``retrain-summary`` (with the ops section: dashboard and MLflow links, inventory
+    totals, largest changes against last month) and link ``mlflow-run`` / ``ops-dashboard``
+    artifacts; returns (and prints) the text summary."""
+    try:
+        ops = ops_section(summary.outputs_db, summary.mlflow_run_id, summary.mlflow_run_url)
+    except Exception as exc:  # the month is published: a report problem must not fail it
+        get_run_logger().warning("ops section of the summary failed: %s", exc)
+        ops = f"## Ops\n\n- dashboard: {dashboard_url()}\n- ops section unavailable: {exc}\n"
     create_markdown_artifact(
-        markdown=summary_markdown(summary),
+        markdown=summary_markdown(summary) + "\n" + ops,
         key="retrain-summary",
         description="Monthly retrain summary",
     )
@@ -74,6 +82,12 @@ def summary_artifacts(summary: RetrainSummary) -> str:
         link_text=f"MLflow run {summary.mlflow_run_id}",
         key="mlflow-run",
         description="The retrain's MLflow parent run",
+    )
+    create_link_artifact(
+        link=dashboard_url(),
+        link_text="poolcast ops dashboard",
+        key="ops-dashboard",
+        description="Read-only dashboard over the published outputs (poolcast dashboard)",
     )
     text = summary_text(summary)
     print(text)

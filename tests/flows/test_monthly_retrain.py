@@ -160,14 +160,15 @@ def test_prefect_artifacts_are_readable_from_the_api(retrain):
                 artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
             )
 
+    # other flow tests share the harness: look for this run's artifacts among all of them
     boards = asyncio.run(read("leaderboard"))
-    assert boards and "exploding" in str(boards[-1].data)
+    assert any("exploding" in str(b.data) for b in boards)
     quality = asyncio.run(read("data-quality"))
     assert quality and "rows_quarantined" in str(quality[-1].data)
     markdown = asyncio.run(read("retrain-summary"))
-    assert markdown and summary.mlflow_run_id in str(markdown[-1].data)
+    assert any(summary.mlflow_run_id in str(m.data) for m in markdown)
     link = asyncio.run(read("mlflow-run"))
-    assert link and summary.mlflow_run_id in str(link[-1].data)
+    assert any(summary.mlflow_run_id in str(x.data) for x in link)
 
 
 def test_the_forecast_is_published_for_the_run(retrain):

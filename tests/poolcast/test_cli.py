@@ -421,3 +421,14 @@ def test_prefect_logs_no_traceback_for_a_poolcast_error_unless_debug() -> None:
         cli._State.debug = False
         logger.removeHandler(handler)
     assert [r.exc_info is None for r in records] == [True, False, False]
+
+
+def test_dashboard_without_outputs_exits_with_one_line(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["dashboard", "--work-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("poolcast dashboard: error: ")
+    assert str(tmp_path / "outputs.duckdb") in lines[0] and "poolcast run" in lines[0]
+    (tmp_path / "outputs.duckdb").write_text("not a database")
+    result = runner.invoke(app, ["dashboard", "--work-dir", str(tmp_path)])
+    assert result.exit_code == 1 and "cannot be read as a DuckDB database" in result.stderr
