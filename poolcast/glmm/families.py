@@ -1,4 +1,4 @@
-r"""Response families: Poisson (log), NB2 (log) and binomial (logit).
+r"""Response families: Poisson (log), NB2 (log), Gamma (log) and binomial (logit).
 
 Every family works on the linear predictor :math:`\eta` and gives, per observation, the
 log-likelihood :math:`\ell_i(\eta_i)` with all constants, its first derivative
@@ -14,6 +14,12 @@ log-likelihood :math:`\ell_i(\eta_i)` with all constants, its first derivative
   - (y+\theta)\log(\mu+\theta)`, :math:`g = \theta(y-\mu)/(\mu+\theta)`,
   :math:`h = \theta(y+\theta)\mu/(\mu+\theta)^2` (the observed, not the Fisher, weight, as TMB's
   Laplace uses the exact Hessian), :math:`h' = \theta(y+\theta)\mu(\theta-\mu)/(\mu+\theta)^3`.
+* Gamma, log link, shape :math:`\nu` (held in the dispersion slot ``nb_theta``;
+  :math:`\operatorname{Var} = \mu^2/\nu`; glmmTMB's ``Gamma`` reports
+  :math:`\sigma = 1/\sqrt{\nu}`, the coefficient of variation):
+  :math:`\ell = \nu\log\nu - \log\Gamma(\nu) + (\nu-1)\log y - \nu\eta - \nu y e^{-\eta}`,
+  :math:`g = \nu(y/\mu - 1)`, :math:`h = \nu y/\mu` (observed weight),
+  :math:`h' = -\nu y/\mu`.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from scipy.special import digamma, expit, gammaln
 
 from poolcast.errors import InvalidParameterError
 
-__all__ = ["FAMILIES", "Binomial", "Family", "NegBin2", "Poisson", "get_family"]
+__all__ = ["FAMILIES", "Binomial", "Family", "Gamma", "NegBin2", "Poisson", "get_family"]
 
 _ETA_MAX = 700.0
 
@@ -47,6 +53,8 @@ class Family:
     name: str = ""
     link: str = ""
     has_dispersion: bool = False
+    #: What the dispersion slot (``nb_theta``) holds, for summaries.
+    dispersion_label: str = ""
 
     def linkinv(self, eta: np.ndarray) -> np.ndarray:
         """Mean (per trial for binomial) from the linear predictor."""
@@ -82,6 +90,10 @@ class Family:
 
     def start_eta(self, y, trials) -> np.ndarray:
         """A safe starting linear predictor from the data (like R's ``mustart``)."""
+        raise NotImplementedError
+
+    def start_dispersion(self, y, mu, weights) -> float:
+        """Moment start of the dispersion slot from a GLM fit's means (families with one)."""
         raise NotImplementedError
 
     def evaluate(self, eta, y, trials, nb_theta=None):
@@ -127,6 +139,12 @@ class NegBin2(Poisson):
     name: str = "negbin"
     link: str = "log"
     has_dispersion: bool = True
+    dispersion_label: str = "Negative binomial size (theta)"
+
+    def start_dispersion(self, y, mu, weights) -> float:
+        r""":math:`1/\hat\alpha` with :math:`\hat\alpha = \sum w((y-\mu)^2-\mu)/\sum w\mu^2`."""
+        inv = np.sum(weights * ((y - mu) ** 2 - mu)) / np.sum(weights * mu**2)
+        return float(np.clip(1.0 / inv, 0.05, 1e4)) if inv > 0 else 1e4
 
     def loglik_eta(self, eta, y, trials, nb_theta=None):
         th = float(nb_theta)
@@ -170,6 +188,66 @@ class NegBin2(Poisson):
 
 
 @dataclass(frozen=True)
+class Gamma(Family):
+    """Gamma with log link; shape :math:`\nu` in the dispersion slot (``nb_theta``)."""
+
+    name: str = "gamma"
+    link: str = "log"
+    has_dispersion: bool = True
+    dispersion_label: str = "Gamma shape (nu = 1/sigma^2)"
+
+    def linkinv(self, eta):
+        return np.exp(np.clip(eta, -_ETA_MAX, _ETA_MAX))
+
+    def linkfun(self, mu):
+        return np.log(mu)
+
+    def loglik_eta(self, eta, y, trials, nb_theta=None):
+        nu = float(nb_theta)
+        return -nu * (eta + y * np.exp(-np.clip(eta, -_ETA_MAX, _ETA_MAX)))
+
+    def loglik_shape(self, y, nb_theta=None):
+        nu = float(nb_theta)
+        return nu * np.log(nu) - gammaln(nu) + nu * np.log(y)
+
+    def loglik_const(self, y, trials):
+        return -np.log(y)
+
+    def derivs(self, eta, y, trials, nb_theta=None):
+        nu = float(nb_theta)
+        r = y * np.exp(-np.clip(eta, -_ETA_MAX, _ETA_MAX))  # y / mu
+        h = nu * r
+        return nu * (r - 1.0), h, -h
+
+    def evaluate(self, eta, y, trials, nb_theta=None):
+        nu = float(nb_theta)
+        e = np.clip(eta, -_ETA_MAX, _ETA_MAX)
+        r = y * np.exp(-e)
+        h = nu * r
+        return -nu * (e + r), nu * (r - 1.0), h, -h
+
+    def derivs_log_theta(self, eta, y, nb_theta):
+        r"""Derivatives with respect to :math:`\psi = \log\nu` at fixed :math:`\eta`.
+
+        :math:`\partial\ell/\partial\psi = \nu(\log\nu + 1 - \psi(\nu) + \log y - \eta - y/\mu)`;
+        :math:`g` and :math:`h` are linear in :math:`\nu`, so their derivatives are themselves.
+        """
+        nu = float(nb_theta)
+        e = np.clip(eta, -_ETA_MAX, _ETA_MAX)
+        r = y * np.exp(-e)
+        dl = np.log(nu) + 1.0 - digamma(nu) + np.log(y) - e - r
+        return nu * dl, nu * (r - 1.0), nu * r
+
+    def start_eta(self, y, trials):
+        return np.log(y)
+
+    def start_dispersion(self, y, mu, weights) -> float:
+        r""":math:`1/\widehat{CV}^2` with :math:`\widehat{CV}^2 = \sum w (y/\mu - 1)^2 / \sum w`."""
+        cv2 = np.sum(weights * (y / mu - 1.0) ** 2) / np.sum(weights)
+        return float(np.clip(1.0 / cv2, 0.05, 1e6)) if cv2 > 0 else 1e6
+
+
+@dataclass(frozen=True)
 class Binomial(Family):
     """Binomial with logit link; ``y`` counts successes out of ``trials`` (1 for Bernoulli)."""
 
@@ -204,11 +282,16 @@ class Binomial(Family):
         return np.log(p) - np.log1p(-p)
 
 
-FAMILIES: dict[str, Family] = {"poisson": Poisson(), "negbin": NegBin2(), "binomial": Binomial()}
+FAMILIES: dict[str, Family] = {
+    "poisson": Poisson(),
+    "negbin": NegBin2(),
+    "gamma": Gamma(),
+    "binomial": Binomial(),
+}
 
 
 def get_family(family: str | Family) -> Family:
-    """Return the family object for a name ("poisson", "negbin" or "binomial")."""
+    """Return the family object for a name ("poisson", "negbin", "gamma" or "binomial")."""
     if isinstance(family, Family):
         return family
     key = {"nb2": "negbin", "nbinom2": "negbin", "negative_binomial": "negbin"}.get(family, family)

@@ -18,7 +18,7 @@ def fit(
     formula: str,
     data: Any,
     *,
-    family: Literal["poisson", "negbin", "binomial"] = "poisson",
+    family: Literal["poisson", "negbin", "gamma", "binomial"] = "poisson",
     method: Literal["laplace", "agq"] = "laplace",
     n_agq: int = 1,
     offset: Any = None,
@@ -35,7 +35,7 @@ def fit(
         lme4 syntax, e.g. ``"y ~ t + promo + (1 + promo | sku)"``; binomial may use
         ``cbind(successes, failures) ~ ...``.
     data : polars.DataFrame or pandas.DataFrame
-    family : {"poisson", "negbin", "binomial"}
+    family : {"poisson", "negbin", "gamma", "binomial"}
     method : {"laplace", "agq"}
         "agq" needs ``n_agq`` > 1 and a single scalar random-effects term.
     n_agq : int

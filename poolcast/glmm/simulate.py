@@ -227,9 +227,16 @@ def _draw_response(
             )
         lam = rng.gamma(shape=theta, scale=mu / theta)
         return rng.poisson(lam).astype(float)
+    if name == "gamma":
+        shape = results.nb_theta
+        if shape is None or not np.isfinite(shape) or shape <= 0:
+            raise InvalidParameterError(
+                f"shape nb_theta={shape!r} of the fitted Gamma model must be a positive number."
+            )
+        return rng.gamma(shape=shape, scale=mu / shape)
     if name == "binomial":
         n_trials = np.ones(n_rows) if trials is None else np.asarray(trials, dtype=float)
         return rng.binomial(n_trials.astype(np.int64)[:, None], mu).astype(float)
     raise InvalidParameterError(  # pragma: no cover - the core only builds these three families
-        f"simulate() does not support family {name!r}; use poisson, negbin or binomial."
+        f"simulate() does not support family {name!r}; use poisson, negbin, gamma or binomial."
     )

@@ -392,7 +392,18 @@ def _check_response(y, trials, family: str, lhs: str, level: str, messages: list
         return
     if not np.all(np.isfinite(y)):
         raise InvalidParameterError(f"response {lhs!r} has non-finite values; drop those rows.")
-    if family in ("poisson", "negbin"):
+    if family == "gamma":
+        bad = np.flatnonzero(y <= 0)
+        if bad.size:
+            _apply_check(
+                level,
+                f"response {lhs!r} must be strictly positive for family='gamma'; row {bad[0]} "
+                f"has {y[bad[0]]!r} ({bad.size} such rows). Drop the zeros or use a family for "
+                "counts (negbin) or with exact zeros.",
+                messages,
+                InvalidParameterError,
+            )
+    elif family in ("poisson", "negbin"):
         bad = np.flatnonzero((y < 0) | (y != np.round(y)))
         if bad.size:
             _apply_check(

@@ -1,0 +1,52 @@
+# Reference fits for the GLMM engine's newer families, made with glmmTMB (Debian's
+# r-cran-glmmtmb). Tests never need R: they read reference_families.json, which this
+# script writes. Run from the repository root:
+#   Rscript tests/reference/glmm/make_family_reference.R ../shared/data
+# The data are read from the shared folder (Rossmann's terms forbid copying it here); the
+# subset below is rebuilt the same way by tests/poolcast/glmm/test_reference_families.py.
+suppressPackageStartupMessages(library(glmmTMB))
+args <- commandArgs(trailingOnly = TRUE)
+shared <- if (length(args) >= 1) args[1] else "../shared/data"
+out <- "tests/reference/glmm/reference_families.json"
+
+ross <- read.csv(file.path(shared, "rossmann-store-sales", "rossmann_store_monthly.csv"))
+ross <- ross[ross$Store <= 100 & ross$OpenDays > 0 & ross$Sales > 0, ]
+ross$y <- ross$Sales / 1000
+ross$promo_days <- ross$PromoDays / 10
+ross$school_days <- ross$SchoolHolidayDays / 10
+ross$store <- factor(ross$Store)
+
+entry <- function(fit, formula, family, extra = list()) {
+  vc <- VarCorr(fit)$cond
+  varcorr <- lapply(names(vc), function(g) {
+    m <- vc[[g]]
+    sds <- attr(m, "stddev")
+    cm <- attr(m, "correlation")
+    corr <- if (length(sds) > 1) cm[lower.tri(cm)] else list()
+    list(sd = as.list(sds), corr = corr)
+  })
+  names(varcorr) <- names(vc)
+  c(list(
+    formula = formula,
+    family = family,
+    data = "rossmann_store_monthly.csv: Store <= 100, OpenDays > 0, Sales > 0; y = Sales/1000, promo_days = PromoDays/10, school_days = SchoolHolidayDays/10",
+    method = "Laplace",
+    fixef = as.list(fixef(fit)$cond),
+    fixef_se = as.list(sqrt(diag(vcov(fit)$cond))),
+    varcorr = varcorr,
+    logLik = as.numeric(logLik(fit)),
+    software = paste("glmmTMB", packageVersion("glmmTMB"))
+  ), extra)
+}
+
+fits <- list()
+f1 <- "y ~ promo_days + school_days + (1 | store)"
+m1 <- glmmTMB(as.formula(f1), data = ross, family = Gamma(link = "log"))
+fits$rossmann_gamma_ri <- entry(m1, f1, "gamma", list(gamma_shape = 1 / sigma(m1)^2, sigma = sigma(m1)))
+
+f2 <- "y ~ promo_days + school_days + (1 + promo_days | store)"
+m2 <- glmmTMB(as.formula(f2), data = ross, family = Gamma(link = "log"))
+fits$rossmann_gamma_rs <- entry(m2, f2, "gamma", list(gamma_shape = 1 / sigma(m2)^2, sigma = sigma(m2)))
+
+writeLines(jsonlite::toJSON(fits, auto_unbox = TRUE, digits = NA, pretty = TRUE, null = "null"), out)
+cat("wrote", out, "\n")
