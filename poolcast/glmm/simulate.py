@@ -227,6 +227,13 @@ def _draw_response(
             )
         lam = rng.gamma(shape=theta, scale=mu / theta)
         return rng.poisson(lam).astype(float)
+    if name == "tweedie":
+        p, phi = float(results.family.power), 1.0 / float(results.nb_theta)
+        # compound Poisson-Gamma: N ~ Poisson(mu^(2-p) / (phi (2-p))) jumps, each
+        # Gamma(shape (2-p)/(p-1), scale phi (p-1) mu^(p-1)); their sum is Gamma(N k, scale)
+        counts = rng.poisson(np.minimum(mu ** (2.0 - p) / (phi * (2.0 - p)), 1e15))
+        scale = phi * (p - 1.0) * mu ** (p - 1.0)
+        return rng.gamma(shape=counts * (2.0 - p) / (p - 1.0), scale=scale)
     if name == "gamma":
         shape = results.nb_theta
         if shape is None or not np.isfinite(shape) or shape <= 0:
