@@ -94,7 +94,7 @@ def fit(
 
 #: Bounds and tolerance of the profile search over the Tweedie power.
 TWEEDIE_POWER_BOUNDS = (1.01, 1.99)
-TWEEDIE_POWER_TOL = 1e-5
+TWEEDIE_POWER_TOL = 1e-4
 
 
 def _profile_tweedie_power(design, *, n_agq: int, control: GlmmControl, start) -> Any:
@@ -105,12 +105,16 @@ def _profile_tweedie_power(design, *, n_agq: int, control: GlmmControl, start) -
     the joint maximum likelihood estimate (as glmm.nb in lme4 profiles the NB size).
     """
 
+    warm: dict[str, Any] = dict(start or {})
+
     def negative_loglik(power: float) -> float:
         trial = dataclasses.replace(design, family_object=Tweedie(power=float(power)))
         objective = make_objective(trial, n_agq=n_agq, control=control)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            opt = optimize(objective, start=start, control=control)
+            opt = optimize(objective, start=warm or None, control=control)
+        # the next power starts where this one ended (a warm start changes the path only)
+        warm.update(theta=opt.theta, beta=opt.beta, nb_theta=opt.nb_theta)
         return float(opt.deviance) / 2.0
 
     best = minimize_scalar(

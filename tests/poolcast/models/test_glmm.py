@@ -286,3 +286,36 @@ def test_an_unconverged_warm_start_is_refitted_from_the_default_start():
     conv = model.describe().convergence
     assert all(conv[f"h={h}"]["warm_start_from_horizon"] is None for h in horizons)
     assert all(m.results.converged for m in model.models_.values())
+
+
+def test_tweedie_candidate_profiles_the_power_once_and_forecasts_money():
+    """Sales as money: compound Poisson-Gamma amounts around the simulated SKU means."""
+    from poolcast.models.glmm import GlmmTweedieRandomIntercept
+    from poolcast.models.registry import OPT_IN, default_candidates
+
+    sim = simulate_feature_frame(
+        n_sku=60, n_months=26, horizons=(1, 2), sd_sku=0.6, promo_rate=0.3, seed=5
+    )
+    rng = np.random.default_rng(9)
+    # turn the counts into amounts: each unit sold at a Gamma(4, 2.5) price (exact zeros kept)
+    counts = sim.frame.get_column("sales").to_numpy()
+    amounts = np.array([rng.gamma(4.0, 2.5, size=int(c)).sum() for c in counts])
+    frame = sim.frame.with_columns(pl.Series("sales", np.round(amounts, 2)))
+    train, rows = split_last_month(frame)
+    est = GlmmTweedieRandomIntercept().fit(train)
+    powers = {h: r.family.power for h, r in est.results_.items()}
+    assert len(set(powers.values())) == 1 and 1.0 < powers[1] < 2.0
+    forecast = est.predict_distribution(
+        rows, quantiles=(0.1, 0.5, 0.9), n_samples=400, rng=np.random.default_rng(1)
+    )
+    truth = rows.get_column("sales").to_numpy() if "sales" in rows.columns else None
+    assert np.all(np.isfinite(forecast.mean)) and np.all(forecast.quantiles[0.1] >= 0)
+    assert np.all(forecast.quantiles[0.1] <= forecast.quantiles[0.9])
+    if truth is not None and np.all(np.isfinite(truth)):
+        inside = (forecast.quantiles[0.1] <= truth) & (truth <= forecast.quantiles[0.9])
+        assert 0.6 <= inside.mean() <= 0.98
+    assert "glmm_tweedie_ri" in OPT_IN
+    assert "glmm_tweedie_ri" not in default_candidates(has_customers=True, has_promo=True)
+    assert "glmm_tweedie_ri" in default_candidates(
+        has_customers=True, has_promo=True, names=("glmm_tweedie_ri",)
+    )
