@@ -49,6 +49,7 @@ __all__ = [
     "Gamma",
     "NegBin2",
     "Poisson",
+    "TruncatedNegBin2",
     "Tweedie",
     "get_family",
     "tweedie_log_series",
@@ -206,6 +207,74 @@ class NegBin2(Poisson):
         dg = mu * (y - mu) / s**2
         dh = mu * (y * mu + 2.0 * th * mu - th * y) / s**3
         return th * dl, th * dg, th * dh
+
+
+@dataclass(frozen=True)
+class TruncatedNegBin2(NegBin2):
+    r"""Zero-truncated NB2 with log link (glmmTMB ``truncated_nbinom2``): the count part of a
+    hurdle model, fitted to the positive responses only.
+
+    With :math:`s = \mu + \theta`, :math:`q = P_{NB}(0) = (\theta/s)^\theta`,
+    :math:`r = q/(1-q)`, :math:`A = \theta\mu/s`, :math:`B = \theta^2\mu/s^2`:
+    :math:`\ell_T = \ell_{NB} - \log(1-q)`, :math:`g_T = g_{NB} - rA`,
+    :math:`h_T = h_{NB} - r(1+r)A^2 + rB`,
+    :math:`h'_T = h'_{NB} + (1+2r)r(1+r)A^3 - 3r(1+r)AB + r\theta^2\mu(\theta-\mu)/s^3`
+    (:math:`\partial\log q/\partial\eta = -A`, :math:`\partial A/\partial\eta = B`).
+    """
+
+    name: str = "truncated_negbin"
+
+    @staticmethod
+    def _parts(eta, nb_theta):
+        th = float(nb_theta)
+        mu = np.exp(np.minimum(eta, _ETA_MAX))
+        s = mu + th
+        log_q = th * (np.log(th) - np.logaddexp(eta, np.log(th)))
+        r = np.exp(log_q - np.log(-np.expm1(log_q)))  # q / (1 - q)
+        return th, mu, s, log_q, r
+
+    def loglik_eta(self, eta, y, trials, nb_theta=None):
+        _, _, _, log_q, _ = self._parts(eta, nb_theta)
+        return super().loglik_eta(eta, y, trials, nb_theta) - np.log(-np.expm1(log_q))
+
+    def derivs(self, eta, y, trials, nb_theta=None):
+        g, h, h3 = super().derivs(eta, y, trials, nb_theta)
+        th, mu, s, _, r = self._parts(eta, nb_theta)
+        a = th * mu / s
+        b = th**2 * mu / s**2
+        g_t = g - r * a
+        h_t = h - r * (1.0 + r) * a**2 + r * b
+        h3_t = (
+            h3
+            + (1.0 + 2.0 * r) * r * (1.0 + r) * a**3
+            - 3.0 * r * (1.0 + r) * a * b
+            + r * th**2 * mu * (th - mu) / s**3
+        )
+        return g_t, h_t, h3_t
+
+    def evaluate(self, eta, y, trials, nb_theta=None):
+        return (self.loglik_eta(eta, y, trials, nb_theta), *self.derivs(eta, y, trials, nb_theta))
+
+    def derivs_log_theta(self, eta, y, nb_theta):
+        r"""Derivatives in :math:`\psi = \log\theta`:
+        :math:`\partial\log q/\partial\psi = \theta(\log(\theta/s) + \mu/s)`,
+        :math:`\partial A/\partial\psi = \theta\mu^2/s^2`,
+        :math:`\partial B/\partial\psi = 2\theta^2\mu^2/s^3`."""
+        dl, dg, dh = super().derivs_log_theta(eta, y, nb_theta)
+        th, mu, s, _, r = self._parts(eta, nb_theta)
+        a = th * mu / s
+        b = th**2 * mu / s**2
+        dlogq = th * (np.log(th / s) + mu / s)
+        dr = r * (1.0 + r) * dlogq
+        da = th * mu**2 / s**2
+        db = 2.0 * th**2 * mu**2 / s**3
+        dl_t = dl + r * dlogq
+        dg_t = dg - (dr * a + r * da)
+        dh_t = dh - ((1.0 + 2.0 * r) * dr * a**2 + r * (1.0 + r) * 2.0 * a * da) + dr * b + r * db
+        return dl_t, dg_t, dh_t
+
+    def start_eta(self, y, trials):
+        return np.log(np.maximum(y - 0.5, 0.5))
 
 
 @dataclass(frozen=True)
@@ -477,6 +546,7 @@ FAMILIES: dict[str, Family] = {
     "negbin": NegBin2(),
     "gamma": Gamma(),
     "tweedie": Tweedie(),
+    "truncated_negbin": TruncatedNegBin2(),
     "binomial": Binomial(),
 }
 
@@ -486,7 +556,12 @@ def get_family(family: str | Family) -> Family:
     "binomial") or the object itself (e.g. ``Tweedie(power=1.6)``)."""
     if isinstance(family, Family):
         return family
-    key = {"nb2": "negbin", "nbinom2": "negbin", "negative_binomial": "negbin"}.get(family, family)
+    key = {
+        "nb2": "negbin",
+        "nbinom2": "negbin",
+        "negative_binomial": "negbin",
+        "truncated_nbinom2": "truncated_negbin",
+    }.get(family, family)
     if key not in FAMILIES:
         raise InvalidParameterError(
             f"family={family!r} is not supported; use one of {sorted(FAMILIES)}."

@@ -208,6 +208,10 @@ def _unseen_labels(
     return keys
 
 
+#: Redraw rounds for zero-truncated draws; after them a remaining zero (P(0) ~ 1) becomes 1.
+_TRUNCATION_REDRAWS = 50
+
+
 def _draw_response(
     results: GlmmResults,
     mu: np.ndarray,
@@ -227,6 +231,16 @@ def _draw_response(
             )
         lam = rng.gamma(shape=theta, scale=mu / theta)
         return rng.poisson(lam).astype(float)
+    if name == "truncated_negbin":
+        theta = float(results.nb_theta)
+        draws = rng.poisson(rng.gamma(shape=theta, scale=mu / theta)).astype(float)
+        for _ in range(_TRUNCATION_REDRAWS):  # redraw the zeros: a draw given y > 0
+            zero = draws == 0
+            if not zero.any():
+                break
+            lam = rng.gamma(shape=theta, scale=mu[zero] / theta)
+            draws[zero] = rng.poisson(lam)
+        return np.maximum(draws, 1.0)
     if name == "tweedie":
         p, phi = float(results.family.power), 1.0 / float(results.nb_theta)
         # compound Poisson-Gamma: N ~ Poisson(mu^(2-p) / (phi (2-p))) jumps, each

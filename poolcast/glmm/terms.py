@@ -396,7 +396,18 @@ def _check_response(y, trials, family: str, lhs: str, level: str, messages: list
         return
     if not np.all(np.isfinite(y)):
         raise InvalidParameterError(f"response {lhs!r} has non-finite values; drop those rows.")
-    if family == "tweedie":
+    if family == "truncated_negbin":
+        bad = np.flatnonzero((y < 1) | (y != np.round(y)))
+        if bad.size:
+            _apply_check(
+                level,
+                f"response {lhs!r} must hold positive integer counts for "
+                f"family='truncated_negbin' (the count part of a hurdle model); row {bad[0]} "
+                f"has {y[bad[0]]!r} ({bad.size} such rows). Fit it to the rows with y > 0.",
+                messages,
+                InvalidParameterError,
+            )
+    elif family == "tweedie":
         bad = np.flatnonzero(y < 0)
         if bad.size:
             _apply_check(

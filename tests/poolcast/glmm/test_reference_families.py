@@ -22,7 +22,46 @@ from poolcast.glmm.families import get_family
 REFERENCE = Path(__file__).resolve().parents[2] / "reference" / "glmm" / "reference_families.json"
 GAMMA_KEYS = ["rossmann_gamma_ri", "rossmann_gamma_rs"]
 TWEEDIE_KEYS = ["simulated_tweedie_ri"]
-KEYS = GAMMA_KEYS + TWEEDIE_KEYS
+HURDLE_KEYS = ["carparts_hurdle_zero", "online_retail_hurdle_count"]
+KEYS = GAMMA_KEYS + TWEEDIE_KEYS + HURDLE_KEYS
+EXAMPLE = (
+    Path(__file__).resolve().parents[3] / "data" / "example" / "online_retail_sku_monthly.csv.gz"
+)
+
+
+def _carparts_subset(shared_data_dir: Path) -> pl.DataFrame:
+    """The R script's car-parts subset: sales known, the first 300 parts in file order."""
+    cp = pl.read_csv(
+        shared_data_dir / "carparts" / "carparts_monthly_long.csv.gz",
+        schema_overrides={"part": pl.String},
+    ).filter(pl.col("sales").is_not_null())
+    parts = cp.get_column("part").unique(maintain_order=True).head(300)
+    cp = cp.filter(pl.col("part").is_in(parts.implode()))
+    year = pl.col("month").str.slice(0, 4).cast(pl.Int32)
+    month = pl.col("month").str.slice(5, 2).cast(pl.Int32)
+    angle = 2 * np.pi * month / 12
+    return cp.with_columns(
+        t=(year - 1998) + (month - 1) / 12,
+        fourier_s1=angle.sin(),
+        fourier_c1=angle.cos(),
+        sold=(pl.col("sales") > 0).cast(pl.Int32),
+    )
+
+
+def _online_retail_positive() -> pl.DataFrame:
+    """The R script's Online Retail subset: first 200 StockCodes, Quantity > 0."""
+    ol = pl.read_csv(EXAMPLE, schema_overrides={"StockCode": pl.String})
+    codes = ol.get_column("StockCode").unique(maintain_order=True).head(200)
+    ol = ol.filter(pl.col("StockCode").is_in(codes.implode()) & (pl.col("Quantity") > 0))
+    year = pl.col("Month").str.slice(0, 4).cast(pl.Int32)
+    month = pl.col("Month").str.slice(5, 2).cast(pl.Int32)
+    angle = 2 * np.pi * month / 12
+    return ol.with_columns(
+        t=(year - 2009) + (month - 12) / 12,
+        fourier_s1=angle.sin(),
+        fourier_c1=angle.cos(),
+        sku=pl.col("StockCode"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +86,22 @@ def rossmann_subset(shared_data_dir) -> pl.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def fits(references, rossmann_subset) -> dict:
+def fits(references, rossmann_subset, shared_data_dir) -> dict:
     out = {
         key: fit(references[key]["formula"], rossmann_subset, family="gamma") for key in GAMMA_KEYS
     }
     tweedie_data = pl.read_csv(REFERENCE.parent / "tweedie_sim.csv")
     for key in TWEEDIE_KEYS:
         out[key] = fit(references[key]["formula"], tweedie_data, family="tweedie")
+    carparts = _carparts_subset(shared_data_dir)
+    out["carparts_hurdle_zero"] = fit(
+        references["carparts_hurdle_zero"]["formula"], carparts, family="binomial"
+    )
+    out["online_retail_hurdle_count"] = fit(
+        references["online_retail_hurdle_count"]["formula"],
+        _online_retail_positive(),
+        family="truncated_nbinom2",
+    )
     return out
 
 
@@ -82,6 +130,9 @@ def test_random_effects_and_shape(fits, references, key):
             assert np.asarray(res.corr[group], dtype=float) == pytest.approx(corr, abs=0.02)
     if key in GAMMA_KEYS:
         assert res.nb_theta == pytest.approx(ref["gamma_shape"], rel=0.02)
+    elif key in HURDLE_KEYS:
+        if ref.get("nb_theta") is not None:
+            assert res.nb_theta == pytest.approx(ref["nb_theta"], rel=0.02)
     else:  # the issue's tolerances: Tweedie power 0.02, variance parameters 2%
         assert res.family.power == pytest.approx(ref["tweedie_power"], abs=0.02)
         assert 1.0 / res.nb_theta == pytest.approx(ref["tweedie_phi"], rel=0.02)
@@ -225,3 +276,61 @@ def test_tweedie_refuses_negative_response_and_bad_power():
         fit("y ~ 1 + (1 | g)", frame, family="tweedie")
     with pytest.raises(InvalidParameterError, match=r"\(1, 2\)"):
         Tweedie(power=2.3)
+
+
+def test_truncated_negbin_loglik_is_scipy_conditional_pmf():
+    """log P(Y = y | Y > 0) of NB2, from scipy."""
+    from scipy import stats
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(1, 30, 40).astype(float)
+    eta = rng.normal(1.5, 1.0, 40)
+    theta, mu = 1.7, np.exp(eta)
+    prob = theta / (theta + mu)
+    want = stats.nbinom.logpmf(y, theta, prob) - np.log1p(-stats.nbinom.pmf(0, theta, prob))
+    got = get_family("truncated_nbinom2").loglik(eta, y, np.ones_like(y), theta)
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+def test_truncated_negbin_derivatives_match_finite_differences():
+    rng = np.random.default_rng(2)
+    y = rng.integers(1, 30, 40).astype(float)
+    eta = rng.normal(1.0, 1.2, 40)
+    theta, step, ones = 1.7, 1e-6, np.ones(40)
+    fam = get_family("truncated_nbinom2")
+    g, h, h3 = fam.derivs(eta, y, ones, theta)
+    for got, fun, sign in (
+        (g, lambda e: fam.loglik(e, y, ones, theta), 1.0),
+        (h, lambda e: fam.derivs(e, y, ones, theta)[0], -1.0),
+        (h3, lambda e: fam.derivs(e, y, ones, theta)[1], 1.0),
+    ):
+        fd = sign * (fun(eta + step) - fun(eta - step)) / (2 * step)
+        np.testing.assert_allclose(got, fd, rtol=1e-5, atol=1e-8)
+    p0 = np.log(theta)
+    for got, fun in zip(
+        fam.derivs_log_theta(eta, y, theta),
+        (
+            lambda p: fam.loglik(eta, y, ones, np.exp(p)),
+            lambda p: fam.derivs(eta, y, ones, np.exp(p))[0],
+            lambda p: fam.derivs(eta, y, ones, np.exp(p))[1],
+        ),
+        strict=True,
+    ):
+        np.testing.assert_allclose(
+            got, (fun(p0 + step) - fun(p0 - step)) / (2 * step), rtol=1e-5, atol=1e-8
+        )
+
+
+def test_truncated_negbin_refuses_zeros_and_draws_positive(fits):
+    from poolcast.errors import InvalidParameterError
+    from poolcast.glmm.simulate import _draw_response
+
+    frame = pl.DataFrame({"y": [1, 0, 2, 3], "g": ["a", "a", "b", "b"]})
+    with pytest.raises(InvalidParameterError, match="positive integer counts"):
+        fit("y ~ 1 + (1 | g)", frame, family="truncated_nbinom2")
+    res = fits["online_retail_hurdle_count"]
+    draws = _draw_response(res, np.full((1, 100_000), 0.8), None, 1, np.random.default_rng(3))
+    assert draws.min() >= 1
+    theta, mu = res.nb_theta, 0.8
+    q = (theta / (theta + mu)) ** theta
+    assert draws.mean() == pytest.approx(mu / (1 - q), rel=0.02)  # E[Y | Y > 0]
