@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from typing import Any, Literal
+
+from scipy.optimize import minimize_scalar
 
 from poolcast.errors import InvalidParameterError
 from poolcast.glmm.control import GlmmControl
+from poolcast.glmm.families import Family, Tweedie, get_family
 from poolcast.glmm.objective import make_objective
 from poolcast.glmm.optimize import optimize
 from poolcast.glmm.results import GlmmResults, make_results
@@ -18,7 +23,7 @@ def fit(
     formula: str,
     data: Any,
     *,
-    family: Literal["poisson", "negbin", "binomial"] = "poisson",
+    family: Literal["poisson", "negbin", "gamma", "tweedie", "binomial"] | Family = "poisson",
     method: Literal["laplace", "agq"] = "laplace",
     n_agq: int = 1,
     offset: Any = None,
@@ -27,7 +32,7 @@ def fit(
     control: GlmmControl | None = None,
     start: dict[str, Any] | None = None,
 ) -> GlmmResults:
-    """Fit a GLMM by maximum likelihood (Laplace, or adaptive Gauss-Hermite quadrature).
+    r"""Fit a GLMM by maximum likelihood (Laplace, or adaptive Gauss-Hermite quadrature).
 
     Parameters
     ----------
@@ -35,7 +40,10 @@ def fit(
         lme4 syntax, e.g. ``"y ~ t + promo + (1 + promo | sku)"``; binomial may use
         ``cbind(successes, failures) ~ ...``.
     data : polars.DataFrame or pandas.DataFrame
-    family : {"poisson", "negbin", "binomial"}
+    family : {"poisson", "negbin", "gamma", "tweedie", "binomial"} or Family
+        ``"tweedie"`` estimates the power :math:`p \in (1, 2)` by maximising the profile
+        log-likelihood over p (Brent, ``TWEEDIE_POWER_TOL``); ``Tweedie(power=p)`` fixes it.
+        The fixed-effect SEs are then conditional on :math:`\hat p`.
     method : {"laplace", "agq"}
         "agq" needs ``n_agq`` > 1 and a single scalar random-effects term.
     n_agq : int
@@ -67,8 +75,52 @@ def fit(
             f"start has unknown key(s) {unknown}; use 'theta', 'beta' and/or 'nb_theta'."
         )
     control = control or GlmmControl()
+    fam = get_family(family)
+    profile = isinstance(fam, Tweedie) and fam.power is None
     design = build_design(
-        formula, data, family=family, offset=offset, trials=trials, weights=weights, control=control
+        formula,
+        data,
+        family=Tweedie(power=1.5) if profile else fam,
+        offset=offset,
+        trials=trials,
+        weights=weights,
+        control=control,
     )
+    if profile:
+        design = _profile_tweedie_power(design, n_agq=n_agq, control=control, start=start)
     objective = make_objective(design, n_agq=n_agq, control=control)
     return make_results(design, objective, optimize(objective, start=start, control=control))
+
+
+#: Bounds and tolerance of the profile search over the Tweedie power.
+TWEEDIE_POWER_BOUNDS = (1.01, 1.99)
+TWEEDIE_POWER_TOL = 1e-4
+
+
+def _profile_tweedie_power(design, *, n_agq: int, control: GlmmControl, start) -> Any:
+    r"""The design with the Tweedie power that maximises the profile log-likelihood.
+
+    For each p the whole fit (theta, beta, phi) runs at fixed p; Brent's bounded search over
+    p finds :math:`\hat p = \arg\max_p \ell(\hat\theta_p, \hat\beta_p, \hat\phi_p; p)`,
+    the joint maximum likelihood estimate (as glmm.nb in lme4 profiles the NB size).
+    """
+
+    warm: dict[str, Any] = dict(start or {})
+
+    def negative_loglik(power: float) -> float:
+        trial = dataclasses.replace(design, family_object=Tweedie(power=float(power)))
+        objective = make_objective(trial, n_agq=n_agq, control=control)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opt = optimize(objective, start=warm or None, control=control)
+        # the next power starts where this one ended (a warm start changes the path only)
+        warm.update(theta=opt.theta, beta=opt.beta, nb_theta=opt.nb_theta)
+        return float(opt.deviance) / 2.0
+
+    best = minimize_scalar(
+        negative_loglik,
+        bounds=TWEEDIE_POWER_BOUNDS,
+        method="bounded",
+        options={"xatol": TWEEDIE_POWER_TOL},
+    )
+    return dataclasses.replace(design, family_object=Tweedie(power=float(best.x)))

@@ -155,7 +155,7 @@ def make_objective(
     control = control or GlmmControl()
     check_agq(design, n_agq)
     system = make_system(design, control.dense_q_max)
-    family = get_family(design.family)
+    family = design.family_object or get_family(design.family)
     ll_const = design.weights * family.loglik_const(design.y, design.trials)
     return Objective(
         unit_weights=bool(np.all(design.weights == 1.0)),

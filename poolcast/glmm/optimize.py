@@ -185,9 +185,7 @@ def _glm_start(objective: Objective) -> tuple[np.ndarray, float | None]:
     objective.beta_warm = beta0
     pr = objective.mode(theta0, None, nb)
     if fam.has_dispersion:
-        mu = pr.mu
-        inv = np.sum(d.weights * ((d.y - mu) ** 2 - mu)) / np.sum(d.weights * mu**2)
-        nb = float(np.clip(1.0 / inv, 0.05, 1e4)) if inv > 0 else 1e4
+        nb = fam.start_dispersion(d.y, pr.mu, d.weights)
         pr = objective.mode(theta0, None, nb)
     objective.u_warm = np.zeros_like(objective.u_warm)
     return pr.beta, nb

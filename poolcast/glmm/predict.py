@@ -47,7 +47,7 @@ __all__ = [
 N_GAUSS_HERMITE_NODES = 64
 
 _LEVELS = ("conditional", "population", "marginal")
-_LOG_LINK_FAMILIES = ("poisson", "negbin")
+_LOG_LINK_FAMILIES = ("poisson", "negbin", "gamma", "tweedie")
 
 
 def predict(

@@ -78,7 +78,8 @@ class GlmmSummary:
         groups = ", ".join(f"{k}, {v}" for k, v in h["groups"].items())
         lines.append(f"Number of obs: {h['nobs']}, groups:  {groups}")
         if h.get("nb_theta") is not None:
-            lines.append(f"Negative binomial size (theta): {h['nb_theta']:.4g}")
+            label = h.get("dispersion_label") or "Dispersion"
+            lines.append(f"{label}: {h['nb_theta']:.4g}")
         lines += [
             "",
             "Fixed effects:",
@@ -230,6 +231,7 @@ class GlmmResults:
                 "nobs": self.nobs,
                 "groups": {b.factor: b.n_levels for b in self.design.blocks},
                 "nb_theta": self.nb_theta,
+                "dispersion_label": self.family.dispersion_label,
             },
             fit_stats={
                 "aic": self.aic,

@@ -208,6 +208,10 @@ def _unseen_labels(
     return keys
 
 
+#: Redraw rounds for zero-truncated draws; after them a remaining zero (P(0) ~ 1) becomes 1.
+_TRUNCATION_REDRAWS = 50
+
+
 def _draw_response(
     results: GlmmResults,
     mu: np.ndarray,
@@ -227,9 +231,33 @@ def _draw_response(
             )
         lam = rng.gamma(shape=theta, scale=mu / theta)
         return rng.poisson(lam).astype(float)
+    if name == "truncated_negbin":
+        theta = float(results.nb_theta)
+        draws = rng.poisson(rng.gamma(shape=theta, scale=mu / theta)).astype(float)
+        for _ in range(_TRUNCATION_REDRAWS):  # redraw the zeros: a draw given y > 0
+            zero = draws == 0
+            if not zero.any():
+                break
+            lam = rng.gamma(shape=theta, scale=mu[zero] / theta)
+            draws[zero] = rng.poisson(lam)
+        return np.maximum(draws, 1.0)
+    if name == "tweedie":
+        p, phi = float(results.family.power), 1.0 / float(results.nb_theta)
+        # compound Poisson-Gamma: N ~ Poisson(mu^(2-p) / (phi (2-p))) jumps, each
+        # Gamma(shape (2-p)/(p-1), scale phi (p-1) mu^(p-1)); their sum is Gamma(N k, scale)
+        counts = rng.poisson(np.minimum(mu ** (2.0 - p) / (phi * (2.0 - p)), 1e15))
+        scale = phi * (p - 1.0) * mu ** (p - 1.0)
+        return rng.gamma(shape=counts * (2.0 - p) / (p - 1.0), scale=scale)
+    if name == "gamma":
+        shape = results.nb_theta
+        if shape is None or not np.isfinite(shape) or shape <= 0:
+            raise InvalidParameterError(
+                f"shape nb_theta={shape!r} of the fitted Gamma model must be a positive number."
+            )
+        return rng.gamma(shape=shape, scale=mu / shape)
     if name == "binomial":
         n_trials = np.ones(n_rows) if trials is None else np.asarray(trials, dtype=float)
         return rng.binomial(n_trials.astype(np.int64)[:, None], mu).astype(float)
     raise InvalidParameterError(  # pragma: no cover - the core only builds these three families
-        f"simulate() does not support family {name!r}; use poisson, negbin or binomial."
+        f"simulate() does not support family {name!r}; use poisson, negbin, gamma or binomial."
     )

@@ -232,6 +232,9 @@ class GlmmDesign:
         Column name / expression the offset and trials came from (reused for new data).
     messages : tuple[str, ...]
         Messages of the data checks that warned.
+    family_object : Family or None
+        The family object when it carries a parameter of its own (``Tweedie(power=p)``);
+        None for the parameter-free families, looked up by ``family``.
     """
 
     formula: str
@@ -250,6 +253,7 @@ class GlmmDesign:
     offset_source: str | None = None
     trials_source: str | None = None
     messages: tuple[str, ...] = ()
+    family_object: Any = None
 
     @property
     def n_obs(self) -> int:
@@ -392,7 +396,39 @@ def _check_response(y, trials, family: str, lhs: str, level: str, messages: list
         return
     if not np.all(np.isfinite(y)):
         raise InvalidParameterError(f"response {lhs!r} has non-finite values; drop those rows.")
-    if family in ("poisson", "negbin"):
+    if family == "truncated_negbin":
+        bad = np.flatnonzero((y < 1) | (y != np.round(y)))
+        if bad.size:
+            _apply_check(
+                level,
+                f"response {lhs!r} must hold positive integer counts for "
+                f"family='truncated_negbin' (the count part of a hurdle model); row {bad[0]} "
+                f"has {y[bad[0]]!r} ({bad.size} such rows). Fit it to the rows with y > 0.",
+                messages,
+                InvalidParameterError,
+            )
+    elif family == "tweedie":
+        bad = np.flatnonzero(y < 0)
+        if bad.size:
+            _apply_check(
+                level,
+                f"response {lhs!r} must be non-negative for family='tweedie'; row {bad[0]} "
+                f"has {y[bad[0]]!r} ({bad.size} such rows).",
+                messages,
+                InvalidParameterError,
+            )
+    elif family == "gamma":
+        bad = np.flatnonzero(y <= 0)
+        if bad.size:
+            _apply_check(
+                level,
+                f"response {lhs!r} must be strictly positive for family='gamma'; row {bad[0]} "
+                f"has {y[bad[0]]!r} ({bad.size} such rows). Drop the zeros or use a family for "
+                "counts (negbin) or with exact zeros.",
+                messages,
+                InvalidParameterError,
+            )
+    elif family in ("poisson", "negbin"):
         bad = np.flatnonzero((y < 0) | (y != np.round(y)))
         if bad.size:
             _apply_check(
@@ -457,7 +493,8 @@ def build_design(
     (('(Intercept)', 'x'), ('a', 'b'))
     """
     control = control or GlmmControl()
-    fam = get_family(family).name
+    family_object = get_family(family)
+    fam = family_object.name
     parsed = parse_formula(formula)
     df = _to_pandas(data)
     n = len(df)
@@ -550,6 +587,7 @@ def build_design(
             messages,
         )
     return GlmmDesign(
+        family_object=family_object if getattr(family_object, "power", None) else None,
         formula=formula,
         family=fam,
         X=X,

@@ -64,5 +64,5 @@ def test_nb2_variance_and_linkinv():
 
 
 def test_unknown_family():
-    with pytest.raises(InvalidParameterError, match="family='gamma'"):
-        get_family("gamma")
+    with pytest.raises(InvalidParameterError, match="family='inverse_gaussian'"):
+        get_family("inverse_gaussian")

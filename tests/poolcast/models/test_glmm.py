@@ -286,3 +286,67 @@ def test_an_unconverged_warm_start_is_refitted_from_the_default_start():
     conv = model.describe().convergence
     assert all(conv[f"h={h}"]["warm_start_from_horizon"] is None for h in horizons)
     assert all(m.results.converged for m in model.models_.values())
+
+
+def test_tweedie_candidate_profiles_the_power_once_and_forecasts_money():
+    """Sales as money: compound Poisson-Gamma amounts around the simulated SKU means."""
+    from poolcast.models.glmm import GlmmTweedieRandomIntercept
+    from poolcast.models.registry import OPT_IN, default_candidates
+
+    sim = simulate_feature_frame(
+        n_sku=60, n_months=26, horizons=(1, 2), sd_sku=0.6, promo_rate=0.3, seed=5
+    )
+    rng = np.random.default_rng(9)
+    # turn the counts into amounts: each unit sold at a Gamma(4, 2.5) price (exact zeros kept)
+    counts = sim.frame.get_column("sales").to_numpy()
+    amounts = np.array([rng.gamma(4.0, 2.5, size=int(c)).sum() for c in counts])
+    frame = sim.frame.with_columns(pl.Series("sales", np.round(amounts, 2)))
+    train, rows = split_last_month(frame)
+    est = GlmmTweedieRandomIntercept().fit(train)
+    powers = {h: r.family.power for h, r in est.results_.items()}
+    assert len(set(powers.values())) == 1 and 1.0 < powers[1] < 2.0
+    forecast = est.predict_distribution(
+        rows, quantiles=(0.1, 0.5, 0.9), n_samples=400, rng=np.random.default_rng(1)
+    )
+    truth = rows.get_column("sales").to_numpy() if "sales" in rows.columns else None
+    assert np.all(np.isfinite(forecast.mean)) and np.all(forecast.quantiles[0.1] >= 0)
+    assert np.all(forecast.quantiles[0.1] <= forecast.quantiles[0.9])
+    if truth is not None and np.all(np.isfinite(truth)):
+        inside = (forecast.quantiles[0.1] <= truth) & (truth <= forecast.quantiles[0.9])
+        assert 0.6 <= inside.mean() <= 0.98
+    assert "glmm_tweedie_ri" in OPT_IN
+    assert "glmm_tweedie_ri" not in default_candidates(has_customers=True, has_promo=True)
+    assert "glmm_tweedie_ri" in default_candidates(
+        has_customers=True, has_promo=True, names=("glmm_tweedie_ri",)
+    )
+
+
+def test_hurdle_candidate_matches_the_zero_share_and_the_positive_sizes():
+    """Intermittent demand simulated from a hurdle truth: P(sell) and the truncated mean."""
+    from poolcast.models.glmm import GlmmHurdleNegBin
+
+    sim = simulate_feature_frame(
+        n_sku=80, n_months=26, horizons=(1,), sd_sku=0.5, promo_rate=0.3, seed=12
+    )
+    rng = np.random.default_rng(4)
+    skus = sim.frame.get_column("sku").to_numpy()
+    index = {s: i for i, s in enumerate(sim.skus)}
+    a = np.array([sim.a[index[s]] for s in skus])
+    p_sell = 1.0 / (1.0 + np.exp(-(-0.8 + a)))  # true P(sale) per SKU
+    counts = sim.frame.get_column("sales").to_numpy()
+    sales = np.where(rng.random(counts.size) < p_sell, np.maximum(counts, 1), 0)
+    frame = sim.frame.with_columns(pl.Series("sales", sales.astype(np.int64)))
+    train, rows = split_last_month(frame)
+    est = GlmmHurdleNegBin(customer_terms="none").fit(train)
+    truth = rows.get_column("sales").to_numpy()
+    forecast = est.predict_distribution(
+        rows, quantiles=(0.1, 0.5, 0.9), n_samples=2000, rng=np.random.default_rng(2)
+    )
+    samples = np.asarray(forecast.samples)
+    # the predictive share of zeros tracks the realised share over the forecast rows
+    assert np.mean(samples == 0) == pytest.approx(np.mean(truth == 0), abs=0.08)
+    # the analytic mean equals the mean of the draws (hurdle combination is consistent)
+    np.testing.assert_allclose(forecast.mean, samples.mean(axis=1), rtol=0.15, atol=0.3)
+    report = est.describe()
+    assert any(t.startswith("zero:") for t in report.coefficients["term"])
+    assert any(t.startswith("count:") for t in report.coefficients["term"])

@@ -9,12 +9,13 @@ import pytest
 from poolcast.config import FeatureConfig
 from poolcast.errors import InvalidParameterError
 from poolcast.models import CANDIDATE_NAMES, Candidate, default_candidates, make_candidate
+from poolcast.models.registry import OPT_IN
 
 
 def test_promo_slope_candidates_only_with_promo_variation():
     with_promo = default_candidates(has_customers=True, has_promo=True)
     without = default_candidates(has_customers=True, has_promo=False)
-    assert list(with_promo) == list(CANDIDATE_NAMES)
+    assert list(with_promo) == [n for n in CANDIDATE_NAMES if n not in OPT_IN]
     assert set(with_promo) - set(without) == {"glmm_poisson_ri_slope", "glmm_nb2_ri_slope"}
 
 
