@@ -161,13 +161,20 @@ def compute_raw_intercept_shift(
     """
     w = np.ones_like(y) if weights is None else weights
     sum_y = np.bincount(level_index, weights=w * y, minlength=n_levels)
-    if family in ("poisson", "negbin"):
+    if family in ("poisson", "negbin", "tweedie"):
+        # the Poisson score equation (for Tweedie a quasi-likelihood estimate of the offset)
         sum_mu = np.bincount(level_index, weights=w * np.exp(eta), minlength=n_levels)
         with np.errstate(divide="ignore"):
             return np.log(sum_y) - np.log(sum_mu)
+    if family == "gamma":
+        # Gamma score: sum w (y exp(-eta - delta) - 1) = 0
+        ratio = np.bincount(level_index, weights=w * y * np.exp(-eta), minlength=n_levels)
+        total = np.bincount(level_index, weights=w, minlength=n_levels)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.log(ratio) - np.log(total)
     if family != "binomial":
         raise InvalidParameterError(
-            f"family={family!r} is not supported; use poisson, negbin or binomial."
+            f"family={family!r} is not supported; use poisson, negbin, gamma, tweedie or binomial."
         )
     m = np.ones_like(y) if trials is None else trials
     sum_m = np.bincount(level_index, weights=w * m, minlength=n_levels)

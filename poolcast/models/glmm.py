@@ -448,11 +448,25 @@ class GlmmHurdleNegBin(GlmmCandidate):
                 for part, res in parts.items()
             ]
         )
+        ranef = pl.concat(
+            [
+                res.ranef["sku"]
+                .rename({"level": "sku"})
+                .select(
+                    "sku", (pl.lit(f"{part}:") + pl.col("term")).alias("term"), "mode", "cond_sd"
+                )
+                for part, res in parts.items()
+            ]
+        )
+        try:  # partial pooling of the chance to sell (the zero part)
+            shrink = model.zero.shrinkage("sku").rename({"level": "sku"})
+        except (PoolcastError, ValueError, KeyError):
+            shrink = None
         return HorizonReport(
             formula=f"{model.formula}  [zero part: logistic; count part: truncated NB2]",
             coefficients=coefs,
-            random_effects=None,
-            shrinkage=None,
+            random_effects=ranef,
+            shrinkage=shrink,
             convergence={
                 "converged": bool(model.zero.converged and model.count.converged),
                 "loglik": float(model.zero.loglik + model.count.loglik),

@@ -38,8 +38,10 @@ def fitted(small_panel):
     return {name: CANDIDATE_CLASSES[name]().fit(train) for name in CANDIDATE_NAMES}
 
 
-def test_thirteen_stable_candidate_names():
-    assert CANDIDATE_NAMES == (
+def test_stable_candidate_names():
+    """The first thirteen names keep their order (MLflow child runs and dashboards use them)."""
+    assert {"glmm_tweedie_ri", "glmm_hurdle_nb2"} <= set(CANDIDATE_NAMES)
+    assert CANDIDATE_NAMES[:13] == (
         "seasonal_naive",
         "moving_average",
         "glm_poisson_pooled",
