@@ -22,6 +22,10 @@ Rules (vectorised polars expressions, no row loops), in :data:`schemas.QUARANTIN
 ``promo_invalid``           promo not 0 or 1
 ``on_hand_not_integer``     on_hand present and not a whole number (null is allowed)
 ``on_hand_negative``        on_hand < 0
+``plan_null``               a plan column (the mapping's ``[plan_columns]``) null or empty
+``plan_not_number``         a plan value that is not a number
+``plan_not_finite``         a plan value that is NaN or infinite
+``plan_negative``           a plan value < 0
 ``duplicate_conflict``      two or more rows with the same (sku, month) that differ in
                             any other column: ALL of them are quarantined
 ``exact_duplicate``         an identical copy of an earlier row: the first copy (lowest
@@ -40,6 +44,11 @@ Gaps: a month missing inside a SKU's accepted history (between its first and las
 accepted month) is added to the panel with ``is_gap = True`` and reported in the gaps
 table. Under gap_policy ``"missing"`` its sales are NULL; under ``"zero"`` 0. On gap rows
 customer_count and on_hand are NULL, promo is 0 and category is the SKU's category.
+
+Plan columns (``[plan_columns]`` of the mapping, e.g. Rossmann's ``open_days``) are
+non-negative finite numbers; they follow the contract columns in the panel as Float64
+(NULL on gap rows) and are listed in ``ValidationResult.plan_columns``. The same rules
+check a plan source for the months after the as-of (:mod:`poolcast.plan`).
 """
 
 from __future__ import annotations
@@ -142,6 +151,8 @@ class ValidationResult:
         customer_count is all NULL and features omit customer features).
     source : str
         The source it came from.
+    plan_columns : tuple of str
+        The plan columns (Float64, after the contract columns) the panel carries.
     """
 
     panel: pl.DataFrame
@@ -150,6 +161,7 @@ class ValidationResult:
     counts: QualityCounts
     has_customers: bool
     source: str = ""
+    plan_columns: tuple[str, ...] = ()
 
 
 def resolve_gap_policy(
@@ -200,8 +212,11 @@ def validate_panel(
     raw = loaded.frame
     _check_loaded(raw, source=loaded.source)
     has = set(raw.columns)
+    plan_columns = tuple(c for c in loaded.mapping.plan_columns if c in has)
 
-    flagged, rules = _flag_rows(raw, config=config, as_of_month=as_of_month)
+    flagged, rules = _flag_rows(
+        raw, config=config, as_of_month=as_of_month, plan_columns=plan_columns
+    )
     quarantine = Quarantine.validate(_quarantine_lines(flagged, rules))
     accepted = flagged.filter(~pl.col("_bad"))
     rows_in = raw.height
@@ -213,7 +228,7 @@ def validate_panel(
             f"{rows_quarantined} (a poolcast bug, please report it)"
         )
 
-    observed = _typed_rows(accepted, has)
+    observed = _typed_rows(accepted, has, plan_columns)
     panel = _fill_gaps(observed, gap_policy=gap_policy)
     panel = _check_contract(panel, source=loaded.source)
     gaps = panel.filter(pl.col("is_gap")).select("sku", "month")
@@ -241,6 +256,7 @@ def validate_panel(
         counts=counts,
         has_customers="customer_count" in has,
         source=loaded.source,
+        plan_columns=plan_columns,
     )
 
 
@@ -280,8 +296,13 @@ def _check_loaded(raw: pl.DataFrame, *, source: str) -> None:
 
 
 def _flag_rows(
-    raw: pl.DataFrame, *, config: ValidationConfig, as_of_month: date | None
-) -> tuple[pl.DataFrame, dict[str, tuple[str, pl.Expr]]]:
+    raw: pl.DataFrame,
+    *,
+    config: ValidationConfig,
+    as_of_month: date | None,
+    plan_columns: tuple[str, ...] = (),
+    check_sales: bool = True,
+) -> tuple[pl.DataFrame, dict[tuple[str, str], tuple[str, pl.Expr]]]:
     """Parse every column and add one Boolean ``_rule_<name>`` column per rule plus ``_bad``.
 
     Returns the flagged frame and the rules in force (rule -> (column, flag expression)).
@@ -293,7 +314,7 @@ def _flag_rows(
         pl.col("_clean_month").pipe(_parse_month).alias("_month"),
         *[
             _parse_number(pl.col(f"_clean_{c}")).alias(f"_num_{c}")
-            for c in ("sales", "customer_count", "promo", "on_hand")
+            for c in ("sales", "customer_count", "promo", "on_hand", *plan_columns)
             if c in has
         ],
     )
@@ -309,7 +330,8 @@ def _flag_rows(
             "month",
             month.is_not_null() & (month.dt.day() == 1) & (month > pl.lit(as_of_month)),
         )
-    rules.update(_count_rules("sales", cap=config.sales_cap, nullable=False))
+    if check_sales:
+        rules.update(_count_rules("sales", cap=config.sales_cap, nullable=False))
     if "customer_count" in has:
         rules.update(_count_rules("customer_count", cap=config.customer_cap, nullable=False))
     if "promo" in has:
@@ -321,6 +343,15 @@ def _flag_rows(
         )
     if "on_hand" in has:
         rules.update(_count_rules("on_hand", cap=None, nullable=True))
+    plan_rules: list[tuple[str, str, pl.Expr]] = []
+    for col in plan_columns:
+        text, num = pl.col(f"_clean_{col}"), pl.col(f"_num_{col}")
+        plan_rules += [
+            ("plan_null", col, text.is_null()),
+            ("plan_not_number", col, text.is_not_null() & num.is_null()),
+            ("plan_not_finite", col, num.is_not_null() & ~num.is_finite()),
+            ("plan_negative", col, num.is_not_null() & num.is_finite() & (num < 0)),
+        ]
 
     # duplicates among rows with a usable key; the window functions run only on the
     # (usually few) rows whose key occurs more than once
@@ -344,10 +375,20 @@ def _flag_rows(
     rules["duplicate_conflict"] = (_KEY_COLUMN, pl.col("_dup_conflict"))
     rules["exact_duplicate"] = (_KEY_COLUMN, pl.col("_dup_exact"))
 
+    # keyed by (rule, column): the plan rules apply to each plan column
+    keyed_rules = {(name, column): (name, flag) for name, (column, flag) in rules.items()}
+    keyed_rules |= {(name, col): (name, flag) for name, col, flag in plan_rules}
     flagged = keyed.with_columns(
-        flag.fill_null(False).alias(f"_rule_{name}") for name, (_, flag) in rules.items()
-    ).with_columns(pl.any_horizontal([pl.col(f"_rule_{name}") for name in rules]).alias("_bad"))
-    return flagged, rules
+        flag.fill_null(False).alias(_rule_flag(name, col))
+        for (name, col), (_, flag) in keyed_rules.items()
+    ).with_columns(
+        pl.any_horizontal([pl.col(_rule_flag(n, c)) for n, c in keyed_rules]).alias("_bad")
+    )
+    return flagged, {(n, c): (c, f) for (n, c), (_, f) in keyed_rules.items()}
+
+
+def _rule_flag(rule: str, column: str) -> str:
+    return f"_rule_{rule}@{column}"
 
 
 def _clean(expr: pl.Expr) -> pl.Expr:
@@ -395,11 +436,13 @@ def _to_int(column: str) -> pl.Expr:
     return pl.coalesce(exact, from_float)
 
 
-def _quarantine_lines(flagged: pl.DataFrame, rules: dict[str, tuple[str, pl.Expr]]) -> pl.DataFrame:
+def _quarantine_lines(
+    flagged: pl.DataFrame, rules: dict[tuple[str, str], tuple[str, pl.Expr]]
+) -> pl.DataFrame:
     order = {name: i for i, name in enumerate(QUARANTINE_RULES)}
     parts = []
-    for name, (column, _) in rules.items():
-        hit = flagged.filter(pl.col(f"_rule_{name}"))
+    for (name, column), _ in rules.items():
+        hit = flagged.filter(pl.col(_rule_flag(name, column)))
         if hit.height == 0:
             continue
         if name == "exact_duplicate":
@@ -426,7 +469,9 @@ def _quarantine_lines(flagged: pl.DataFrame, rules: dict[str, tuple[str, pl.Expr
     return pl.concat(parts).sort("row", "_order").drop("_order")
 
 
-def _typed_rows(accepted: pl.DataFrame, has: set[str]) -> pl.DataFrame:
+def _typed_rows(
+    accepted: pl.DataFrame, has: set[str], plan_columns: tuple[str, ...] = ()
+) -> pl.DataFrame:
     cols = [
         pl.col("_clean_sku").alias("sku"),
         pl.col("_month").alias("month"),
@@ -442,21 +487,23 @@ def _typed_rows(accepted: pl.DataFrame, has: set[str]) -> pl.DataFrame:
         ),
         (_to_int("on_hand") if "on_hand" in has else pl.lit(None, pl.Int64)).alias("on_hand"),
         pl.lit(False).alias("is_gap"),
+        *(pl.col(f"_num_{c}").cast(pl.Float64).alias(c) for c in plan_columns),
     ]
     return accepted.select(cols).sort("sku", "month")
 
 
 def _fill_gaps(observed: pl.DataFrame, *, gap_policy: str) -> pl.DataFrame:
     """Regular monthly grid per SKU from its first to last month; missing months are gaps."""
+    columns = [*PANEL_COLUMNS, *(c for c in observed.columns if c not in PANEL_COLUMNS)]
     if observed.height == 0:
-        return observed.select(PANEL_COLUMNS)
+        return observed.select(columns)
     grid = (
         observed.group_by("sku")
         .agg(pl.date_ranges(pl.col("month").min(), pl.col("month").max(), "1mo").alias("month"))
         .explode("month")
     )
     if grid.height == observed.height:
-        return observed.select(PANEL_COLUMNS)
+        return observed.select(columns)
     fill_sales = pl.lit(0, pl.Int64) if gap_policy == "zero" else pl.lit(None, pl.Int64)
     panel = (
         grid.join(observed, on=["sku", "month"], how="left")
@@ -470,12 +517,14 @@ def _fill_gaps(observed: pl.DataFrame, *, gap_policy: str) -> pl.DataFrame:
             pl.col("category").forward_fill().backward_fill().over("sku"),
         )
     )
-    return panel.select(PANEL_COLUMNS)
+    return panel.select(columns)
 
 
 def _check_contract(panel: pl.DataFrame, *, source: str) -> pl.DataFrame:
+    extra = [c for c in panel.columns if c not in PANEL_COLUMNS]  # plan columns, checked above
     try:
-        return SalesPanel.validate(panel, lazy=True)
+        checked = SalesPanel.validate(panel.select(PANEL_COLUMNS), lazy=True)
+        return checked.hstack(panel.select(extra)) if extra else checked
     except pa_errors.SchemaErrors as exc:
         raise DataContractError(
             f"{source}: the validated panel breaks the data contract (a poolcast bug, please "
