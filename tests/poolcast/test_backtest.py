@@ -382,7 +382,7 @@ def test_ineligible_candidates_are_listed_with_their_reason_and_never_win() -> N
     )
     assert select_champion(hacked) == "seasonal_naive"
     only = build_leaderboard([], {}, ineligible={"glmm_nb2_ri": reason})
-    with pytest.raises(PoolcastError, match="no candidate can be champion.*run with --plan"):
+    with pytest.raises(PoolcastError, match=r"no candidate can be champion.*run with --plan"):
         select_champion(only)
     with pytest.raises(InvalidParameterError, match="both in results and ineligible"):
         build_leaderboard(results, {}, ineligible={"seasonal_naive": reason})
