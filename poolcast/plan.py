@@ -46,7 +46,7 @@ from poolcast.config import ValidationConfig
 from poolcast.errors import DataContractError, InvalidParameterError, SourceError
 from poolcast.io import ROW_COLUMN, LoadedSource, source_kind
 from poolcast.mapping import Mapping, load_mapping
-from poolcast.validation import _check_loaded, _flag_rows, _quarantine_lines, _to_int
+from poolcast.validation import _flag_rows, _quarantine_lines, _to_int
 from schemas.quarantine import QUARANTINE_RULES, Quarantine
 
 __all__ = [
@@ -161,13 +161,12 @@ def validate_plan(
         The plan columns of the history (:attr:`poolcast.features.FeatureSpec.plan_columns`);
         each should be in the plan.
     config : ValidationConfig, optional
-        Unused caps for now (kept for symmetry with :func:`poolcast.validation.validate_panel`).
+        As for :func:`poolcast.validation.validate_panel` (the plan rules use no caps).
 
     Returns
     -------
     PlanResult
     """
-    del config
     if not isinstance(horizons, int) or horizons < 1:
         raise InvalidParameterError(f"horizons={horizons!r}: must be an integer >= 1")
     raw = loaded.frame
@@ -177,14 +176,14 @@ def validate_plan(
             f"{loaded.source}: the plan frame lacks column(s) {missing_keys}; build it with "
             "poolcast.io.load_plan_source"
         )
-    # validation's checks want a sales column; the plan has none (no rule is run on it)
-    raw_checked = raw.with_columns(pl.lit("0").alias("sales")) if "sales" not in raw else raw
-    _check_loaded(raw_checked, source=loaded.source)
+    if raw.get_column(ROW_COLUMN).n_unique() != raw.height:
+        raise InvalidParameterError(f"{loaded.source}: the plan frame's {ROW_COLUMN} is not unique")
+    raw = raw.select(c for c in raw.columns if c not in ("sales", "customer_count", "on_hand"))
     columns = tuple(c for c in loaded.mapping.plan_columns if c in raw.columns)
     has_promo = "promo" in raw.columns
     flagged, rules = _flag_rows(
-        raw_checked.drop("sales") if "sales" not in raw else raw,
-        config=ValidationConfig(),
+        raw,
+        config=config or ValidationConfig(),
         as_of_month=None,
         plan_columns=columns,
         check_sales=False,
