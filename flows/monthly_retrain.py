@@ -44,6 +44,7 @@ def monthly_retrain(
     as_of: str | None = None,
     config_path: str | None = None,
     work_dir: str = ".poolcast",
+    plan: str | None = None,
 ) -> RetrainSummary:
     """Retrain, select and publish this month's demand forecasts.
 
@@ -59,6 +60,10 @@ def monthly_retrain(
         TOML run configuration (see ``poolcast.config.load_config``).
     work_dir : str
         Where the MLflow store, the outputs database and the quarantine file go.
+    plan : str, optional
+        CSV / Parquet path or SQL URL of the plan (known-future covariates such as open or
+        promotion days) for the months after the as-of, read through the same mapping.
+        Without it, candidates that need plan columns are ineligible this month.
     """
     config = data.resolve_config(
         config_path, source=source, mapping=mapping, as_of=as_of, work_dir=work_dir
@@ -70,18 +75,20 @@ def monthly_retrain(
     report.data_quality_artifact(validated)
 
     splits = data.build_backtest(validated.panel, config)
-    factories = compete.candidate_lineup(config, validated)
+    planned = data.load_plan(plan, validated, config)
+    lineup = compete.candidate_lineup(config, validated)
+    factories, ineligible = compete.eligibility(lineup, validated.panel, planned, config)
     futures = [compete.compete.submit(name, f, splits, config) for name, f in factories.items()]
     outcomes = []
     for future in as_completed(futures):  # log each child run while the others still fit
         outcomes.append(future.result())
         tracking.log_candidate(run, outcomes[-1], validated.panel)
-    board = compete.leaderboard(outcomes, config)
+    board = compete.leaderboard(outcomes, config, ineligible)
     report.leaderboard_artifact(board, config.backtest.selection_metric)
 
     champion = compete.select(board, config)
     forecaster = forecast.refit(champion, factories, validated.panel, config)
-    predicted = forecast.forecast(forecaster, validated.panel)
+    predicted = forecast.forecast(forecaster, validated.panel, planned)
     registration = tracking.register(
         run,
         forecaster,

@@ -203,13 +203,13 @@ def prepare_splits(
         One per origin, ascending.
     """
     origins = rolling_origins(panel, n_origins=n_origins, horizons=feature_config.horizons)
-    has_promo = "promo" in panel.columns
     splits = []
     for origin in origins:
         history = panel.filter(pl.col("month") <= origin)
         later = panel.filter(pl.col("month") > origin)
         spec = make_feature_spec(history, feature_config)
-        plan = later.select("sku", "month", "promo") if has_promo else None
+        # the plan columns at the target months: the panel's values after the origin
+        plan = later.select("sku", "month", *(c for c in spec.plan_columns if c in later.columns))
         train, rows = build_origin_frames(history, spec, origin=origin, future=plan)
         truth = later.filter(pl.col("sales").is_not_null()).select(
             "sku", "month", pl.col("sales").cast(pl.Int64).alias("_y")
@@ -454,16 +454,27 @@ def build_leaderboard(
     failures: Mapping[str, str],
     *,
     sort_by: str = "scaled_pinball",
+    ineligible: Mapping[str, str] | None = None,
 ) -> pl.DataFrame:
-    """One row per candidate: ``candidate, status ("ok" | "failed"), error``, the overall
-    metrics, ``fit_seconds`` and ``predict_seconds``.
+    """One row per candidate: ``candidate, status ("ok" | "failed" | "ineligible"), error``,
+    the overall metrics, ``fit_seconds`` and ``predict_seconds``.
 
     Successful candidates come first, ordered by ``sort_by`` then ``mase``; failed ones
-    follow with NULL metrics and their error message.
+    follow with NULL metrics and their error message, then the ineligible ones
+    (``ineligible``: name -> reason, e.g. a candidate that needs a plan column the run
+    lacks for the forecast months) with NULL metrics and the reason in ``error``. Only
+    ``ok`` rows can become champion (:func:`select_champion`).
     """
-    overlap = sorted({r.name for r in results} & set(failures))
-    if overlap:
-        raise InvalidParameterError(f"candidate(s) {overlap} are both in results and failures")
+    ineligible = dict(ineligible or {})
+    names = [r.name for r in results]
+    for a, b, what in (
+        (set(names), set(failures), "results and failures"),
+        (set(names), set(ineligible), "results and ineligible"),
+        (set(failures), set(ineligible), "failures and ineligible"),
+    ):
+        overlap = sorted(a & b)
+        if overlap:
+            raise InvalidParameterError(f"candidate(s) {overlap} are both in {what}")
     metric_names: list[str] = []
     for r in results:
         metric_names += [m for m in r.metrics if m not in metric_names]
@@ -478,6 +489,11 @@ def build_leaderboard(
         rec |= dict.fromkeys(metric_names)
         rec |= {"fit_seconds": None, "predict_seconds": None}
         records.append(rec)
+    for name, reason in ineligible.items():
+        rec = {"candidate": name, "status": "ineligible", "error": str(reason)}
+        rec |= dict.fromkeys(metric_names)
+        rec |= {"fit_seconds": None, "predict_seconds": None}
+        records.append(rec)
     schema: dict[str, Any] = {"candidate": pl.String, "status": pl.String, "error": pl.String}
     schema |= {m: (pl.Int64 if m == "n" else pl.Float64) for m in metric_names}
     schema |= {"fit_seconds": pl.Float64, "predict_seconds": pl.Float64}
@@ -488,7 +504,9 @@ def build_leaderboard(
     )
     keys = ["status"] + [c for c in (sort_by, "mase") if c in board.columns] + ["candidate"]
     return (
-        board.with_columns(pl.col("status").eq("failed").alias("_failed"))
+        board.with_columns(
+            pl.col("status").replace_strict({"ok": 0, "failed": 1}, default=2).alias("_failed")
+        )
         .sort(["_failed", *keys[1:]], nulls_last=True)
         .drop("_failed")
     )

@@ -1,4 +1,5 @@
-"""The ``poolcast`` command line: ``run``, ``validate``, ``simulate`` and ``leaderboard``.
+"""The ``poolcast`` command line: ``run``, ``validate``, ``simulate``, ``leaderboard`` and
+``plan-template``.
 
 Every command ends a failure with one line on stderr naming what failed, and exit code 1:
 errors from poolcast (:class:`~poolcast.errors.PoolcastError`) and other expected failures
@@ -169,6 +170,14 @@ def run(
     work_dir: Annotated[
         str | None, typer.Option("--work-dir", help="Where stores and outputs go.")
     ] = None,
+    plan: Annotated[
+        str | None,
+        typer.Option(
+            "--plan",
+            help="Plan (known-future columns such as open/promo days) for the months after "
+            "--as-of: CSV/Parquet path or database URL, read through the same mapping.",
+        ),
+    ] = None,
 ) -> None:
     """Run one monthly retrain (load, validate, features, compete, select, publish, track)."""
     try:
@@ -193,6 +202,8 @@ def run(
             "config_path": str(config) if config is not None else None,
             "work_dir": str(cfg.work_dir),
         }
+        if plan is not None:
+            kwargs["plan"] = plan
         summary = monthly_retrain(**kwargs)
     except PoolcastError as exc:
         raise _fail("run", exc) from None
@@ -364,6 +375,41 @@ def validate(
             err=True,
         )
         raise typer.Exit(code=EXIT_ERROR)
+
+
+@app.command("plan-template")
+def plan_template(
+    source: Annotated[
+        str, typer.Argument(help="CSV/Parquet file with the plan columns for every month.")
+    ],
+    as_of: Annotated[str, typer.Option("--as-of", help="Last month of the sales file (YYYY-MM).")],
+    sales_out: Annotated[
+        Path, typer.Option("--sales-out", help="Sales file to write (.csv/.parquet).")
+    ],
+    plan_out: Annotated[
+        Path, typer.Option("--plan-out", help="Plan file to write (.csv/.parquet).")
+    ],
+    mapping: Annotated[str, typer.Option(help="Shipped mapping name or TOML path.")] = "contract",
+    months: Annotated[int, typer.Option(help="Months of plan after --as-of.")] = 3,
+) -> None:
+    """Cut SOURCE at --as-of into a sales file and a plan file for the next --months months.
+
+    For a source that carries the plan columns for every month (Rossmann's monthly file):
+    the sales file has the rows up to --as-of, the plan file the SKU, month and plan
+    columns of the next months, ready for ``poolcast run --source SALES --plan PLAN``.
+    """
+    try:
+        from poolcast.config import parse_month
+        from poolcast.plan import cut_source
+
+        cut = parse_month(as_of, what="--as-of")
+        n_sales, n_plan = cut_source(
+            source, mapping, as_of=cut, months=months, sales_out=sales_out, plan_out=plan_out
+        )
+    except PoolcastError as exc:
+        raise _fail("plan-template", exc) from None
+    typer.echo(f"sales: {sales_out} ({n_sales:,} rows up to {as_of})")
+    typer.echo(f"plan: {plan_out} ({n_plan:,} rows for the {months} months after {as_of})")
 
 
 @app.command()

@@ -3,8 +3,12 @@
 One feature row per (sku, origin, horizon h), with target month :math:`T = \\text{origin} + h`.
 Every feature of the row is computed from data with ``month <= origin`` only, except two
 things known in advance: the calendar of :math:`T` (``t``, ``month_of_year``, Fourier terms)
-and ``promo`` at :math:`T` (a *planned* promotion / deployment calendar; a source whose
-promotions are not planned ahead should set promo to 0).
+and the *plan columns* at :math:`T` (``FeatureSpec.plan_columns``: ``promo``, a planned
+promotion / deployment flag, plus the numeric plan columns of the mapping, e.g. Rossmann's
+``open_days``, ``promo_days``, ``state_holiday_days``, ``school_holiday_days``). In training
+rows (and in the backtest's test rows) a plan column at T is the panel's value at T; in a
+forecast frame it comes from the ``future`` plan frame, and is NULL (unavailable, never 0)
+where the plan has no value.
 
 Columns (fixed names; the models code against them)
 
@@ -18,6 +22,7 @@ month                  Date     target month T
 sales                  Int64    target at T (NULL in a forecast frame)
 category               String   the SKU's category at the origin (may be null)
 promo                  Int8     promo flag at T (planned, known in advance)
+<plan columns>         Float64  each further plan column's value at T (``plan_columns``)
 t                      Float64  years from the spec's epoch (first month of history) to T
 month_of_year          Int8     calendar month of T, 1..12
 fourier_s1 ... c2      Float64  :math:`\\sin, \\cos(2\\pi k m / 12)`, k = 1, 2, m = month_of_year
@@ -54,6 +59,7 @@ import polars as pl
 from poolcast.config import FeatureConfig
 from poolcast.errors import DataContractError, InvalidParameterError
 from poolcast.splines import make_spline_knots, natural_spline_basis
+from schemas.sales_input import PANEL_COLUMNS
 
 __all__ = [
     "CALENDAR_COLUMNS",
@@ -63,6 +69,7 @@ __all__ = [
     "build_origin_frames",
     "build_training_frame",
     "make_feature_spec",
+    "panel_plan_columns",
 ]
 
 KEY_COLUMNS: tuple[str, ...] = ("sku", "origin", "horizon", "month", "sales")
@@ -103,6 +110,9 @@ class FeatureSpec:
         Every feature column, in frame order (keys and target excluded).
     customer_columns : tuple of str
         The customer features (a subset of ``feature_columns``; empty without customers).
+    plan_columns : tuple of str
+        The plan columns present in the history (``promo`` first), valued at the target
+        month T in every row (a subset of ``feature_columns``).
     """
 
     horizons: tuple[int, ...]
@@ -113,6 +123,7 @@ class FeatureSpec:
     has_customers: bool
     feature_columns: tuple[str, ...]
     customer_columns: tuple[str, ...]
+    plan_columns: tuple[str, ...] = ("promo",)
 
     @property
     def spline_columns(self) -> tuple[str, ...]:
@@ -122,7 +133,23 @@ class FeatureSpec:
         return tuple(f"cust_spline_{j}" for j in range(1, len(self.spline_knots)))
 
 
-def make_feature_spec(history: pl.DataFrame, config: FeatureConfig) -> FeatureSpec:
+def panel_plan_columns(panel: pl.DataFrame) -> tuple[str, ...]:
+    """The plan columns a validated panel carries: ``promo`` (when present), then every
+    floating-point column outside the contract that is not all null (validation writes the
+    mapping's ``[plan_columns]`` as Float64 after the contract columns)."""
+    extra = tuple(
+        c
+        for c, dtype in panel.schema.items()
+        if c not in PANEL_COLUMNS
+        and dtype in (pl.Float64, pl.Float32)
+        and panel.get_column(c).null_count() < panel.height
+    )
+    return (("promo",) if "promo" in panel.columns else ()) + extra
+
+
+def make_feature_spec(
+    history: pl.DataFrame, config: FeatureConfig, *, plan_columns: tuple[str, ...] | None = None
+) -> FeatureSpec:
     """Learn the feature layout (epoch, customer presence, spline knots) from ``history``.
 
     Parameters
@@ -131,6 +158,9 @@ def make_feature_spec(history: pl.DataFrame, config: FeatureConfig) -> FeatureSp
         Validated panel (data contract) of the months the model may see.
     config : FeatureConfig
         Horizons (1..12), spline df, rolling windows, sales lags.
+    plan_columns : tuple of str, optional
+        The plan columns (default: :func:`panel_plan_columns` of ``history``). ``promo`` is
+        always a feature column.
 
     Returns
     -------
@@ -157,6 +187,14 @@ def make_feature_spec(history: pl.DataFrame, config: FeatureConfig) -> FeatureSp
         state = _log_customers(_sorted(history))
         knots = make_spline_knots(state.get_column("log_customers").to_numpy(), df=config.spline_df)
         knots = knots or None
+    if plan_columns is None:
+        plan_columns = panel_plan_columns(history)
+    missing = [c for c in plan_columns if c != "promo" and c not in history.columns]
+    if missing:
+        raise DataContractError(
+            f"plan column(s) {missing} are not in the history (columns {history.columns})"
+        )
+    plan = ("promo", *(c for c in plan_columns if c != "promo"))
     windows = tuple(int(w) for w in config.rolling_windows)
     lags = tuple(int(k) for k in config.sales_lags)
     customer_columns: list[str] = []
@@ -167,7 +205,7 @@ def make_feature_spec(history: pl.DataFrame, config: FeatureConfig) -> FeatureSp
         customer_columns += [f"cust_rm_{w}" for w in windows]
     feature_columns = [
         "category",
-        "promo",
+        *plan,
         *CALENDAR_COLUMNS,
         *customer_columns,
         *(f"sales_lag_{k}" for k in lags),
@@ -184,6 +222,7 @@ def make_feature_spec(history: pl.DataFrame, config: FeatureConfig) -> FeatureSp
         has_customers=has_customers,
         feature_columns=tuple(feature_columns),
         customer_columns=tuple(customer_columns),
+        plan_columns=plan,
     )
 
 
@@ -244,8 +283,10 @@ def build_forecast_frame(
     origin : date, optional
         Forecast origin (first day of a month); default the last month of ``history``.
     future : pl.DataFrame, optional
-        Columns ``sku, month, promo``: the planned promo calendar for target months.
-        Target months it does not cover get promo 0.
+        The plan for the target months: ``sku, month`` and any of ``spec.plan_columns``
+        (e.g. the validated ``--plan`` frame of :func:`poolcast.plan.validate_plan`). A plan
+        column it lacks, or a (sku, month) it does not cover, is NULL in the rows: the value
+        is unavailable, never taken as 0.
 
     Returns
     -------
@@ -303,6 +344,7 @@ def _training_rows(panel: pl.DataFrame, state: pl.DataFrame, spec: FeatureSpec) 
         pl.col("promo").cast(pl.Int8)
         if "promo" in panel.columns
         else pl.lit(0, pl.Int8).alias("promo"),
+        *_plan_values(panel, spec, include_promo=False),
     )
     rows = rows.join(targets, on=["sku", "month"], how="inner", maintain_order="left")
     return _finish(rows, spec)
@@ -312,18 +354,42 @@ def _forecast_rows(
     state: pl.DataFrame, spec: FeatureSpec, origin: date, future: pl.DataFrame | None
 ) -> pl.DataFrame:
     rows = _expand(state.filter(pl.col("origin") == origin), spec)
+    plan_cols = list(spec.plan_columns)
     if future is not None:
-        missing = [c for c in ("sku", "month", "promo") if c not in future.columns]
+        missing = [c for c in ("sku", "month") if c not in future.columns]
         if missing:
-            raise DataContractError(f"future lacks column(s) {missing}; it needs sku, month, promo")
-        plan = future.select("sku", "month", pl.col("promo").cast(pl.Int8)).unique(
-            ["sku", "month"], keep="last"
+            raise DataContractError(
+                f"future lacks column(s) {missing}; a plan frame has sku, month and plan "
+                f"columns among {plan_cols}"
+            )
+        plan = (
+            future.filter(pl.col("month") > origin)
+            .select("sku", "month", *_plan_values(future, spec))
+            .unique(["sku", "month"], keep="last")
         )
         rows = rows.join(plan, on=["sku", "month"], how="left", maintain_order="left")
     else:
-        rows = rows.with_columns(promo=pl.lit(None, pl.Int8))
-    rows = rows.with_columns(pl.col("promo").fill_null(0), sales=pl.lit(None, pl.Int64))
-    return _finish(rows, spec)
+        rows = rows.with_columns(_null_plan(spec))
+    return _finish(rows.with_columns(sales=pl.lit(None, pl.Int64)), spec)
+
+
+def _plan_values(
+    frame: pl.DataFrame, spec: FeatureSpec, *, include_promo: bool = True
+) -> list[pl.Expr]:
+    """The spec's plan columns as typed expressions over ``frame``; NULL for those it lacks."""
+    out = []
+    for c in spec.plan_columns:
+        if c == "promo" and not include_promo:
+            continue
+        dtype = pl.Int8 if c == "promo" else pl.Float64
+        out.append(pl.col(c).cast(dtype) if c in frame.columns else pl.lit(None, dtype).alias(c))
+    return out
+
+
+def _null_plan(spec: FeatureSpec) -> list[pl.Expr]:
+    return [
+        pl.lit(None, pl.Int8 if c == "promo" else pl.Float64).alias(c) for c in spec.plan_columns
+    ]
 
 
 # --------------------------------------------------------------------------- helpers

@@ -37,7 +37,14 @@ import polars as pl
 from poolcast.errors import SourceError
 from poolcast.mapping import Mapping, load_mapping
 
-__all__ = ["ROW_COLUMN", "LoadedSource", "check_source", "load_source", "source_kind"]
+__all__ = [
+    "ROW_COLUMN",
+    "LoadedSource",
+    "check_source",
+    "load_plan_source",
+    "load_source",
+    "source_kind",
+]
 
 #: Name of the source row number column (1 = first data row, header excluded).
 ROW_COLUMN = "_row"
@@ -70,6 +77,11 @@ class LoadedSource:
     def has_customers(self) -> bool:
         """Whether the source supplies a customer_count column."""
         return "customer_count" in self.frame.columns
+
+    @property
+    def plan_columns(self) -> tuple[str, ...]:
+        """The mapping's plan columns this source supplies (see :mod:`poolcast.plan`)."""
+        return tuple(c for c in self.mapping.plan_columns if c in self.frame.columns)
 
     @property
     def n_rows(self) -> int:
@@ -133,6 +145,70 @@ def load_source(
         message then says when the file looks like it has another delimiter).
     """
     mapping = load_mapping(mapping)
+    raw, shown, kind = _read_any(source, mapping, table=table, query=query)
+    _check_columns(raw, mapping, shown, separator=mapping.separator if kind == "csv" else None)
+    wanted = mapping.source_columns(raw.columns)
+    wanted |= mapping.plan_source_columns(raw.columns)
+    return LoadedSource(frame=_select(raw, wanted, mapping, shown), source=shown, mapping=mapping)
+
+
+def load_plan_source(
+    source: str | Path,
+    mapping: str | Path | Mapping = "contract",
+    *,
+    table: str | None = None,
+    query: str | None = None,
+) -> LoadedSource:
+    """Read a plan source (known-future covariates) through the same mapping as the sales.
+
+    Only ``sku`` and ``month`` are required; ``promo`` (binarised as in the sales) and the
+    mapping's ``[plan_columns]`` are read when present. Sales, customers and the other
+    contract columns are not read (a plan has no actuals). Validation is
+    :func:`poolcast.plan.validate_plan`.
+
+    Raises
+    ------
+    SourceError
+        The source is missing, empty or unreadable, or lacks the sku or month column.
+    """
+    mapping = load_mapping(mapping)
+    raw, shown, kind = _read_any(source, mapping, table=table, query=query)
+    keys = {c: mapping.columns[c] for c in ("sku", "month")}
+    _check_columns(
+        raw,
+        mapping,
+        shown,
+        separator=mapping.separator if kind == "csv" else None,
+        only=keys,
+    )
+    wanted = dict(keys)
+    promo_src = mapping.columns.get("promo") or mapping.optional_columns.get("promo")
+    if promo_src is not None and promo_src in raw.columns:
+        wanted["promo"] = promo_src
+    wanted |= mapping.plan_source_columns(raw.columns)
+    return LoadedSource(frame=_select(raw, wanted, mapping, shown), source=shown, mapping=mapping)
+
+
+def _select(
+    raw: pl.DataFrame, wanted: dict[str, str], mapping: Mapping, shown: str
+) -> pl.DataFrame:
+    """Contract-named string columns (binarised where the mapping says) plus ``_row``."""
+    _check_scalar_types(raw, wanted, shown)
+    frame = raw.select(
+        pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(ROW_COLUMN),
+        *[_as_string(raw.schema[src], pl.col(src)).alias(dst) for dst, src in wanted.items()],
+    )
+    return frame.with_columns(
+        _binarise(pl.col(col), threshold).alias(col)
+        for col, threshold in mapping.binarise.items()
+        if col in frame.columns
+    )
+
+
+def _read_any(
+    source: str | Path, mapping: Mapping, *, table: str | None, query: str | None
+) -> tuple[pl.DataFrame, str, str]:
+    """The raw frame, its shown name and kind; SourceError when it has no data rows."""
     kind = source_kind(source)
     if kind == "sql":
         raw, shown = _read_sql(str(source), mapping, table=table, query=query)
@@ -148,19 +224,7 @@ def load_source(
             f"point --source at a file or table with data",
             source=shown,
         )
-    _check_columns(raw, mapping, shown, separator=mapping.separator if kind == "csv" else None)
-    wanted = mapping.source_columns(raw.columns)
-    _check_scalar_types(raw, wanted, shown)
-    frame = raw.select(
-        pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(ROW_COLUMN),
-        *[_as_string(raw.schema[src], pl.col(src)).alias(dst) for dst, src in wanted.items()],
-    )
-    frame = frame.with_columns(
-        _binarise(pl.col(col), threshold).alias(col)
-        for col, threshold in mapping.binarise.items()
-        if col in frame.columns
-    )
-    return LoadedSource(frame=frame, source=shown, mapping=mapping)
+    return raw, shown, kind
 
 
 def _binarise(expr: pl.Expr, threshold: float) -> pl.Expr:
@@ -439,9 +503,15 @@ def _read_sql(
 
 
 def _check_columns(
-    raw: pl.DataFrame, mapping: Mapping, shown: str, *, separator: str | None
+    raw: pl.DataFrame,
+    mapping: Mapping,
+    shown: str,
+    *,
+    separator: str | None,
+    only: dict[str, str] | None = None,
 ) -> None:
-    missing = [(dst, src) for dst, src in mapping.columns.items() if src not in raw.columns]
+    required = mapping.columns if only is None else only
+    missing = [(dst, src) for dst, src in required.items() if src not in raw.columns]
     if not missing:
         return
     dst, src = missing[0]

@@ -19,6 +19,10 @@ any other mapping is loaded from its path. The format::
     [binarise]                      # contract column -> threshold: 1 if value >= threshold else 0
     promo = 12
 
+    [plan_columns]                  # plan column = source column: numeric, known in advance
+    open_days = "OpenDays"          # (used when the source has them; may reuse a source
+    promo_days = "PromoDays"        #  column already mapped, e.g. PromoDays -> promo too)
+
     [source]                        # how to read the source
     separator = ","                 # CSV field separator
     table = "sales"                 # SQL: a table name ...
@@ -27,10 +31,18 @@ any other mapping is loaded from its path. The format::
 ``sku``, ``month`` and ``sales`` are required in every mapping. ``customer_count`` may be
 left out: the contract then has no customer column, and ``poolcast.features`` omits all
 customer features (``FeatureSpec.customer_columns`` is empty).
+
+Plan columns are numeric values known in advance for the months being forecast (promotion
+days, open days, holiday days, a planned price). In the history they travel in the panel;
+for the months after the as-of they come from a separate plan source
+(``poolcast run --plan``, read through the same mapping; see :mod:`poolcast.plan`). Their
+names must be lower-case identifiers that are not contract or feature names. ``promo``
+(the contract's 0/1 flag) is a plan column as well.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -43,6 +55,7 @@ __all__ = [
     "CONTRACT_COLUMNS",
     "OPTIONAL_CONTRACT_COLUMNS",
     "REQUIRED_CONTRACT_COLUMNS",
+    "RESERVED_PLAN_NAMES",
     "Mapping",
     "load_mapping",
     "shipped_mappings",
@@ -52,7 +65,15 @@ REQUIRED_CONTRACT_COLUMNS: tuple[str, ...] = ("sku", "month", "sales")
 OPTIONAL_CONTRACT_COLUMNS: tuple[str, ...] = ("customer_count", "category", "promo", "on_hand")
 CONTRACT_COLUMNS: tuple[str, ...] = REQUIRED_CONTRACT_COLUMNS + OPTIONAL_CONTRACT_COLUMNS
 
+#: Names a plan column may not take (contract columns and the feature table's columns).
+RESERVED_PLAN_NAMES: frozenset[str] = frozenset(
+    {*CONTRACT_COLUMNS, "is_gap", "origin", "horizon", "t", "month_of_year", "n_history", "_row"}
+)
+_PLAN_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_PLAN_NAME_PREFIXES = ("fourier_", "sales_", "cust_", "log_customers", "_")
+
 _TOP_KEYS = {
+    "plan_columns",
     "name",
     "description",
     "gap_policy",
@@ -88,6 +109,10 @@ class Mapping:
     gap_policy : {"missing", "zero"} or None
         The per-source default for months absent inside a SKU's history; a config's
         ``[validation] gap_policy`` overrides it. None: "missing".
+    plan_columns : dict of str to str
+        Plan column -> source column: numeric values known in advance for the forecast
+        months (used when the source has them). A source column already mapped in
+        ``columns`` may be reused (Rossmann: PromoDays -> promo and -> promo_days).
     description : str
         Free text (where the source comes from, why the choices).
     path : Path or None
@@ -104,6 +129,7 @@ class Mapping:
     gap_policy: Literal["missing", "zero"] | None = None
     description: str = ""
     path: Path | None = None
+    plan_columns: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         where = f"mapping {self.name!r}"
@@ -152,6 +178,29 @@ class Mapping:
                 raise InvalidParameterError(
                     f"{where}: [binarise] {col} threshold must be a number, got {threshold!r}"
                 )
+        for plan_name, src in self.plan_columns.items():
+            if (
+                not isinstance(plan_name, str)
+                or not _PLAN_NAME_RE.match(plan_name)
+                or plan_name in RESERVED_PLAN_NAMES
+                or plan_name.startswith(_PLAN_NAME_PREFIXES)
+            ):
+                raise InvalidParameterError(
+                    f"{where}: [plan_columns] name {plan_name!r} must be a lower-case identifier "
+                    f"(a-z, 0-9, _) that is not a contract or feature column "
+                    f"{sorted(RESERVED_PLAN_NAMES)} and does not start with {list(_PLAN_NAME_PREFIXES)}; "
+                    f'e.g. open_days = "OpenDays"'
+                )
+            if not isinstance(src, str) or not src:
+                raise InvalidParameterError(
+                    f"{where}: [plan_columns] {plan_name} must name a source column, got {src!r}"
+                )
+        plan_sources = list(self.plan_columns.values())
+        dupes = sorted({s for s in plan_sources if plan_sources.count(s) > 1})
+        if dupes:
+            raise InvalidParameterError(
+                f"{where}: [plan_columns] map source column(s) {dupes} more than once"
+            )
         if self.gap_policy is not None and self.gap_policy not in _GAP_POLICIES:
             raise InvalidParameterError(
                 f"{where}: gap_policy must be one of {list(_GAP_POLICIES)}, got {self.gap_policy!r}"
@@ -172,6 +221,10 @@ class Mapping:
         out = dict(self.columns)
         out.update({k: v for k, v in self.optional_columns.items() if v in available})
         return out
+
+    def plan_source_columns(self, available: list[str] | tuple[str, ...]) -> dict[str, str]:
+        """Plan column -> source column for the plan columns this source supplies."""
+        return {k: v for k, v in self.plan_columns.items() if v in available}
 
 
 def shipped_mappings() -> list[str]:
@@ -244,4 +297,5 @@ def _from_toml(text: str, *, where: str, path: Path | None, stem: str) -> Mappin
         gap_policy=raw.get("gap_policy"),
         description=str(raw.get("description", "")),
         path=path,
+        plan_columns=dict(raw.get("plan_columns", {})),
     )

@@ -30,6 +30,10 @@ Rules (vectorised polars expressions, no row loops), in :data:`schemas.QUARANTIN
 ``on_hand_not_finite``      on_hand ``inf``/``nan``
 ``on_hand_not_integer``     on_hand present and not a whole number (null is allowed)
 ``on_hand_negative``        on_hand < 0
+``plan_null``               a plan column (the mapping's ``[plan_columns]``) null or empty
+``plan_not_number``         a plan value that is not a number
+``plan_not_finite``         a plan value that is NaN or infinite
+``plan_negative``           a plan value < 0
 ``duplicate_conflict``      two or more rows with the same (sku, month) that differ in
                             any other column: ALL of them are quarantined
 ``exact_duplicate``         an identical copy of an earlier row: the first copy (lowest
@@ -48,6 +52,11 @@ Gaps: a month missing inside a SKU's accepted history (between its first and las
 accepted month) is added to the panel with ``is_gap = True`` and reported in the gaps
 table. Under gap_policy ``"missing"`` its sales are NULL; under ``"zero"`` 0. On gap rows
 customer_count and on_hand are NULL, promo is 0 and category is the SKU's category.
+
+Plan columns (``[plan_columns]`` of the mapping, e.g. Rossmann's ``open_days``) are
+non-negative finite numbers; they follow the contract columns in the panel as Float64
+(NULL on gap rows) and are listed in ``ValidationResult.plan_columns``. The same rules
+check a plan source for the months after the as-of (:mod:`poolcast.plan`).
 """
 
 from __future__ import annotations
@@ -164,6 +173,8 @@ class ValidationResult:
     as_of_note : str
         How the as-of was chosen: given, or inferred (and why the last month was judged
         complete or partial).
+    plan_columns : tuple of str
+        The plan columns (Float64, after the contract columns) the panel carries.
     """
 
     panel: pl.DataFrame
@@ -173,6 +184,7 @@ class ValidationResult:
     has_customers: bool
     source: str = ""
     as_of_note: str = ""
+    plan_columns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -337,9 +349,10 @@ def validate_panel(
     raw = loaded.frame
     _check_loaded(raw, source=loaded.source)
     has = set(raw.columns)
+    plan_columns = tuple(c for c in loaded.mapping.plan_columns if c in has)
 
     month_range = (config.min_month, config.max_month or current_month())
-    parsed = _parse(raw)
+    parsed = _parse(raw, plan_columns)
     if as_of is not None:
         as_of_month = date(as_of.year, as_of.month, 1)
         chosen = AsOf(as_of_month, note=f"as-of {as_of_month:%Y-%m}: given")
@@ -351,6 +364,7 @@ def validate_panel(
         month_range=month_range,
         as_of_month=chosen.month if as_of is not None else None,
         partial_month=chosen.partial_month,
+        plan_columns=plan_columns,
     )
     quarantine = Quarantine.validate(_quarantine_lines(flagged, rules))
     accepted = flagged.filter(~pl.col("_bad"))
@@ -363,7 +377,7 @@ def validate_panel(
             f"{rows_quarantined} (a poolcast bug, please report it)"
         )
 
-    observed = _typed_rows(accepted, has)
+    observed = _typed_rows(accepted, has, plan_columns)
     panel = _fill_gaps(observed, gap_policy=gap_policy)
     panel = _check_contract(panel, source=loaded.source)
     gaps = panel.filter(pl.col("is_gap")).select("sku", "month")
@@ -394,6 +408,7 @@ def validate_panel(
         has_customers="customer_count" in has,
         source=loaded.source,
         as_of_note=chosen.note,
+        plan_columns=plan_columns,
     )
 
 
@@ -432,8 +447,8 @@ def _check_loaded(raw: pl.DataFrame, *, source: str) -> None:
         raise InvalidParameterError(f"{source}: the loaded frame's {ROW_COLUMN} is not unique")
 
 
-def _parse(raw: pl.DataFrame) -> pl.DataFrame:
-    """Add ``_clean_<col>`` (stripped, empty -> null), ``_month`` and ``_num_<count col>``."""
+def _parse(raw: pl.DataFrame, plan_columns: tuple[str, ...] = ()) -> pl.DataFrame:
+    """Add ``_clean_<col>`` (stripped, empty -> null), ``_month`` and ``_num_<number col>``."""
     has = set(raw.columns)
     return raw.with_columns(
         _clean(pl.col(c)).alias(f"_clean_{c}") for c in raw.columns if c != ROW_COLUMN
@@ -441,7 +456,7 @@ def _parse(raw: pl.DataFrame) -> pl.DataFrame:
         pl.col("_clean_month").pipe(_parse_month).alias("_month"),
         *[
             _parse_number(pl.col(f"_clean_{c}")).alias(f"_num_{c}")
-            for c in ("sales", "customer_count", "promo", "on_hand")
+            for c in ("sales", "customer_count", "promo", "on_hand", *plan_columns)
             if c in has
         ],
     )
@@ -478,7 +493,9 @@ def _flag_rows(
     month_range: tuple[date, date],
     as_of_month: date | None,
     partial_month: date | None,
-) -> tuple[pl.DataFrame, dict[str, tuple[str, pl.Expr]]]:
+    plan_columns: tuple[str, ...] = (),
+    check_sales: bool = True,
+) -> tuple[pl.DataFrame, dict[tuple[str, str], tuple[str, pl.Expr]]]:
     """Add one Boolean ``_rule_<name>`` column per rule plus ``_bad`` to the parsed frame.
 
     Returns the flagged frame and the rules in force (rule -> (column, flag expression)).
@@ -502,7 +519,8 @@ def _flag_rows(
         )
     if partial_month is not None:
         rules["month_partial"] = ("month", first & in_range & (month == pl.lit(partial_month)))
-    rules.update(_count_rules("sales", cap=config.sales_cap, nullable=False))
+    if check_sales:
+        rules.update(_count_rules("sales", cap=config.sales_cap, nullable=False))
     if "customer_count" in has:
         rules.update(_count_rules("customer_count", cap=config.customer_cap, nullable=False))
     if "promo" in has:
@@ -516,6 +534,15 @@ def _flag_rows(
         )
     if "on_hand" in has:
         rules.update(_count_rules("on_hand", cap=None, nullable=True))
+    plan_rules: list[tuple[str, str, pl.Expr]] = []
+    for col in plan_columns:
+        text, num = pl.col(f"_clean_{col}"), pl.col(f"_num_{col}")
+        plan_rules += [
+            ("plan_null", col, text.is_null()),
+            ("plan_not_number", col, text.is_not_null() & num.is_null()),
+            ("plan_not_finite", col, num.is_not_null() & ~num.is_finite()),
+            ("plan_negative", col, num.is_not_null() & num.is_finite() & (num < 0)),
+        ]
 
     # duplicates among rows with a usable key; the window functions run only on the
     # (usually few) rows whose key occurs more than once
@@ -539,10 +566,20 @@ def _flag_rows(
     rules["duplicate_conflict"] = (_KEY_COLUMN, pl.col("_dup_conflict"))
     rules["exact_duplicate"] = (_KEY_COLUMN, pl.col("_dup_exact"))
 
+    # keyed by (rule, column): the plan rules apply to each plan column
+    keyed_rules = {(name, column): (name, flag) for name, (column, flag) in rules.items()}
+    keyed_rules |= {(name, col): (name, flag) for name, col, flag in plan_rules}
     flagged = keyed.with_columns(
-        flag.fill_null(False).alias(f"_rule_{name}") for name, (_, flag) in rules.items()
-    ).with_columns(pl.any_horizontal([pl.col(f"_rule_{name}") for name in rules]).alias("_bad"))
-    return flagged, rules
+        flag.fill_null(False).alias(_rule_flag(name, col))
+        for (name, col), (_, flag) in keyed_rules.items()
+    ).with_columns(
+        pl.any_horizontal([pl.col(_rule_flag(n, c)) for n, c in keyed_rules]).alias("_bad")
+    )
+    return flagged, {(n, c): (c, f) for (n, c), (_, f) in keyed_rules.items()}
+
+
+def _rule_flag(rule: str, column: str) -> str:
+    return f"_rule_{rule}@{column}"
 
 
 def _clean(expr: pl.Expr) -> pl.Expr:
@@ -593,11 +630,13 @@ def _to_int(column: str) -> pl.Expr:
     return pl.coalesce(exact, from_float)
 
 
-def _quarantine_lines(flagged: pl.DataFrame, rules: dict[str, tuple[str, pl.Expr]]) -> pl.DataFrame:
+def _quarantine_lines(
+    flagged: pl.DataFrame, rules: dict[tuple[str, str], tuple[str, pl.Expr]]
+) -> pl.DataFrame:
     order = {name: i for i, name in enumerate(QUARANTINE_RULES)}
     parts = []
-    for name, (column, _) in rules.items():
-        hit = flagged.filter(pl.col(f"_rule_{name}"))
+    for (name, column), _ in rules.items():
+        hit = flagged.filter(pl.col(_rule_flag(name, column)))
         if hit.height == 0:
             continue
         if name == "exact_duplicate":
@@ -624,7 +663,9 @@ def _quarantine_lines(flagged: pl.DataFrame, rules: dict[str, tuple[str, pl.Expr
     return pl.concat(parts).sort("row", "_order").drop("_order")
 
 
-def _typed_rows(accepted: pl.DataFrame, has: set[str]) -> pl.DataFrame:
+def _typed_rows(
+    accepted: pl.DataFrame, has: set[str], plan_columns: tuple[str, ...] = ()
+) -> pl.DataFrame:
     cols = [
         pl.col("_clean_sku").alias("sku"),
         pl.col("_month").alias("month"),
@@ -640,21 +681,23 @@ def _typed_rows(accepted: pl.DataFrame, has: set[str]) -> pl.DataFrame:
         ),
         (_to_int("on_hand") if "on_hand" in has else pl.lit(None, pl.Int64)).alias("on_hand"),
         pl.lit(False).alias("is_gap"),
+        *(pl.col(f"_num_{c}").cast(pl.Float64).alias(c) for c in plan_columns),
     ]
     return accepted.select(cols).sort("sku", "month")
 
 
 def _fill_gaps(observed: pl.DataFrame, *, gap_policy: str) -> pl.DataFrame:
     """Regular monthly grid per SKU from its first to last month; missing months are gaps."""
+    columns = [*PANEL_COLUMNS, *(c for c in observed.columns if c not in PANEL_COLUMNS)]
     if observed.height == 0:
-        return observed.select(PANEL_COLUMNS)
+        return observed.select(columns)
     grid = (
         observed.group_by("sku")
         .agg(pl.date_ranges(pl.col("month").min(), pl.col("month").max(), "1mo").alias("month"))
         .explode("month")
     )
     if grid.height == observed.height:
-        return observed.select(PANEL_COLUMNS)
+        return observed.select(columns)
     fill_sales = pl.lit(0, pl.Int64) if gap_policy == "zero" else pl.lit(None, pl.Int64)
     panel = (
         grid.join(observed, on=["sku", "month"], how="left")
@@ -668,12 +711,14 @@ def _fill_gaps(observed: pl.DataFrame, *, gap_policy: str) -> pl.DataFrame:
             pl.col("category").forward_fill().backward_fill().over("sku"),
         )
     )
-    return panel.select(PANEL_COLUMNS)
+    return panel.select(columns)
 
 
 def _check_contract(panel: pl.DataFrame, *, source: str) -> pl.DataFrame:
+    extra = [c for c in panel.columns if c not in PANEL_COLUMNS]  # plan columns, checked above
     try:
-        return SalesPanel.validate(panel, lazy=True)
+        checked = SalesPanel.validate(panel.select(PANEL_COLUMNS), lazy=True)
+        return checked.hstack(panel.select(extra)) if extra else checked
     except pa_errors.SchemaErrors as exc:
         raise DataContractError(
             f"{source}: the validated panel breaks the data contract (a poolcast bug, please "

@@ -4,7 +4,8 @@ A row that breaks several rules has one line per rule (it counts once in
 ``QualityCounts.rows_quarantined``). Columns: ``row`` (the source row number: 1 = first
 data row), ``sku`` and ``month`` as read (strings, possibly null), ``rule`` (one of
 :data:`QUARANTINE_RULES`), ``column`` (the contract column at fault; ``"sku,month"`` for
-duplicate rules) and ``value`` (the raw value as read, or for ``exact_duplicate`` which row
+duplicate rules; the plan column for the ``plan_*`` rules, which may hit several columns
+of one row) and ``value`` (the raw value as read, or for ``exact_duplicate`` which row
 was kept).
 """
 
@@ -39,6 +40,10 @@ QUARANTINE_RULES: tuple[str, ...] = (
     "on_hand_not_finite",
     "on_hand_not_integer",
     "on_hand_negative",
+    "plan_null",
+    "plan_not_number",
+    "plan_not_finite",
+    "plan_negative",
     "duplicate_conflict",
     "exact_duplicate",
 )
@@ -65,4 +70,4 @@ class Quarantine(pa.DataFrameModel):
 
     class Config:
         strict = True
-        unique = ("row", "rule")
+        unique = ("row", "rule", "column")

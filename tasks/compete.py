@@ -16,11 +16,13 @@ from poolcast.backtest import (
     select_champion,
 )
 from poolcast.config import PipelineConfig
+from poolcast.features import panel_plan_columns
 from poolcast.models import default_candidates
+from poolcast.plan import PlanResult, ineligibility_reason
 from poolcast.reporting import CandidateFailure, CandidateRun, describe_candidate, split_outcomes
 from poolcast.validation import ValidationResult
 
-__all__ = ["candidate_lineup", "compete", "leaderboard", "select"]
+__all__ = ["candidate_lineup", "compete", "eligibility", "leaderboard", "select"]
 
 
 @task(cache_policy=NO_CACHE)
@@ -32,12 +34,45 @@ def candidate_lineup(
     GLMM leaves the default line-up), or the names in ``[backtest] candidates``."""
     panel = validated.panel
     has_promo = bool(panel.get_column("promo").max() or 0)
+    plan_columns = panel_plan_columns(panel)
+    kwargs: dict[str, Any] = {"plan_columns": plan_columns} if len(plan_columns) > 1 else {}
     return default_candidates(
         has_customers=validated.has_customers,
         has_promo=has_promo,
         names=config.backtest.candidates,
         n_skus=panel.get_column("sku").n_unique(),
+        **kwargs,
     )
+
+
+@task(cache_policy=NO_CACHE)
+def eligibility(
+    factories: dict[str, Callable[[], Any]],
+    panel: pl.DataFrame,
+    plan: PlanResult | None,
+    config: PipelineConfig,
+) -> tuple[dict[str, Callable[[], Any]], dict[str, str]]:
+    """Split the line-up into the eligible candidates and the ineligible ones with the reason:
+    a candidate that needs a plan column the run lacks for the forecast months (no ``--plan``,
+    a column or a SKU x month missing from it) does not compete this month."""
+    available = panel_plan_columns(panel)
+    # promo counts as a plan column only when the data has a promotion at all
+    if not bool(panel.get_column("promo").max() or 0):
+        available = tuple(c for c in available if c != "promo")
+    as_of = config.as_of or panel.get_column("month").max()
+    eligible: dict[str, Callable[[], Any]] = {}
+    ineligible: dict[str, str] = {}
+    for name, factory in factories.items():
+        required = getattr(factory(), "required_plan_columns", ())
+        reason = ineligibility_reason(
+            required, plan, available=available, as_of=as_of, horizons=config.features.horizons
+        )
+        if reason is None:
+            eligible[name] = factory
+        else:
+            ineligible[name] = reason
+            get_run_logger().warning("candidate %s is not eligible: %s", name, reason)
+    return eligible, ineligible
 
 
 @task(cache_policy=NO_CACHE)
@@ -62,10 +97,14 @@ def compete(
 
 
 @task(cache_policy=NO_CACHE)
-def leaderboard(outcomes: Sequence[Any], config: PipelineConfig) -> pl.DataFrame:
-    """One row per candidate, failures included, best first."""
+def leaderboard(
+    outcomes: Sequence[Any], config: PipelineConfig, ineligible: dict[str, str] | None = None
+) -> pl.DataFrame:
+    """One row per candidate, failures and ineligible candidates included, best first."""
     results, failures = split_outcomes(outcomes)
-    return build_leaderboard(results, failures, sort_by=config.backtest.selection_metric)
+    return build_leaderboard(
+        results, failures, sort_by=config.backtest.selection_metric, ineligible=ineligible
+    )
 
 
 @task(cache_policy=NO_CACHE)

@@ -9,11 +9,20 @@ from prefect.cache_policies import NO_CACHE
 
 from poolcast.backtest import OriginSplit, prepare_splits
 from poolcast.config import PipelineConfig, load_config
-from poolcast.io import LoadedSource, load_source
+from poolcast.features import panel_plan_columns
+from poolcast.io import LoadedSource, load_plan_source, load_source
+from poolcast.plan import PlanResult, validate_plan
 from poolcast.validation import ValidationResult, validate_panel, write_quarantine
 from tasks._retry import retry_if_transient
 
-__all__ = ["build_backtest", "load", "resolve_config", "save_quarantine", "validate"]
+__all__ = [
+    "build_backtest",
+    "load",
+    "load_plan",
+    "resolve_config",
+    "save_quarantine",
+    "validate",
+]
 
 
 @task(cache_policy=NO_CACHE)
@@ -65,3 +74,41 @@ def build_backtest(panel, config: PipelineConfig) -> list[OriginSplit]:
     )
     get_run_logger().info("backtest origins: %s", ", ".join(str(s.origin) for s in splits))
     return splits
+
+
+@task(
+    cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10, retry_condition_fn=retry_if_transient
+)
+def load_plan(
+    plan: str | None, validated: ValidationResult, config: PipelineConfig
+) -> PlanResult | None:
+    """Read and validate the ``--plan`` source for the months after the as-of (None without
+    one); its quarantine and coverage gaps go to ``<work_dir>/plan_quarantine.csv`` and
+    ``plan_missing.csv``."""
+    if plan is None:
+        return None
+    panel = validated.panel
+    result = validate_plan(
+        load_plan_source(plan, config.mapping),
+        as_of=config.as_of or panel.get_column("month").max(),
+        horizons=config.features.horizons,
+        skus=panel.get_column("sku").unique().to_list(),
+        plan_columns=panel_plan_columns(panel),
+    )
+    write_quarantine(result.quarantine, Path(config.work_dir) / "plan_quarantine.csv")
+    result.missing.write_csv(Path(config.work_dir) / "plan_missing.csv")
+    c = result.counts
+    get_run_logger().info(
+        "plan %s: rows in %d = accepted %d + quarantined %d; used %d, ignored %d at or before "
+        "the as-of, %d after the horizon, %d of unknown SKUs; missing %s",
+        result.source,
+        c.rows_in,
+        c.rows_accepted,
+        c.rows_quarantined,
+        c.rows_used,
+        c.rows_at_or_before_as_of,
+        c.rows_after_horizon,
+        c.rows_unknown_sku,
+        c.missing or "nothing",
+    )
+    return result

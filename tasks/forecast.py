@@ -43,9 +43,12 @@ def refit(
 
 
 @task(cache_policy=NO_CACHE)
-def forecast(forecaster: ChampionForecaster, panel: pl.DataFrame) -> pl.DataFrame:
-    """Forecast distribution for the next horizons from the end of the panel."""
-    frame = forecaster.forecast(panel)
+def forecast(
+    forecaster: ChampionForecaster, panel: pl.DataFrame, plan: Any | None = None
+) -> pl.DataFrame:
+    """Forecast distribution for the next horizons from the end of the panel; the plan
+    columns at the target months come from the validated ``--plan`` (a PlanResult)."""
+    frame = forecaster.forecast(panel, future=plan.frame if plan is not None else None)
     get_run_logger().info(
         "forecast: %d rows (%d SKUs)", frame.height, frame.get_column("sku").n_unique()
     )

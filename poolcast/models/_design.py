@@ -71,7 +71,11 @@ class CovariateSpec:
 
 
 def make_covariate_spec(
-    train: pl.DataFrame, *, customer_terms: str = "log", include_promo: bool = True
+    train: pl.DataFrame,
+    *,
+    customer_terms: str = "log",
+    include_promo: bool = True,
+    plan_terms: tuple[str, ...] = (),
 ) -> CovariateSpec:
     """Choose the covariates the training frame supports and freeze their transformations.
 
@@ -84,6 +88,10 @@ def make_covariate_spec(
         ``log_customers`` when the basis is absent); ``"none"``: no customer feature.
     include_promo : bool
         Use ``promo`` when it varies in the training frame.
+    plan_terms : tuple of str
+        Further plan columns at the target month (``open_days``, ``promo_days``, ...; see
+        ``poolcast.features.FeatureSpec.plan_columns``), used when they vary; centred at
+        their training mean.
     """
     wanted: list[str] = ["t", *FOURIER_COLUMNS]
     if customer_terms == "spline":
@@ -96,6 +104,7 @@ def make_covariate_spec(
         wanted.append("log_customers")
     if include_promo:
         wanted.append("promo")
+    wanted += [c for c in plan_terms if c != "promo" and c not in wanted]
     dropped: dict[str, str] = {}
     if not include_promo:
         dropped["promo"] = "excluded by include_promo=False"
@@ -118,7 +127,8 @@ def make_covariate_spec(
         filled = col.fill_null(fill).fill_nan(fill).to_numpy()
         terms.append(name)
         fills.append(fill)
-        centres.append(float(filled.mean()) if _is_centred(name) else 0.0)
+        centred = _is_centred(name) or (name in plan_terms and name != "promo")
+        centres.append(float(filled.mean()) if centred else 0.0)
     return CovariateSpec(tuple(terms), tuple(centres), tuple(fills), dropped)
 
 

@@ -132,6 +132,10 @@ class Candidate:
     _required_columns: ClassVar[tuple[str, ...]] = ("sku", "horizon", "sales")
     #: True for candidates fitted on the monthly panel (``fit(train, history=panel)``).
     needs_history: ClassVar[bool] = False
+    #: Plan columns the candidate needs at the target months (known-future covariates such as
+    #: ``promo`` or ``open_days``); a run without them for the forecast months makes the
+    #: candidate ineligible (see :func:`poolcast.plan.ineligibility_reason`).
+    required_plan_columns: tuple[str, ...] = ()
 
     # -- sklearn-style parameter handling -------------------------------------------------
     @classmethod
@@ -370,6 +374,16 @@ class CovariateCandidate(Candidate):
     }
     _required_columns: ClassVar[tuple[str, ...]] = ("sku", "horizon", "month", "sales", "t")
 
+    #: Further plan columns used as covariates (besides ``promo``); the registry sets them to
+    #: the data's plan columns (``default_candidates(plan_columns=...)``).
+    plan_terms: tuple[str, ...] = ()
+
+    @property
+    def required_plan_columns(self) -> tuple[str, ...]:  # type: ignore[override]
+        """``promo`` (when ``include_promo``) and the ``plan_terms``."""
+        promo = ("promo",) if getattr(self, "include_promo", False) else ()
+        return promo + tuple(c for c in self.plan_terms if c != "promo")
+
     @property
     def coef_(self) -> dict[int, np.ndarray]:
         """Fixed-effect coefficients per horizon (each fitted model exposes ``beta``)."""
@@ -386,5 +400,8 @@ class CovariateCandidate(Candidate):
 
     def _covariate_spec(self, train_h: pl.DataFrame) -> CovariateSpec:
         return make_covariate_spec(
-            train_h, customer_terms=self.customer_terms, include_promo=self.include_promo
+            train_h,
+            customer_terms=self.customer_terms,
+            include_promo=self.include_promo,
+            plan_terms=tuple(self.plan_terms),
         )

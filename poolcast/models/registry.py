@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 from poolcast.errors import InvalidParameterError
@@ -25,6 +26,7 @@ __all__ = [
     "AGQ_MAX_SKUS",
     "CANDIDATE_CLASSES",
     "CANDIDATE_NAMES",
+    "PlanFactory",
     "default_candidates",
     "make_candidate",
 ]
@@ -58,6 +60,20 @@ AGQ_MAX_SKUS = 3000
 OPT_IN = frozenset({"glmm_tweedie_ri", "glmm_hurdle_nb2"})
 
 
+@dataclass(frozen=True)
+class PlanFactory:
+    """A picklable factory: the candidate class with its parameters and its ``plan_terms``."""
+
+    cls: type[Candidate]
+    params: tuple[tuple[str, object], ...]
+    plan_terms: tuple[str, ...]
+
+    def __call__(self) -> Candidate:
+        candidate = self.cls(**dict(self.params))
+        candidate.plan_terms = self.plan_terms  # type: ignore[attr-defined]
+        return candidate
+
+
 def make_candidate(name: str, **params: object) -> Candidate:
     """A new, unfitted candidate by name (``params`` go to its constructor).
 
@@ -80,6 +96,7 @@ def default_candidates(
     names: tuple[str, ...] | None = None,
     n_skus: int | None = None,
     agq_max_skus: int = AGQ_MAX_SKUS,
+    plan_columns: tuple[str, ...] = (),
 ) -> dict[str, Callable[[], Candidate]]:
     """Factories of the default line-up, keyed by candidate name, in a stable order.
 
@@ -103,6 +120,11 @@ def default_candidates(
         Naming it in ``names`` runs it anyway.
     agq_max_skus : int
         The SKU count above which AGQ leaves the default line-up.
+    plan_columns : tuple of str
+        The data's plan columns (``FeatureSpec.plan_columns``). The covariate candidates use
+        those other than ``promo`` as ``plan_terms`` (known-future values at the target
+        month, e.g. Rossmann's open and holiday days) and then need them for the forecast
+        months (``required_plan_columns``).
 
     Returns
     -------
@@ -123,11 +145,18 @@ def default_candidates(
         if n_skus is not None and n_skus > agq_max_skus:
             chosen.remove("glmm_poisson_ri_agq")
     customer_terms = "log" if has_customers else "none"
+    extra_plan = tuple(c for c in plan_columns if c != "promo")
     factories: dict[str, Callable[[], Candidate]] = {}
     for name in chosen:
         cls = CANDIDATE_CLASSES[name]
         if name in _BASELINES:
             factories[name] = cls
+        elif extra_plan:
+            factories[name] = PlanFactory(
+                cls,
+                (("customer_terms", customer_terms), ("include_promo", has_promo)),
+                extra_plan,
+            )
         else:
             factories[name] = partial(cls, customer_terms=customer_terms, include_promo=has_promo)
     return factories

@@ -358,3 +358,31 @@ def test_leaderboard_and_champion_selection() -> None:
         0.9,
         0.9,
     ]
+
+
+def test_ineligible_candidates_are_listed_with_their_reason_and_never_win() -> None:
+    results = [_fake_result("seasonal_naive", 0.40, 1.2)]
+    reason = "needs plan column(s) ['open_days'] for 2015-05..2015-07; run with --plan"
+    board = build_leaderboard(
+        results, {"gee": "LinAlgError: singular"}, ineligible={"glmm_nb2_ri": reason}
+    )
+    assert board.select("candidate", "status").rows() == [
+        ("seasonal_naive", "ok"),
+        ("gee", "failed"),
+        ("glmm_nb2_ri", "ineligible"),
+    ]
+    row = board.filter(pl.col("candidate") == "glmm_nb2_ri").row(0, named=True)
+    assert row["error"] == reason
+    assert row["scaled_pinball"] is None and row["mase"] is None and row["fit_seconds"] is None
+    # even with the best number an ineligible row is not champion; alone, nothing is
+    hacked = board.with_columns(
+        scaled_pinball=pl.when(pl.col("status") == "ineligible")
+        .then(0.0)
+        .otherwise(pl.col("scaled_pinball"))
+    )
+    assert select_champion(hacked) == "seasonal_naive"
+    only = build_leaderboard([], {}, ineligible={"glmm_nb2_ri": reason})
+    with pytest.raises(PoolcastError, match=r"no candidate can be champion.*run with --plan"):
+        select_champion(only)
+    with pytest.raises(InvalidParameterError, match="both in results and ineligible"):
+        build_leaderboard(results, {}, ineligible={"seasonal_naive": reason})

@@ -432,3 +432,40 @@ def test_dashboard_without_outputs_exits_with_one_line(tmp_path: Path) -> None:
     (tmp_path / "outputs.duckdb").write_text("not a database")
     result = runner.invoke(app, ["dashboard", "--work-dir", str(tmp_path)])
     assert result.exit_code == 1 and "cannot be read as a DuckDB database" in result.stderr
+
+
+def test_plan_template_cuts_a_source_into_sales_and_plan(tmp_path: Path) -> None:
+    src = tmp_path / "ross.csv"
+    rows = [
+        f"{store},2015-{m:02d},{100 * m},{10 * m},{20 + m},{9 + m},0,{m}"
+        for store in (1, 2)
+        for m in range(1, 8)
+    ]
+    src.write_text(
+        "Store,Month,Sales,Customers,OpenDays,PromoDays,StateHolidayDays,SchoolHolidayDays\n"
+        + "\n".join(rows)
+        + "\n"
+    )
+    sales, plan = tmp_path / "cut.csv", tmp_path / "plan.csv"
+    result = runner.invoke(
+        app,
+        ["plan-template", str(src), "--mapping", "rossmann", "--as-of", "2015-04",
+         "--sales-out", str(sales), "--plan-out", str(plan), "--months", "2"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "8 rows up to 2015-04" in result.output and "4 rows" in result.output
+    cut = pl.read_csv(sales)
+    assert cut["Month"].unique().sort().to_list() == ["2015-01", "2015-02", "2015-03", "2015-04"]
+    planned = pl.read_csv(plan)
+    assert planned.columns == [
+        "Store", "Month", "PromoDays", "OpenDays", "StateHolidayDays", "SchoolHolidayDays"
+    ]  # fmt: skip
+    assert planned.select("Store", "Month", "OpenDays").rows() == [
+        (1, "2015-05", 25), (1, "2015-06", 26), (2, "2015-05", 25), (2, "2015-06", 26)
+    ]  # fmt: skip
+    bad = runner.invoke(
+        app,
+        ["plan-template", str(tmp_path / "nope.csv"), "--as-of", "2015-04",
+         "--sales-out", str(sales), "--plan-out", str(plan)],
+    )  # fmt: skip
+    assert bad.exit_code == 1 and "nope.csv" in bad.output

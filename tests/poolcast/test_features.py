@@ -254,7 +254,7 @@ def test_forecast_frame_rows_promo_and_short_skus() -> None:
     assert frame.height == n_sku * 3
     assert frame["origin"].unique().to_list() == [last]
     assert frame["sales"].null_count() == frame.height
-    assert (frame["promo"] == 0).all()  # no plan given
+    assert frame["promo"].null_count() == frame.height  # no plan given: unavailable, not 0
     # the SKU whose history ends two months before the last month: lags of unseen months are NULL
     ended = panel.group_by("sku").agg(pl.col("month").max()).filter(pl.col("month") < last)
     assert ended.height == 1
@@ -288,7 +288,7 @@ def test_bad_inputs_raise() -> None:
     with pytest.raises(DataContractError, match="customer_count"):
         build_forecast_frame(panel.drop("customer_count"), spec)
     with pytest.raises(DataContractError, match="future"):
-        build_forecast_frame(panel, spec, future=panel.select("sku", "month"))
+        build_forecast_frame(panel, spec, future=panel.select("sku"))
 
 
 # --------------------------------------------------------------------------- leakage
@@ -391,3 +391,109 @@ def test_origin_frames_equal_the_two_builders() -> None:
         train, rows = build_origin_frames(panel, spec, origin=origin, future=future)
         assert train.equals(build_training_frame(history, spec))
         assert rows.equals(build_forecast_frame(panel, spec, origin=origin, future=future))
+
+
+# --------------------------------------------------------------------------- plan columns
+
+
+PLAN = ("promo", "open_days", "price")
+
+
+def make_plan_panel(seed: int = 21) -> pl.DataFrame:
+    """make_panel plus two numeric plan columns (NULL on gap rows, as validation writes them)."""
+    panel = make_panel(n_sku=8, n_month=30, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    n = panel.height
+    return panel.with_columns(
+        open_days=pl.when(pl.col("is_gap"))
+        .then(None)
+        .otherwise(pl.Series(rng.integers(20, 28, n).astype(float))),
+        price=pl.Series(rng.uniform(1.0, 3.0, n)),
+    )
+
+
+def _perturb_plan_after(panel: pl.DataFrame, origin: date, seed: int) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    later = pl.col("month") > origin
+    n = panel.height
+    return panel.with_columns(
+        open_days=pl.when(later).then(pl.Series(rng.uniform(100, 200, n))).otherwise("open_days"),
+        price=pl.when(later).then(pl.Series(rng.uniform(100, 200, n))).otherwise("price"),
+        promo=pl.when(later).then(1 - pl.col("promo")).otherwise("promo").cast(pl.Int8),
+    )
+
+
+def _differing_columns(a: pl.DataFrame, b: pl.DataFrame) -> dict[str, int]:
+    """Per column, the number of rows whose values differ (rows aligned by key)."""
+    keys = ["sku", "origin", "horizon"]
+    joined = a.join(b, on=keys, how="inner", suffix="_p")
+    assert joined.height == a.height == b.height
+    out = {}
+    for c in a.columns:
+        if c in keys:
+            continue
+        n = int(joined.select(pl.col(c).ne_missing(pl.col(f"{c}_p")).sum()).item())
+        if n:
+            out[c] = n
+    return out
+
+
+def test_plan_columns_are_valued_at_the_target_month() -> None:
+    panel = make_plan_panel()
+    spec = make_feature_spec(panel, CONFIG)
+    assert spec.plan_columns == PLAN
+    assert set(PLAN) <= set(spec.feature_columns)
+    frame = build_training_frame(panel, spec)
+    truth = {(r["sku"], r["month"]): r for r in panel.iter_rows(named=True)}
+    for row in frame.sample(200, seed=3).iter_rows(named=True):
+        at_t = truth[(row["sku"], row["month"])]  # T = origin + h, not the origin
+        assert row["open_days"] == at_t["open_days"] and row["price"] == at_t["price"]
+        assert row["promo"] == at_t["promo"]
+    # no plan columns declared: only promo
+    assert make_feature_spec(panel, CONFIG, plan_columns=()).plan_columns == ("promo",)
+    with pytest.raises(DataContractError, match="not in the history"):
+        make_feature_spec(panel, CONFIG, plan_columns=("holidays",))
+
+
+@pytest.mark.parametrize("origin", [date(2021, 9, 1), date(2022, 4, 1)])
+def test_only_plan_columns_at_t_come_from_after_the_origin(origin: date) -> None:
+    """Leakage: plan covariates at T come from the plan, everything else from up to the origin."""
+    panel = make_plan_panel()
+    history = panel.filter(pl.col("month") <= origin)
+    spec = make_feature_spec(history, CONFIG)
+    plan = panel.filter(pl.col("month") > origin).select("sku", "month", *PLAN)
+
+    # 1. overwrite the plan columns after the origin: in the origin's forecast rows only the
+    #    plan columns change (every row, since every T is after the origin) ...
+    replanned = _perturb_plan_after(panel, origin, seed=5)
+    new_plan = replanned.filter(pl.col("month") > origin).select("sku", "month", *PLAN)
+    rows = build_forecast_frame(panel, spec, origin=origin, future=plan)
+    rows_new = build_forecast_frame(replanned, spec, origin=origin, future=new_plan)
+    assert _differing_columns(rows, rows_new) == dict.fromkeys(PLAN, rows.height)
+    # ... and the plan values are the plan's at T
+    joined = rows_new.join(new_plan, on=["sku", "month"], suffix="_plan")
+    assert joined.height == rows_new.height
+    for c in PLAN:
+        assert joined[c].equals(joined[f"{c}_plan"].cast(joined[c].dtype), check_names=False)
+    # in training rows (the backtest's panel) only plan columns of rows with T after the
+    # origin change, never a feature read at the origin
+    train = build_training_frame(panel, spec)
+    train_new = build_training_frame(replanned, spec)
+    changed = _differing_columns(
+        train.filter(pl.col("month") <= origin), train_new.filter(pl.col("month") <= origin)
+    )
+    assert changed == {}
+    later = train.filter((pl.col("origin") <= origin) & (pl.col("month") > origin))
+    later_new = train_new.filter((pl.col("origin") <= origin) & (pl.col("month") > origin))
+    assert set(_differing_columns(later, later_new)) == set(PLAN)
+
+    # 2. overwrite sales and customers after the origin: nothing of the origin's rows changes
+    resold = _perturb_after(panel, origin, seed=6)
+    assert build_forecast_frame(resold, spec, origin=origin, future=plan).equals(rows)
+    early, _, _ = _changed_rows_up_to(build_training_frame, panel, resold, spec, origin)
+    assert early.height == 0
+
+    # 3. without a plan the plan columns are unavailable (NULL), not zero
+    bare = build_forecast_frame(panel, spec, origin=origin)
+    assert all(bare[c].null_count() == bare.height for c in PLAN)
+    assert _differing_columns(rows, bare) == {c: rows[c].drop_nulls().len() for c in PLAN}

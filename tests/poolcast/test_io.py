@@ -144,7 +144,12 @@ def test_rossmann_promo_days_are_binarised_at_12(tmp_path: Path) -> None:
     loaded = load_source(path, "rossmann")
     assert loaded.frame["promo"].to_list() == ["0", "0", "1", "1", "many"]
     result = validate_panel(loaded)
-    assert result.quarantine.select("row", "rule", "value").rows() == [(5, "promo_invalid", "many")]
+    # PromoDays is also the plan column promo_days, checked as a number
+    assert result.quarantine.select("row", "rule", "column", "value").rows() == [
+        (5, "promo_invalid", "promo", "many"),
+        (5, "plan_not_number", "promo_days", "many"),
+    ]
+    assert result.panel["promo_days"].to_list() == [10.0, 11.0, 12.0, 15.0]
 
 
 # ------------------------------------------------------------------ unusable sources

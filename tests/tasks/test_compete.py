@@ -88,3 +88,36 @@ def test_lineup_drops_agq_above_agq_max_skus_unless_named():
     assert "glmm_poisson_ri_agq" not in lineup and "glmm_poisson_ri" in lineup
     named = replace(CONFIG, backtest=replace(CONFIG.backtest, candidates=("glmm_poisson_ri_agq",)))
     assert list(compete.candidate_lineup.fn(named, Validated())) == ["glmm_poisson_ri_agq"]
+
+
+def test_eligibility_sets_aside_candidates_that_need_a_missing_plan():
+    from datetime import date
+
+    from poolcast.models.registry import default_candidates
+
+    panel = pl.DataFrame(
+        {
+            "sku": ["a", "a", "b", "b"],
+            "month": [date(2024, 1, 1), date(2024, 2, 1)] * 2,
+            "promo": pl.Series([0, 1, 1, 0], dtype=pl.Int8),
+            "open_days": [25.0, 24.0, 26.0, 25.0],
+        }
+    )
+    factories = default_candidates(
+        has_customers=False,
+        has_promo=True,
+        names=("seasonal_naive", "glm_poisson_pooled", "glmm_nb2_ri"),
+        plan_columns=("promo", "open_days"),
+    )
+    assert factories["glmm_nb2_ri"]().required_plan_columns == ("promo", "open_days")
+    assert factories["seasonal_naive"]().required_plan_columns == ()
+    eligible, ineligible = compete.eligibility.fn(factories, panel, None, CONFIG)
+    assert list(eligible) == ["seasonal_naive"]
+    assert ineligible == dict.fromkeys(
+        ("glm_poisson_pooled", "glmm_nb2_ri"),
+        "needs plan column(s) ['open_days', 'promo'] for 2024-03..2024-04; run with --plan",
+    )
+    # without promotions in the data, promo is no plan column anyone needs
+    flat = panel.with_columns(pl.lit(0, pl.Int8).alias("promo")).drop("open_days")
+    lineup = default_candidates(has_customers=False, has_promo=False, names=("glm_poisson_pooled",))
+    assert compete.eligibility.fn(lineup, flat, None, CONFIG) == (lineup, {})
