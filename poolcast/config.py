@@ -18,6 +18,7 @@ from poolcast.errors import InvalidParameterError
 __all__ = [
     "BacktestConfig",
     "FeatureConfig",
+    "InventoryConfig",
     "PipelineConfig",
     "TrackingConfig",
     "ValidationConfig",
@@ -124,6 +125,31 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class InventoryConfig:
+    """The inventory policy of the published plan (see ``poolcast.inventory``).
+
+    Fields
+    ------
+    lead_time_months : int
+        Months from order to arrival, for SKUs without their own (plan column or table).
+    review_period_months : int
+        Months between two orders.
+    service_level : float
+        Cycle service level in (0, 1).
+    service_level_by_category : dict of str to float
+        ``[inventory.service_level_by_category]``: a level per category.
+    lead_times_path : str
+        Optional CSV / Parquet ``sku, lead_time_months`` of per-SKU lead times.
+    """
+
+    lead_time_months: int = 1
+    review_period_months: int = 1
+    service_level: float = 0.95
+    service_level_by_category: dict[str, float] = field(default_factory=dict)
+    lead_times_path: str = ""
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """Everything one monthly retrain needs.
 
@@ -147,6 +173,7 @@ class PipelineConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     backtest: BacktestConfig = field(default_factory=BacktestConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    inventory: InventoryConfig = field(default_factory=InventoryConfig)
 
     @property
     def mlflow_tracking_uri(self) -> str:
@@ -171,6 +198,7 @@ _SECTIONS = {
     "features": FeatureConfig,
     "backtest": BacktestConfig,
     "tracking": TrackingConfig,
+    "inventory": InventoryConfig,
 }
 
 
