@@ -60,6 +60,14 @@ def run(
     work_dir: Annotated[
         str | None, typer.Option("--work-dir", help="Where stores and outputs go.")
     ] = None,
+    backfill: Annotated[
+        bool,
+        typer.Option(
+            "--backfill",
+            help="Deliberate backfill: let a run whose --as-of is older than the latest "
+            "published one move the registry alias 'champion' (by the usual rule).",
+        ),
+    ] = False,
 ) -> None:
     """Run one monthly retrain (load, validate, features, compete, select, publish, track)."""
     try:
@@ -80,6 +88,8 @@ def run(
             "config_path": str(config) if config is not None else None,
             "work_dir": str(cfg.work_dir),
         }
+        if backfill:
+            kwargs["backfill"] = True
         summary = monthly_retrain(**kwargs)
     except PoolcastError as exc:
         raise _fail("run", exc) from None
@@ -93,10 +103,14 @@ def leaderboard(
     ] = ".poolcast",
     outputs_db: Annotated[
         str | None,
-        typer.Option("--outputs-db", help="Outputs database (default: <work-dir>/outputs.duckdb)."),
+        typer.Option(
+            "--outputs-db",
+            help="Outputs DuckDB file or SQLAlchemy URL (default: <work-dir>/outputs.duckdb).",
+        ),
     ] = None,
 ) -> None:
-    """Print the latest published run's leaderboard as a markdown table."""
+    """Print the leaderboard of the latest as-of's run as a markdown table (opens the outputs
+    read-only: a running publish is never blocked)."""
     from poolcast.publish import read_latest_leaderboard
     from poolcast.reporting import leaderboard_markdown
 
@@ -105,7 +119,9 @@ def leaderboard(
     except PoolcastError as exc:
         raise _fail("leaderboard", exc) from None
     typer.echo(
-        f"run {run['run_id']} as of {run['as_of']}: champion {run['champion']}\n\n"
+        f"run {run['run_id']} as of {run['as_of']}: champion {run['champion']}"
+        + (f" (registry v{run['registry_version']})" if run.get("registry_version") else "")
+        + "\n\n"
         + leaderboard_markdown(board)
     )
 

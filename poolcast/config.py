@@ -115,7 +115,8 @@ class TrackingConfig:
     registered_model_name : str
         Registry name of the champion model.
     outputs_db : str
-        DuckDB file of published forecasts and data-quality tables.
+        DuckDB file of the published tables (default ``<work_dir>/outputs.duckdb``), or a
+        SQLAlchemy URL such as ``postgresql+psycopg://user@host:5432/db``.
     """
 
     mlflow_tracking_uri: str = ""
@@ -181,12 +182,12 @@ class PipelineConfig:
         return uri or f"sqlite:///{(self.work_dir / 'mlflow.db').resolve()}"
 
     @property
-    def outputs_db(self) -> Path:
-        return (
-            Path(self.tracking.outputs_db)
-            if self.tracking.outputs_db
-            else self.work_dir / "outputs.duckdb"
-        )
+    def outputs_db(self) -> Path | str:
+        """The outputs DuckDB file, or the SQLAlchemy URL (``postgresql+psycopg://...``) as is."""
+        db = self.tracking.outputs_db
+        if "://" in db:
+            return db
+        return Path(db) if db else self.work_dir / "outputs.duckdb"
 
     def with_overrides(self, **overrides: Any) -> PipelineConfig:
         """A copy with top-level fields replaced; None values are ignored."""

@@ -727,9 +727,9 @@ def read_latest_leaderboard(target: str | Path) -> tuple[dict[str, object], pl.D
         When the database is missing, is not a database, or holds no published run.
     """
     with connect_outputs(target) as db:
-        if not db.columns("runs"):
+        if not db.columns("runs") or not db.columns("leaderboard"):
             raise PoolcastError(f"{target}: no published run yet")
-    runs = read_table(target, "latest_run")
+    runs = read_sql(target, "SELECT * FROM runs ORDER BY as_of DESC, published_at DESC LIMIT 1")
     if runs.is_empty():
         raise PoolcastError(f"{target}: no published run yet")
     latest = runs.row(0, named=True)
