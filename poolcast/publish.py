@@ -705,7 +705,7 @@ def read_sql(target: str | Path, sql: str, params: Mapping[str, Any] | None = No
             names = list(result.keys())
             data = [list(r) for r in result.fetchall()]
             return pl.DataFrame(data, schema=names, orient="row", infer_schema_length=None)
-        except duckdb.CatalogException as exc:
+        except duckdb.Error as exc:
             raise PoolcastError(f"{target}: {str(exc).splitlines()[0]}") from None
 
 
