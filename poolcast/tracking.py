@@ -333,6 +333,10 @@ def log_champion_model(
         )
     version = str(info.registered_model_version)
     client = _client(tracking_uri)
+    # leaving ``mlflow.start_run`` ended the parent run FINISHED; it is not: publish and the
+    # alias come next, and a failure there must leave it FAILED (the flow's hook looks for
+    # RUNNING runs)
+    client.update_run(run_id, status="RUNNING")
     tags = {
         TAG_CANDIDATE: forecaster.name,
         TAG_SCORE: repr(float(score)),

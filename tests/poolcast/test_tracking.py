@@ -162,6 +162,8 @@ def test_register_champion_follows_the_alias_rule_and_serves_a_pyfunc(store, pan
         # registering never moves the alias: that waits for the publish
         assert tracking.current_champion(uri, MODEL) == before
         assert _client(uri).get_run(run.run_id).data.tags["poolcast.alias_moved"] == "False"
+        # the parent run stays RUNNING until the flow finishes it (or its failure hook fails it)
+        assert _client(uri).get_run(run.run_id).info.status == "RUNNING"
         final = tracking.promote_champion(
             run, reg, as_of=date(2024, 6, 1), latest_published_as_of=date(2024, 5, 1)
         )
