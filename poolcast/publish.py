@@ -596,6 +596,9 @@ def _publish_duckdb(path: Path, kwargs: dict[str, Any]) -> PublishResult:
             if path.exists():
                 _check_duckdb_file(path)
                 shutil.copyfile(path, scratch)
+                wal = Path(f"{path}.wal")
+                if wal.exists():  # a crashed writer's log: DuckDB replays it on open
+                    shutil.copyfile(wal, f"{scratch}.wal")
             con = duckdb.connect(str(scratch))
             try:
                 con.execute("BEGIN TRANSACTION")
@@ -611,6 +614,8 @@ def _publish_duckdb(path: Path, kwargs: dict[str, Any]) -> PublishResult:
             with open(scratch, "rb") as handle:
                 os.fsync(handle.fileno())
             os.replace(scratch, path)  # the swap: atomic, readers of the old file unaffected
+            with contextlib.suppress(FileNotFoundError):
+                Path(f"{path}.wal").unlink()  # replayed into the new file already
             _fsync_dir(path.parent)
     except duckdb.Error as exc:
         raise PublishError(f"{path}: publish failed: {str(exc).splitlines()[0]}") from exc
