@@ -45,6 +45,7 @@ def monthly_retrain(
     config_path: str | None = None,
     work_dir: str = ".poolcast",
     plan: str | None = None,
+    backfill: bool = False,
 ) -> RetrainSummary:
     """Retrain, select and publish this month's demand forecasts.
 
@@ -64,6 +65,14 @@ def monthly_retrain(
         CSV / Parquet path or SQL URL of the plan (known-future covariates such as open or
         promotion days) for the months after the as-of, read through the same mapping.
         Without it, candidates that need plan columns are ineligible this month.
+    backfill : bool
+        Let a run whose as-of is older than the latest published one move the registry
+        alias (by the usual rule); without it a backfill publishes but the alias stays.
+
+    The last steps run in this order: register the champion version (alias untouched) ->
+    publish every table in one transaction -> move the alias (rule + backfill guard) ->
+    report -> finish the MLflow parent run. A failure anywhere after registering leaves the
+    alias where it was and the parent run FAILED (``on_failure`` hook).
     """
     config = data.resolve_config(
         config_path, source=source, mapping=mapping, as_of=as_of, work_dir=work_dir
@@ -89,6 +98,7 @@ def monthly_retrain(
     champion = compete.select(board, config)
     forecaster = forecast.refit(champion, factories, validated.panel, config)
     predicted = forecast.forecast(forecaster, validated.panel, planned)
+    inventory_plan = publish.inventory(forecaster, validated, config, planned)
     registration = tracking.register(
         run,
         forecaster,
@@ -99,7 +109,10 @@ def monthly_retrain(
         rescore=forecast.rescorer(board, factories, splits, config),
     )
     tracking.log_outputs(run, predicted, board, config.backtest.selection_metric)
-    published = publish.publish(config, run.run_id, validated, predicted, board, champion)
+    published = publish.publish(
+        config, run.run_id, validated, predicted, board, champion, inventory_plan, registration
+    )
+    registration = tracking.promote(run, registration, published, backfill=backfill)
 
     summary = report.summarize(
         validated, board, champion, registration, run, published, quarantine_path

@@ -108,6 +108,20 @@ class ChampionForecaster:
 
         return self.predict_frame(build_forecast_frame(history, self.spec, future=future))
 
+    def forecast_distribution(
+        self, history: pl.DataFrame, *, future: pl.DataFrame | None = None
+    ) -> Any:
+        """Like :meth:`forecast`, but the whole :class:`~poolcast.models.forecast.Forecast`,
+        predictive samples included (same seed, so the same draws as :meth:`forecast`)."""
+        from poolcast.features import build_forecast_frame
+
+        return self.candidate.predict_distribution(
+            build_forecast_frame(history, self.spec, future=future),
+            quantiles=self.quantiles,
+            n_samples=self.n_samples,
+            rng=np.random.default_rng(self.seed),
+        )
+
     def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
         """pyfunc entry point: a pandas (or polars) feature frame in, a pandas forecast frame out.
 

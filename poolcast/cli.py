@@ -178,6 +178,14 @@ def run(
             "--as-of: CSV/Parquet path or database URL, read through the same mapping.",
         ),
     ] = None,
+    backfill: Annotated[
+        bool,
+        typer.Option(
+            "--backfill",
+            help="Deliberate backfill: let a run whose --as-of is older than the latest "
+            "published one move the registry alias 'champion' (by the usual rule).",
+        ),
+    ] = False,
 ) -> None:
     """Run one monthly retrain (load, validate, features, compete, select, publish, track)."""
     try:
@@ -204,6 +212,8 @@ def run(
         }
         if plan is not None:
             kwargs["plan"] = plan
+        if backfill:
+            kwargs["backfill"] = True
         summary = monthly_retrain(**kwargs)
     except PoolcastError as exc:
         raise _fail("run", exc) from None
@@ -218,10 +228,14 @@ def leaderboard(
     ] = ".poolcast",
     outputs_db: Annotated[
         str | None,
-        typer.Option("--outputs-db", help="Outputs database (default: <work-dir>/outputs.duckdb)."),
+        typer.Option(
+            "--outputs-db",
+            help="Outputs DuckDB file or SQLAlchemy URL (default: <work-dir>/outputs.duckdb).",
+        ),
     ] = None,
 ) -> None:
-    """Print the latest published run's leaderboard as a markdown table."""
+    """Print the leaderboard of the latest as-of's run as a markdown table (opens the outputs
+    read-only: a running publish is never blocked)."""
     import duckdb
 
     from poolcast.publish import read_latest_leaderboard
@@ -236,7 +250,9 @@ def leaderboard(
     except duckdb.Error as exc:
         raise _fail("leaderboard", _database_error(db, exc)) from None
     typer.echo(
-        f"run {run['run_id']} as of {run['as_of']}: champion {run['champion']}\n\n"
+        f"run {run['run_id']} as of {run['as_of']}: champion {run['champion']}"
+        + (f" (registry v{run['registry_version']})" if run.get("registry_version") else "")
+        + "\n\n"
         + leaderboard_markdown(board)
     )
 

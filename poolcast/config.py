@@ -32,6 +32,7 @@ from poolcast.errors import InvalidParameterError
 __all__ = [
     "BacktestConfig",
     "FeatureConfig",
+    "InventoryConfig",
     "PipelineConfig",
     "TrackingConfig",
     "ValidationConfig",
@@ -218,13 +219,39 @@ class TrackingConfig:
     registered_model_name : str
         Registry name of the champion model.
     outputs_db : str
-        DuckDB file of published forecasts and data-quality tables.
+        DuckDB file of the published tables (default ``<work_dir>/outputs.duckdb``), or a
+        SQLAlchemy URL such as ``postgresql+psycopg://user@host:5432/db``.
     """
 
     mlflow_tracking_uri: str = ""
     experiment_name: str = "poolcast-monthly-retrain"
     registered_model_name: str = "poolcast-demand"
     outputs_db: str = ""
+
+
+@dataclass(frozen=True)
+class InventoryConfig:
+    """The inventory policy of the published plan (see ``poolcast.inventory``).
+
+    Fields
+    ------
+    lead_time_months : int
+        Months from order to arrival, for SKUs without their own (plan column or table).
+    review_period_months : int
+        Months between two orders.
+    service_level : float
+        Cycle service level in (0, 1).
+    service_level_by_category : dict of str to float
+        ``[inventory.service_level_by_category]``: a level per category.
+    lead_times_path : str
+        Optional CSV / Parquet ``sku, lead_time_months`` of per-SKU lead times.
+    """
+
+    lead_time_months: int = 1
+    review_period_months: int = 1
+    service_level: float = 0.95
+    service_level_by_category: dict[str, float] = field(default_factory=dict)
+    lead_times_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -253,6 +280,7 @@ class PipelineConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     backtest: BacktestConfig = field(default_factory=BacktestConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    inventory: InventoryConfig = field(default_factory=InventoryConfig)
 
     @field_validator("as_of", mode="before")
     @classmethod
@@ -265,12 +293,12 @@ class PipelineConfig:
         return uri or f"sqlite:///{(self.work_dir / 'mlflow.db').resolve()}"
 
     @property
-    def outputs_db(self) -> Path:
-        return (
-            Path(self.tracking.outputs_db)
-            if self.tracking.outputs_db
-            else self.work_dir / "outputs.duckdb"
-        )
+    def outputs_db(self) -> Path | str:
+        """The outputs DuckDB file, or the SQLAlchemy URL (``postgresql+psycopg://...``) as is."""
+        db = self.tracking.outputs_db
+        if "://" in db:
+            return db
+        return Path(db) if db else self.work_dir / "outputs.duckdb"
 
     def with_overrides(self, **overrides: Any) -> PipelineConfig:
         """A copy with top-level fields replaced; None values are ignored."""
@@ -282,6 +310,7 @@ _SECTIONS = {
     "features": FeatureConfig,
     "backtest": BacktestConfig,
     "tracking": TrackingConfig,
+    "inventory": InventoryConfig,
 }
 _TOP_LEVEL = ("source", "mapping", "as_of", "work_dir")
 

@@ -16,6 +16,7 @@ __all__ = [
     "NotFittedError",
     "PoolcastError",
     "PoolcastWarning",
+    "PublishError",
     "SingularFitWarning",
     "SourceError",
 ]
@@ -70,6 +71,10 @@ class NotFittedError(PoolcastError, AttributeError):
 
 class InvalidParameterError(PoolcastError, ValueError, TypeError):
     """A parameter is outside its allowed values."""
+
+
+class PublishError(PoolcastError):
+    """The run's outputs could not be published; nothing of that publish is visible."""
 
 
 class PoolcastWarning(UserWarning):

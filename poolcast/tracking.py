@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import socket
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -43,8 +45,10 @@ __all__ = [
     "CHAMPION_ALIAS",
     "Registration",
     "RetrainRun",
+    "backfill_guard",
     "current_champion",
     "ensure_experiment",
+    "fail_orphaned_runs",
     "fail_running_runs",
     "finish_run",
     "log_candidate_outcome",
@@ -55,6 +59,7 @@ __all__ = [
     "log_input_dataset",
     "log_run_outputs",
     "log_values",
+    "promote_champion",
     "register_champion",
     "run_url",
     "set_champion_alias",
@@ -80,8 +85,30 @@ def _key(name: str) -> str:
     return _BAD_KEY.sub("_", str(name))
 
 
+def _store_lock(tracking_uri: str):
+    """A file lock beside a SQLite store (``<db>.lock``): MLflow migrates a fresh store on first
+    use, and two processes doing it at once fail; with the lock the second one waits."""
+    import contextlib
+
+    from poolcast.publish import file_lock
+
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return contextlib.nullcontext()
+    return file_lock(Path(tracking_uri[len(prefix) :] + ".lock"))
+
+
 def ensure_experiment(tracking_uri: str, name: str, *, artifact_dir: Path | None = None) -> str:
-    """The id of experiment `name`, created (artifacts under `artifact_dir`) when absent."""
+    """The id of experiment `name`, created (artifacts under `artifact_dir`) when absent.
+
+    The first use of a SQLite store (its creation and migration) happens under a lock file,
+    so two first runs at once into a fresh work dir take turns.
+    """
+    with _store_lock(tracking_uri):
+        return _ensure_experiment(tracking_uri, name, artifact_dir=artifact_dir)
+
+
+def _ensure_experiment(tracking_uri: str, name: str, *, artifact_dir: Path | None) -> str:
     client = _client(tracking_uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
@@ -306,6 +333,10 @@ def log_champion_model(
         )
     version = str(info.registered_model_version)
     client = _client(tracking_uri)
+    # leaving ``mlflow.start_run`` ended the parent run FINISHED; it is not: publish and the
+    # alias come next, and a failure there must leave it FAILED (the flow's hook looks for
+    # RUNNING runs)
+    client.update_run(run_id, status="RUNNING")
     tags = {
         TAG_CANDIDATE: forecaster.name,
         TAG_SCORE: repr(float(score)),
@@ -394,11 +425,15 @@ class Registration:
     version : str
         New registry version of the champion model.
     decision : AliasDecision
-        Whether the alias ``champion`` moved to it, and why.
+        Whether the alias ``champion`` moves (after :func:`register_champion`: the pending
+        decision) or moved (after :func:`promote_champion`) to it, and why.
+    registered_model_name : str
+        Registry name of the model.
     """
 
     version: str
     decision: AliasDecision
+    registered_model_name: str = ""
 
 
 def start_retrain(
@@ -417,14 +452,62 @@ def start_retrain(
         **{f"backtest.{k}": v for k, v in asdict(config.backtest).items()},
         **{f"validation.{k}": v for k, v in asdict(config.validation).items()},
     }
+    fail_orphaned_runs(uri, experiment_id)
     run_id = start_parent_run(
         uri,
         experiment_id,
         run_name=run_name,
         params=params,
-        tags={"poolcast.kind": "retrain", **(tags or {})},
+        tags={
+            "poolcast.kind": "retrain",
+            TAG_HOST: socket.gethostname(),
+            TAG_PID: os.getpid(),
+            **(tags or {}),
+        },
     )
     return RetrainRun(uri, experiment_id, run_id)
+
+
+TAG_HOST = "poolcast.host"
+TAG_PID = "poolcast.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_orphaned_runs(tracking_uri: str, experiment_id: str) -> list[str]:
+    """Mark FAILED the RUNNING retrain runs (and their RUNNING children) whose process on this
+    host is gone: a run killed without its failure hook. Returns the parent run ids."""
+    client = _client(tracking_uri)
+    host = socket.gethostname()
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`poolcast.kind` = 'retrain' and tags.`{TAG_HOST}` = '{host}' "
+        "and attributes.status = 'RUNNING'",
+    )
+    orphaned = []
+    for run in runs:
+        pid = run.data.tags.get(TAG_PID, "")
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        children = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}' "
+            "and attributes.status = 'RUNNING'",
+        )
+        for child in children:
+            client.set_terminated(child.info.run_id, status="FAILED")
+        client.set_tag(run.info.run_id, "poolcast.error", f"process {pid} on {host} ended")
+        client.set_terminated(run.info.run_id, status="FAILED")
+        orphaned.append(run.info.run_id)
+    return orphaned
 
 
 def log_candidate_outcome(run: RetrainRun, outcome: Any, history: pl.DataFrame) -> str:
@@ -480,11 +563,12 @@ def register_champion(
     metric: str,
     rescore: Callable[[str], float | None],
 ) -> Registration:
-    """Register the champion model and apply the alias rule of ``poolcast.champion``.
+    """Register the champion model and decide (but do **not** apply) the alias rule.
 
-    The current champion is read *before* the new version is registered; the alias moves
-    only when :func:`poolcast.champion.decide_alias` says so. The decision is logged on the
-    parent run (tags ``poolcast.alias_moved`` / ``poolcast.alias_reason``).
+    The current champion is read *before* the new version is registered and
+    :func:`poolcast.champion.decide_alias` decides; the alias is moved later, by
+    :func:`promote_champion`, only once the run's outputs are published. The version and the
+    pending decision are tagged on the parent run.
     """
     current = current_champion(run.tracking_uri, registered_model_name)
     decision = decide_alias(
@@ -500,8 +584,6 @@ def register_champion(
         fingerprint=fingerprint,
         metric=metric,
     )
-    if decision.move:
-        set_champion_alias(run.tracking_uri, registered_model_name, version, reason=decision.reason)
     log_values(
         run.tracking_uri,
         run.run_id,
@@ -509,8 +591,72 @@ def register_champion(
         tags={
             "poolcast.champion": forecaster.name,
             "poolcast.champion_version": version,
-            "poolcast.alias_moved": decision.move,
-            "poolcast.alias_reason": decision.reason,
+            "poolcast.alias_moved": False,
+            "poolcast.alias_reason": "pending: the alias moves only after the publish commits",
         },
     )
-    return Registration(version, decision)
+    return Registration(version, decision, registered_model_name)
+
+
+def backfill_guard(
+    decision: AliasDecision,
+    *,
+    as_of: Any,
+    latest_published_as_of: Any,
+    backfill: bool,
+) -> AliasDecision:
+    """Keep the alias when this run published an as-of older than the latest one, unless asked.
+
+    A backfill (``as_of`` < the latest as-of published before this run) trains on older
+    data than the current champion; it moves the alias only with ``backfill=True``
+    (``poolcast run --backfill``), and then by the usual rule.
+    """
+    if not decision.move or latest_published_as_of is None or as_of >= latest_published_as_of:
+        return decision
+    if backfill:
+        return AliasDecision(
+            True,
+            f"backfill of {as_of} allowed (--backfill): {decision.reason}",
+            decision.current_version,
+            decision.current_score,
+        )
+    return AliasDecision(
+        False,
+        f"as-of {as_of} is older than the latest published {latest_published_as_of}; the alias "
+        f"stays (pass --backfill to let a backfill move it); rule said: {decision.reason}",
+        decision.current_version,
+        decision.current_score,
+    )
+
+
+def promote_champion(
+    run: RetrainRun,
+    registration: Registration,
+    *,
+    as_of: Any,
+    latest_published_as_of: Any,
+    backfill: bool = False,
+) -> Registration:
+    """After the publish committed: move the alias per the decision (and the backfill guard).
+
+    Returns the registration with the final decision, also tagged on the parent run.
+    """
+    decision = backfill_guard(
+        registration.decision,
+        as_of=as_of,
+        latest_published_as_of=latest_published_as_of,
+        backfill=backfill,
+    )
+    if decision.move:
+        set_champion_alias(
+            run.tracking_uri,
+            registration.registered_model_name,
+            registration.version,
+            reason=decision.reason,
+        )
+    log_values(
+        run.tracking_uri,
+        run.run_id,
+        tags={"poolcast.alias_moved": decision.move, "poolcast.alias_reason": decision.reason},
+    )
+    return Registration(registration.version, decision, registration.registered_model_name)

@@ -27,6 +27,7 @@ __all__ = [
     "log_candidate",
     "log_data_quality",
     "log_outputs",
+    "promote",
     "register",
     "start_run",
 ]
@@ -76,8 +77,9 @@ def register(
     fingerprint: str,
     rescore: Callable[[str], float | None],
 ) -> Registration:
-    """Log the champion as a pyfunc model, register it, move the alias per the rule (not retried:
-    a retry could register a second version)."""
+    """Log the champion as a pyfunc model and register it; decide the alias rule but leave the
+    alias alone until the publish commits (see :func:`promote`). Not retried: a retry could
+    register a second version."""
     reg = tracking.register_champion(
         run,
         forecaster,
@@ -89,11 +91,30 @@ def register(
         rescore=rescore,
     )
     get_run_logger().info(
-        "champion %s v%s; alias %s: %s",
+        "champion %s registered as v%s; alias pending publish (%s: %s)",
         forecaster.name,
         reg.version,
-        "moved" if reg.decision.move else "stayed",
+        "would move" if reg.decision.move else "stays",
         reg.decision.reason,
+    )
+    return reg
+
+
+@task(cache_policy=NO_CACHE)
+def promote(
+    run: RetrainRun, registration: Registration, published: Any, *, backfill: bool = False
+) -> Registration:
+    """After the publish committed: move the alias per the rule, unless this run is a backfill
+    of an older as-of (then only with ``backfill``). Not retried (the flow fails instead)."""
+    reg = tracking.promote_champion(
+        run,
+        registration,
+        as_of=published.as_of,
+        latest_published_as_of=published.previous_latest_as_of,
+        backfill=backfill,
+    )
+    get_run_logger().info(
+        "alias %s: %s", "moved" if reg.decision.move else "stayed", reg.decision.reason
     )
     return reg
 

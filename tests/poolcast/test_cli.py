@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import types
+from datetime import date
 from pathlib import Path
 
 import polars as pl
@@ -469,3 +470,33 @@ def test_plan_template_cuts_a_source_into_sales_and_plan(tmp_path: Path) -> None
          "--sales-out", str(sales), "--plan-out", str(plan)],
     )  # fmt: skip
     assert bad.exit_code == 1 and "nope.csv" in bad.output
+
+
+def test_leaderboard_on_a_file_that_is_not_a_database_fails_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "outputs.duckdb").write_text("not a database\n" * 100)
+    result = runner.invoke(app, ["leaderboard", "--work-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "not a DuckDB outputs database" in lines[0]
+
+
+def test_leaderboard_reads_a_publication_read_only_while_a_writer_holds_it(tmp_path: Path) -> None:
+    import duckdb
+
+    from poolcast.publish import publish_run
+
+    db = tmp_path / "outputs.duckdb"
+    board = pl.DataFrame({"candidate": ["glmm"], "status": ["ok"], "scaled_pinball": [0.25]})
+    publish_run(
+        db,
+        run_id="r9",
+        as_of=date(2024, 6, 1),
+        tables={"leaderboard": board},
+        champion="glmm",
+        registry_version="4",
+    )
+    with duckdb.connect(str(db), read_only=True):  # another reader holds it open
+        result = runner.invoke(app, ["leaderboard", "--outputs-db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert "run r9 as of 2024-06-01: champion glmm (registry v4)" in result.output
+    assert "| glmm | ok | 0.250 |" in result.output

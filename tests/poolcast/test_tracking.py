@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
+import subprocess
+from datetime import date
 
 import numpy as np
 import polars as pl
@@ -10,7 +14,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from poolcast import tracking
-from poolcast.champion import TAG_CANDIDATE, TAG_FINGERPRINT, TAG_SCORE, fit_champion
+from poolcast.champion import TAG_CANDIDATE, TAG_FINGERPRINT, TAG_SCORE, AliasDecision, fit_champion
 from poolcast.config import FeatureConfig
 from poolcast.features import build_forecast_frame
 from poolcast.models.baselines import SeasonalNaive
@@ -144,7 +148,8 @@ def test_register_champion_follows_the_alias_rule_and_serves_a_pyfunc(store, pan
         run = tracking.RetrainRun(
             uri, experiment_id, tracking.start_parent_run(uri, experiment_id, run_name="r")
         )
-        return tracking.register_champion(
+        before = tracking.current_champion(uri, MODEL)
+        reg = tracking.register_champion(
             run,
             forecaster,
             registered_model_name=MODEL,
@@ -154,6 +159,18 @@ def test_register_champion_follows_the_alias_rule_and_serves_a_pyfunc(store, pan
             metric="scaled_pinball",
             rescore=lambda name: rescored,
         )
+        # registering never moves the alias: that waits for the publish
+        assert tracking.current_champion(uri, MODEL) == before
+        assert _client(uri).get_run(run.run_id).data.tags["poolcast.alias_moved"] == "False"
+        # the parent run stays RUNNING until the flow finishes it (or its failure hook fails it)
+        assert _client(uri).get_run(run.run_id).info.status == "RUNNING"
+        final = tracking.promote_champion(
+            run, reg, as_of=date(2024, 6, 1), latest_published_as_of=date(2024, 5, 1)
+        )
+        assert final.decision == reg.decision
+        tags = _client(uri).get_run(run.run_id).data.tags
+        assert tags["poolcast.alias_moved"] == str(reg.decision.move)
+        return final
 
     assert tracking.current_champion(uri, MODEL) is None
     first = register(0.5, "fp1")
@@ -212,3 +229,65 @@ def test_run_url_points_at_the_server_or_a_local_ui():
     assert tracking.run_url("sqlite:///x.db", "1", "abc").startswith(
         "http://127.0.0.1:5000/#/experiments/1/runs/abc"
     )
+
+
+def test_a_backfill_keeps_the_alias_unless_asked():
+    move = AliasDecision(True, "new 0.4 vs current v1 0.5", "1", 0.5)
+    june, july = date(2024, 6, 1), date(2024, 7, 1)
+    kept = tracking.backfill_guard(move, as_of=june, latest_published_as_of=july, backfill=False)
+    assert not kept.move and "older than the latest published 2024-07-01" in kept.reason
+    assert "--backfill" in kept.reason and kept.current_version == "1"
+    asked = tracking.backfill_guard(move, as_of=june, latest_published_as_of=july, backfill=True)
+    assert asked.move and "--backfill" in asked.reason
+    # a new month, the same month again, or a first publication: the rule alone decides
+    for latest in (june, date(2024, 5, 1), None):
+        assert (
+            tracking.backfill_guard(move, as_of=june, latest_published_as_of=latest, backfill=False)
+            == move
+        )
+    stay = AliasDecision(False, "worse", "1", 0.3)
+    assert (
+        tracking.backfill_guard(stay, as_of=june, latest_published_as_of=july, backfill=True)
+        == stay
+    )
+
+
+def test_runs_whose_process_died_are_marked_failed_by_the_next_run(store):
+    import socket
+
+    uri, experiment_id, _ = store
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = socket.gethostname()
+    common = {"poolcast.kind": "retrain", tracking.TAG_HOST: host}
+    killed = tracking.start_parent_run(
+        uri, experiment_id, run_name="killed", tags=common | {tracking.TAG_PID: dead.pid}
+    )
+    child = tracking.start_parent_run(
+        uri, experiment_id, run_name="child", tags={"mlflow.parentRunId": killed}
+    )
+    alive = tracking.start_parent_run(
+        uri, experiment_id, run_name="alive", tags=common | {tracking.TAG_PID: os.getpid()}
+    )
+    assert tracking.fail_orphaned_runs(uri, experiment_id) == [killed]
+    client = _client(uri)
+    assert client.get_run(killed).info.status == "FAILED"
+    assert client.get_run(child).info.status == "FAILED"
+    assert client.get_run(alive).info.status == "RUNNING"
+
+
+def _first_use(uri: str, root: str) -> None:
+    tracking.ensure_experiment(uri, "race", artifact_dir=root)
+
+
+def test_two_first_runs_at_once_on_a_fresh_sqlite_store_both_succeed(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
+    (tmp_path / "fresh").mkdir()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_first_use, args=(uri, str(tmp_path / "a"))) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert _client(uri).get_experiment_by_name("race") is not None

@@ -97,7 +97,14 @@ def _tables(run_id: str) -> dict[str, pl.DataFrame]:
 def publish_fixture(db, *, standin: bool, standin_publication=None) -> None:
     """Publish both runs (oldest first) with the real publish; add the stand-in when asked."""
     for run_id, (as_of, champion, version, _, _, quarantine) in RUNS.items():
-        publish_run(db, run_id=run_id, as_of=as_of, tables=_tables(run_id), champion=champion)
+        publish_run(
+            db,
+            run_id=run_id,
+            as_of=as_of,
+            tables=_tables(run_id),
+            champion=champion,
+            registry_version=version,
+        )
         if standin:
             standin_publication(
                 db,
