@@ -8,6 +8,7 @@ from functools import partial
 from poolcast.errors import InvalidParameterError
 from poolcast.models.base import Candidate
 from poolcast.models.baselines import MovingAverage, SeasonalNaive
+from poolcast.models.classical import Adida, AutoEts, Croston, Naive, Tsb
 from poolcast.models.gee import GeePoissonAR1, GeePoissonExchangeable
 from poolcast.models.glm import PooledNegBinGlm, PooledPoissonGlm, SkuFixedEffectsNegBinGlm
 from poolcast.models.glmm import (
@@ -43,11 +44,20 @@ CANDIDATE_CLASSES: dict[str, type[Candidate]] = {
         GlmmNegBinRandomInterceptSlope,
         GlmmPoissonRandomInterceptAgq,
         GlmmNegBinDynamic,
+        Naive,
+        AutoEts,
+        Croston,
+        Tsb,
+        Adida,
     )
 }
 CANDIDATE_NAMES: tuple[str, ...] = tuple(CANDIDATE_CLASSES)
 _PROMO_SLOPE = frozenset({"glmm_poisson_ri_slope", "glmm_nb2_ri_slope"})
 _BASELINES = frozenset({"seasonal_naive", "moving_average"})
+#: Series candidates (poolcast.models.classical): no customer / promo parameters.
+_CLASSICAL = frozenset({"naive", "auto_ets", "croston", "tsb", "adida"})
+#: In the default line-up only when the data are intermittent (classical.is_intermittent).
+_INTERMITTENT = frozenset({"croston", "tsb", "adida"})
 AGQ_MAX_SKUS = 3000
 
 
@@ -73,6 +83,7 @@ def default_candidates(
     names: tuple[str, ...] | None = None,
     n_skus: int | None = None,
     agq_max_skus: int = AGQ_MAX_SKUS,
+    intermittent: bool | None = None,
 ) -> dict[str, Callable[[], Candidate]]:
     """Factories of the default line-up, keyed by candidate name, in a stable order.
 
@@ -96,6 +107,11 @@ def default_candidates(
         Naming it in ``names`` runs it anyway.
     agq_max_skus : int
         The SKU count above which AGQ leaves the default line-up.
+    intermittent : bool or None
+        :func:`poolcast.models.classical.is_intermittent` of the panel (at least 30% of the
+        observed SKU-months are zero). False leaves Croston, TSB and ADIDA out of the default
+        line-up; True or None (not computed) keeps them (they are cheap: a few seconds per
+        origin at 5k SKUs, benchmarks/README.md). ``naive`` and ``auto_ets`` are always in.
 
     Returns
     -------
@@ -113,11 +129,13 @@ def default_candidates(
         chosen = [n for n in CANDIDATE_NAMES if has_promo or n not in _PROMO_SLOPE]
         if n_skus is not None and n_skus > agq_max_skus:
             chosen.remove("glmm_poisson_ri_agq")
+        if intermittent is False:
+            chosen = [n for n in chosen if n not in _INTERMITTENT]
     customer_terms = "log" if has_customers else "none"
     factories: dict[str, Callable[[], Candidate]] = {}
     for name in chosen:
         cls = CANDIDATE_CLASSES[name]
-        if name in _BASELINES:
+        if name in _BASELINES or name in _CLASSICAL:
             factories[name] = cls
         else:
             factories[name] = partial(cls, customer_terms=customer_terms, include_promo=has_promo)
