@@ -34,8 +34,9 @@ Predictive distributions
   the series is cut back by k = 1..K months (K = ``n_windows`` + H - 1, H the largest training
   horizon), the same model forecasts the next months from each cut, and every error
   :math:`e = (y - \\hat y)/s_i` with :math:`step \\le k` is kept per step, scaled by the SKU's
-  in-sample one-step naive MAE :math:`s_i = \\max(1, \\overline{|y_t - y_{t-1}|})` (floor one
-  unit, as the MASE scale). A draw for a row of step s resamples one pooled error
+  recent one-step naive MAE :math:`s_i = \\max(1, \\overline{|y_t - y_{t-1}|})` over the last
+  ``scale_window`` = 12 months of its series (floor one unit, as the MASE scale; recent, so
+  a SKU that stopped selling is not given the spread of its busy years). A draw for a row of step s resamples one pooled error
   :math:`e^*` of step :math:`\\min(s, H)`: :math:`\\operatorname{rint}\\max(0, \\hat y + s_i e^*)`.
   Quantiles come from the draws (monotone, non-negative); the mean is the point forecast.
   Only data up to the origin enter.
@@ -177,13 +178,16 @@ def _history_from_train(train: pl.DataFrame) -> pl.DataFrame:
     return frame.group_by("sku", "month").agg(pl.col("sales").drop_nulls().first())
 
 
-def prepare_series(history: pl.DataFrame) -> PreparedSeries:
+def prepare_series(history: pl.DataFrame, *, scale_window: int | None = None) -> PreparedSeries:
     """Per-SKU monthly series from the panel up to the origin, NULL months never read as 0.
 
     Parameters
     ----------
     history : pl.DataFrame
         ``sku``, ``month`` (Date, first of month), ``sales`` (NULL = unknown month).
+    scale_window : int or None
+        The SKU scale is the mean absolute one-step change over the last ``scale_window``
+        months of its series (None: the whole series), floored at 1.
 
     Returns
     -------
@@ -219,7 +223,13 @@ def prepare_series(history: pl.DataFrame) -> PreparedSeries:
     )
     scale = grid.group_by("sku").agg(
         pl.col("_imputed").sum().cast(pl.Int64).alias("n_interpolated"),
-        pl.col("y").diff().abs().mean().alias("scale"),
+        (
+            pl.col("y").diff().abs().tail(scale_window)
+            if scale_window is not None
+            else pl.col("y").diff().abs()
+        )
+        .mean()
+        .alias("scale"),
     )
     skus = panel.select("sku").unique()
     info = (
@@ -296,11 +306,15 @@ class SeriesCandidate(Candidate):
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "n_windows": [Interval(int, 1, 24)],
         "max_errors": [Interval(int, 1, None)],
+        "scale_window": [Interval(int, 2, None), None],
     }
 
-    def __init__(self, *, n_windows: int = 3, max_errors: int = 50_000) -> None:
+    def __init__(
+        self, *, n_windows: int = 3, max_errors: int = 50_000, scale_window: int | None = 12
+    ) -> None:
         self.n_windows = n_windows
         self.max_errors = max_errors
+        self.scale_window = scale_window
 
     # -- hooks --------------------------------------------------------------------------
     def _sf_model(self, frame: pl.DataFrame) -> Any:  # pragma: no cover - abstract
@@ -377,7 +391,7 @@ class SeriesCandidate(Candidate):
             raise DataContractError(f"{self.name}: the training frame has no rows")
         source = history if history is not None else _history_from_train(train)
         self._n_warnings = 0
-        series = prepare_series(source)
+        series = prepare_series(source, scale_window=self.scale_window)
         self.series_ = series
         self.horizon_max_ = max(horizons)
         self.max_step_ = 0
@@ -626,9 +640,14 @@ class Croston(SeriesCandidate):
     }
 
     def __init__(
-        self, *, variant: str = "sba", n_windows: int = 3, max_errors: int = 50_000
+        self,
+        *,
+        variant: str = "sba",
+        n_windows: int = 3,
+        max_errors: int = 50_000,
+        scale_window: int | None = 12,
     ) -> None:
-        super().__init__(n_windows=n_windows, max_errors=max_errors)
+        super().__init__(n_windows=n_windows, max_errors=max_errors, scale_window=scale_window)
         self.variant = variant
 
     def _sf_model(self, frame: pl.DataFrame) -> Any:
@@ -664,8 +683,9 @@ class Tsb(SeriesCandidate):
         alpha_p: float = 0.1,
         n_windows: int = 3,
         max_errors: int = 50_000,
+        scale_window: int | None = 12,
     ) -> None:
-        super().__init__(n_windows=n_windows, max_errors=max_errors)
+        super().__init__(n_windows=n_windows, max_errors=max_errors, scale_window=scale_window)
         self.alpha_d = alpha_d
         self.alpha_p = alpha_p
 
@@ -726,8 +746,9 @@ class AutoEts(SeriesCandidate):
         min_seasonal_months: int = 24,
         n_windows: int = 3,
         max_errors: int = 50_000,
+        scale_window: int | None = 12,
     ) -> None:
-        super().__init__(n_windows=n_windows, max_errors=max_errors)
+        super().__init__(n_windows=n_windows, max_errors=max_errors, scale_window=scale_window)
         self.model = model
         self.damped = damped
         self.season_length = season_length
