@@ -456,7 +456,7 @@ def candidate_params(report: Any | None) -> dict[str, Any]:
 def describe_candidate(factory: Any, split: Any) -> Any:
     """``describe()`` of a fresh candidate fitted on one backtest split's training rows
     (the last origin's fit, for the child run's coefficient and random-effect tables)."""
-    return factory().fit(split.train).describe()
+    return factory().fit(split.train, history=split.history).describe()
 
 
 #: Leaderboard columns shown by ``poolcast leaderboard`` and in the README.

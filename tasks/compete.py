@@ -18,6 +18,7 @@ from poolcast.backtest import (
 from poolcast.config import PipelineConfig
 from poolcast.features import panel_plan_columns
 from poolcast.models import default_candidates
+from poolcast.models.classical import is_intermittent
 from poolcast.plan import PlanResult, ineligibility_reason
 from poolcast.reporting import CandidateFailure, CandidateRun, describe_candidate, split_outcomes
 from poolcast.validation import ValidationResult
@@ -36,6 +37,8 @@ def candidate_lineup(
     has_promo = bool(panel.get_column("promo").max() or 0)
     plan_columns = panel_plan_columns(panel)
     kwargs: dict[str, Any] = {"plan_columns": plan_columns} if len(plan_columns) > 1 else {}
+    if "sales" in panel.columns:  # Croston / TSB / ADIDA only for intermittent demand
+        kwargs["intermittent"] = is_intermittent(panel)
     return default_candidates(
         has_customers=validated.has_customers,
         has_promo=has_promo,

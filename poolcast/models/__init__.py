@@ -10,6 +10,7 @@ Modules: :mod:`~poolcast.models.forecast` (the :class:`Forecast`), :mod:`~poolca
 
 from poolcast.models.base import Candidate, CandidateReport, CovariateCandidate, HorizonReport
 from poolcast.models.baselines import MovingAverage, SeasonalNaive
+from poolcast.models.classical import Adida, AutoEts, Croston, Naive, Tsb, is_intermittent
 from poolcast.models.forecast import KEY_COLUMNS, Forecast, quantile_column, quantiles_from_samples
 from poolcast.models.gee import GeePoisson, GeePoissonAR1, GeePoissonExchangeable
 from poolcast.models.glm import (
@@ -38,9 +39,12 @@ __all__ = [
     "CANDIDATE_CLASSES",
     "CANDIDATE_NAMES",
     "KEY_COLUMNS",
+    "Adida",
+    "AutoEts",
     "Candidate",
     "CandidateReport",
     "CovariateCandidate",
+    "Croston",
     "Forecast",
     "GeePoisson",
     "GeePoissonAR1",
@@ -54,12 +58,15 @@ __all__ = [
     "GlmmPoissonRandomInterceptSlope",
     "HorizonReport",
     "MovingAverage",
+    "Naive",
     "PooledGlm",
     "PooledNegBinGlm",
     "PooledPoissonGlm",
     "SeasonalNaive",
     "SkuFixedEffectsNegBinGlm",
+    "Tsb",
     "default_candidates",
+    "is_intermittent",
     "make_candidate",
     "quantile_column",
     "quantiles_from_samples",

@@ -9,6 +9,7 @@ from functools import partial
 from poolcast.errors import InvalidParameterError
 from poolcast.models.base import Candidate
 from poolcast.models.baselines import MovingAverage, SeasonalNaive
+from poolcast.models.classical import Adida, AutoEts, Croston, Naive, Tsb
 from poolcast.models.gee import GeePoissonAR1, GeePoissonExchangeable
 from poolcast.models.glm import PooledNegBinGlm, PooledPoissonGlm, SkuFixedEffectsNegBinGlm
 from poolcast.models.glmm import (
@@ -47,6 +48,11 @@ CANDIDATE_CLASSES: dict[str, type[Candidate]] = {
         GlmmNegBinRandomInterceptSlope,
         GlmmPoissonRandomInterceptAgq,
         GlmmNegBinDynamic,
+        Naive,
+        AutoEts,
+        Croston,
+        Tsb,
+        Adida,
         GlmmTweedieRandomIntercept,
         GlmmHurdleNegBin,
     )
@@ -54,6 +60,10 @@ CANDIDATE_CLASSES: dict[str, type[Candidate]] = {
 CANDIDATE_NAMES: tuple[str, ...] = tuple(CANDIDATE_CLASSES)
 _PROMO_SLOPE = frozenset({"glmm_poisson_ri_slope", "glmm_nb2_ri_slope"})
 _BASELINES = frozenset({"seasonal_naive", "moving_average"})
+#: Series candidates (poolcast.models.classical): no customer / promo parameters.
+_CLASSICAL = frozenset({"naive", "auto_ets", "croston", "tsb", "adida"})
+#: In the default line-up only when the data are intermittent (classical.is_intermittent).
+_INTERMITTENT = frozenset({"croston", "tsb", "adida"})
 AGQ_MAX_SKUS = 3000
 #: Candidates that run only when named in ``[backtest] candidates`` (their cost on the
 #: bundled data is not yet measured against the 6-minute budget of ``make run``).
@@ -97,6 +107,7 @@ def default_candidates(
     n_skus: int | None = None,
     agq_max_skus: int = AGQ_MAX_SKUS,
     plan_columns: tuple[str, ...] = (),
+    intermittent: bool | None = None,
 ) -> dict[str, Callable[[], Candidate]]:
     """Factories of the default line-up, keyed by candidate name, in a stable order.
 
@@ -125,6 +136,11 @@ def default_candidates(
         those other than ``promo`` as ``plan_terms`` (known-future values at the target
         month, e.g. Rossmann's open and holiday days) and then need them for the forecast
         months (``required_plan_columns``).
+    intermittent : bool or None
+        :func:`poolcast.models.classical.is_intermittent` of the panel (at least 30% of the
+        observed SKU-months are zero). False leaves Croston, TSB and ADIDA out of the default
+        line-up; True or None (not computed) keeps them (they are cheap: a few seconds per
+        origin at 5k SKUs, benchmarks/README.md). ``naive`` and ``auto_ets`` are always in.
 
     Returns
     -------
@@ -144,12 +160,14 @@ def default_candidates(
         ]
         if n_skus is not None and n_skus > agq_max_skus:
             chosen.remove("glmm_poisson_ri_agq")
+        if intermittent is False:
+            chosen = [n for n in chosen if n not in _INTERMITTENT]
     customer_terms = "log" if has_customers else "none"
     extra_plan = tuple(c for c in plan_columns if c != "promo")
     factories: dict[str, Callable[[], Candidate]] = {}
     for name in chosen:
         cls = CANDIDATE_CLASSES[name]
-        if name in _BASELINES:
+        if name in _BASELINES or name in _CLASSICAL:
             factories[name] = cls
         elif extra_plan:
             factories[name] = PlanFactory(
