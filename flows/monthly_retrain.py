@@ -80,7 +80,7 @@ def monthly_retrain(
     report.leaderboard_artifact(board, config.backtest.selection_metric)
 
     champion = compete.select(board, config)
-    forecaster = forecast.refit(champion, factories, validated.panel, config)
+    forecaster = forecast.refit(champion, factories, validated.panel, config, outcomes)
     predicted = forecast.forecast(forecaster, validated.panel)
     registration = tracking.register(
         run,

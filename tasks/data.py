@@ -62,5 +62,7 @@ def build_backtest(panel, config: PipelineConfig) -> list[OriginSplit]:
     splits = prepare_splits(
         panel, feature_config=config.features, n_origins=config.backtest.n_origins
     )
-    get_run_logger().info("backtest origins: %s", ", ".join(str(s.origin) for s in splits))
+    get_run_logger().info(
+        "backtest origins (%d): %s", len(splits), ", ".join(str(s.origin) for s in splits)
+    )
     return splits

@@ -137,20 +137,20 @@ def test_splits_are_rebuilt_from_data_up_to_each_origin() -> None:
         assert split.spec == make_feature_spec(history, CONFIG)
         assert split.train.equals(build_training_frame(history, split.spec))
         assert split.scale.equals(seasonal_naive_scale(history))
-        # test rows: from the origin, horizons 1..3, observed truth only
+        # test rows: from the origin, horizons 1..3, every SKU present at the origin (issue
+        # 7: unknown targets are kept, with sales NULL, and counted instead of dropped)
         assert (split.test["origin"] == split.origin).all()
         assert split.test["month"].min() > split.origin
         assert split.test["month"].max() <= _add_months(split.origin, 3)
-        assert split.test["sales"].null_count() == 0
+        at_origin = history["sku"].unique().sort().to_list()
+        assert split.test.group_by("sku").len().sort("sku").rows() == [(s, 3) for s in at_origin]
         truth = panel.select("sku", "month", pl.col("sales").alias("truth"), "promo")
         checked = split.test.join(truth, on=["sku", "month"], how="left")
-        assert (checked["sales"] == checked["truth"]).all()
+        assert checked["sales"].eq_missing(checked["truth"]).all()
         assert (checked["promo"] == checked["promo_right"]).all()  # planned promo at T
         features = build_forecast_frame(history, split.spec, origin=split.origin)
         assert split.test.drop("sales", "promo").equals(
-            features.join(split.test.select("sku", "month"), on=["sku", "month"], how="semi")
-            .drop("sales", "promo")
-            .sort("horizon", "sku")
+            features.drop("sales", "promo").sort("horizon", "sku")
         )
 
 
@@ -216,7 +216,9 @@ class _Oracle:
 
     def predict_distribution(self, rows, *, quantiles, n_samples, rng) -> Forecast:  # type: ignore[no-untyped-def]
         rows = rows.reverse()
-        y = np.array([self.truth[(s, m)] for s, m in rows.select("sku", "month").iter_rows()])
+        y = np.array(
+            [self.truth.get((s, m), 0.0) for s, m in rows.select("sku", "month").iter_rows()]
+        )
         keys = rows.select("sku", "origin", "horizon", "month")
         return Forecast(keys, y, {float(q): y for q in quantiles}, None)
 
@@ -234,7 +236,15 @@ def test_scoring_aligns_forecasts_with_truth() -> None:
     assert m["mae"] == 0 and m["rmse"] == 0 and m["mase"] == 0 and m["bias"] == 0
     assert m["crps"] == 0 and m["scaled_pinball"] == 0
     assert m["coverage_80"] == 1 and m["coverage_95"] == 1
-    assert m["n"] == sum(s.test.height for s in splits)
+    # every row with a known truth is scored; the unknown ones are counted per origin
+    assert m["n"] == sum(s.test["sales"].is_not_null().sum() for s in splits)
+    assert result.coverage["rows_scored"].to_list() == [
+        s.test["sales"].is_not_null().sum() for s in splits
+    ]
+    assert result.coverage["rows_unknown_target"].to_list() == [
+        s.test["sales"].null_count() for s in splits
+    ]
+    assert sum(result.coverage["rows_unknown_target"]) > 0  # the panel has gap months
 
 
 def test_metrics_by_horizon_and_sku_match_direct_computation() -> None:
@@ -271,7 +281,7 @@ def test_metrics_by_horizon_and_sku_match_direct_computation() -> None:
     assert result.per_sku_metrics["n"].sum() == pred.height
     # the overall row equals scoring everything at once
     overall = score_predictions(pred, quantiles=QUANTILES).row(0, named=True)
-    assert result.metrics == pytest.approx(overall)
+    assert {k: result.metrics[k] for k in overall} == pytest.approx(overall)
     assert result.fit_seconds >= 0 and result.predict_seconds >= 0
 
 
