@@ -70,6 +70,7 @@ def monthly_retrain(
     report.data_quality_artifact(validated)
 
     splits = data.build_backtest(validated.panel, config)
+    coverage = data.coverage(splits, config)
     factories = compete.candidate_lineup(config, validated)
     futures = [compete.compete.submit(name, f, splits, config) for name, f in factories.items()]
     outcomes = []
@@ -95,7 +96,7 @@ def monthly_retrain(
     published = publish.publish(config, run.run_id, validated, predicted, board, champion)
 
     summary = report.summarize(
-        validated, board, champion, registration, run, published, quarantine_path
+        validated, board, champion, registration, run, published, quarantine_path, coverage
     )
     report.summary_artifacts(summary)
     tracking.finish(run)

@@ -65,6 +65,7 @@ __all__ = [
     "pit_recalibrate",
     "prepare_splits",
     "randomized_pit",
+    "residual_column",
     "rolling_origins",
     "score_predictions",
     "select_champion",
@@ -409,13 +410,107 @@ class OriginForecast:
         Predictive draws aligned with ``frame`` (zeros for inactive rows), or None when the
         candidate gives closed-form quantiles.
     recalibrated : bool
-        Whether the quantile levels were remapped (:func:`pit_recalibrate`).
+        Whether a recalibration was applied (:func:`conformal_shifts`, :func:`pit_recalibrate`).
+    raw_quantiles : ndarray of shape (n, n_levels)
+        The candidate's own quantiles at the nominal levels, before recalibration, clipping
+        and sorting (zeros for inactive rows): what the next origins calibrate on.
     """
 
     frame: pl.DataFrame
     samples: np.ndarray | None
     recalibrated: bool
+    raw_quantiles: np.ndarray | None = None
 
+
+def residual_column(level: float) -> str:
+    """Column of the scaled raw residual at a level in a calibration history (``res_0.9``)."""
+    return f"res_{float(level):g}"
+
+
+def calibration_residuals(
+    y: np.ndarray, mean: np.ndarray, raw_quantiles: np.ndarray, levels: Sequence[float]
+) -> dict[str, np.ndarray]:
+    """Scaled residuals :math:`r_{i\tau} = (y_i - \\hat q_{i\tau}) / \\max(\\hat\\mu_i, 1)`."""
+    w = np.maximum(np.asarray(mean, dtype=float), 1.0)
+    return {
+        residual_column(lv): (np.asarray(y, dtype=float) - raw_quantiles[:, j]) / w
+        for j, lv in enumerate(levels)
+    }
+
+
+def _raw_coverage(history: pl.DataFrame) -> dict[float, float]:
+    out = {}
+    for nominal in INTERVALS:
+        lo, hi = (residual_column(b) for b in interval_levels(nominal))
+        if lo in history.columns and hi in history.columns:
+            part = history.select(lo, hi).drop_nulls()
+            if part.height:
+                inside = (part.get_column(lo) >= 0) & (part.get_column(hi) <= 0)
+                out[nominal] = float(inside.mean())
+    return out
+
+
+def conformal_shifts(
+    levels: Sequence[float],
+    calibration_history: pl.DataFrame | None,
+    *,
+    origin: date,
+    mode: str = "auto",
+) -> dict[float, float]:
+    """Per-level shifts of a scaled one-sided split-conformal correction.
+
+    For each level :math:`\tau`, with :math:`r_{j\tau} = (y_j - \\hat q_{j\tau})/\\max(\\hat\\mu_j, 1)`
+    the scaled residuals of the candidate's *earlier* raw forecasts whose target month is at
+    or before ``origin``, :math:`c_\tau` is their empirical :math:`\tau`-quantile and the
+    corrected quantile is :math:`\\hat q_{i\tau} + c_\tau \\max(\\hat\\mu_i, 1)`, so that
+    :math:`P(y \\le \\hat q') \approx \tau` on the calibration rows (split conformal,
+    Vovk et al. 2005; scaled as in conformalised quantile regression, Romano et al. 2019).
+    Unlike a remapping of levels it can widen an interval beyond the candidate's draws (a
+    Poisson model on overdispersed data).
+
+    Parameters
+    ----------
+    levels : sequence of float
+    calibration_history : pl.DataFrame or None
+        ``month`` and ``res_<level>`` columns (:func:`calibration_residuals`).
+    origin : date
+    mode : {"auto", "none", "conformal", "pit"}
+        "conformal": shift whenever there are :data:`CALIBRATION_MIN_ROWS` rows; "auto":
+        only when the raw 80% or 95% coverage on those rows is more than
+        :data:`CALIBRATION_TOLERANCE` off nominal; "none" / "pit": no shift.
+
+    Returns
+    -------
+    dict of float to float
+        ``{level: c_tau}``; empty when no correction applies.
+    """
+    if mode not in CALIBRATION_MODES:
+        raise InvalidParameterError(
+            f"calibration={mode!r}: must be one of {list(CALIBRATION_MODES)} ([backtest] calibration)"
+        )
+    if mode not in ("auto", "conformal") or calibration_history is None:
+        return {}
+    past = calibration_history.filter(pl.col("month") <= origin)
+    if past.height < CALIBRATION_MIN_ROWS:
+        return {}
+    if mode == "auto":
+        raw = _raw_coverage(past)
+        if all(abs(raw.get(n, n) - n) <= CALIBRATION_TOLERANCE for n in INTERVALS):
+            return {}
+    shifts = {}
+    for lv in levels:
+        col = residual_column(lv)
+        if col not in past.columns:
+            return {}
+        r = past.get_column(col).drop_nulls().drop_nans().to_numpy()
+        if r.size < CALIBRATION_MIN_ROWS:
+            return {}
+        shifts[float(lv)] = float(np.quantile(r, lv))
+    return shifts
+
+
+CALIBRATION_MODES: tuple[str, ...] = ("auto", "none", "conformal", "pit")
+"""Recalibration modes: see :func:`conformal_shifts` and :func:`pit_recalibrate`."""
 
 CALIBRATION_MIN_ROWS = 100
 """Fewest earlier PIT values (targets at or before the origin) a recalibration needs."""
@@ -426,7 +521,7 @@ CALIBRATION_TOLERANCE = 0.05
 
 def pit_recalibrate(
     levels: Sequence[float],
-    pit_history: pl.DataFrame | None,
+    calibration_history: pl.DataFrame | None,
     *,
     origin: date,
     mode: str = "auto",
@@ -444,41 +539,33 @@ def pit_recalibrate(
     ----------
     levels : sequence of float
         Nominal levels.
-    pit_history : pl.DataFrame or None
+    calibration_history : pl.DataFrame or None
         Columns ``month`` (target month) and ``pit`` of the candidate's earlier forecasts.
     origin : date
         Only rows with ``month <= origin`` are used.
-    mode : {"auto", "none", "pit"}
-        "none": no remapping; "pit": remap whenever there are at least
-        :data:`CALIBRATION_MIN_ROWS` PITs; "auto": remap only when the earlier PITs show an
-        80% or 95% central-interval coverage more than :data:`CALIBRATION_TOLERANCE` off.
+    mode : {"auto", "none", "conformal", "pit"}
+        "pit": remap whenever there are at least :data:`CALIBRATION_MIN_ROWS` PITs; every
+        other mode: no remapping ("auto" uses :func:`conformal_shifts`).
 
     Returns
     -------
     dict of float to float
         ``{nominal: level to ask}``; empty when no remapping applies.
     """
-    if mode not in ("auto", "none", "pit"):
+    if mode not in CALIBRATION_MODES:
         raise InvalidParameterError(
-            f"calibration={mode!r}: must be 'auto', 'none' or 'pit' ([backtest] calibration)"
+            f"calibration={mode!r}: must be one of {list(CALIBRATION_MODES)} ([backtest] calibration)"
         )
-    if mode == "none" or pit_history is None or pit_history.height == 0:
+    if mode != "pit" or calibration_history is None or calibration_history.height == 0:
         return {}
     pits = (
-        pit_history.filter((pl.col("month") <= origin) & pl.col("pit").is_not_null())
+        calibration_history.filter((pl.col("month") <= origin) & pl.col("pit").is_not_null())
         .get_column("pit")
         .to_numpy()
         .astype(float)
     )
     if pits.size < CALIBRATION_MIN_ROWS:
         return {}
-    if mode == "auto":
-        off = 0.0
-        for nominal in INTERVALS:
-            lo, hi = interval_levels(nominal)
-            off = max(off, abs(float(np.mean((pits >= lo) & (pits <= hi))) - nominal))
-        if off <= CALIBRATION_TOLERANCE:
-            return {}
     mapped = np.clip(np.quantile(pits, np.asarray(levels, dtype=float)), 1e-4, 1 - 1e-4)
     return {float(q): float(m) for q, m in zip(levels, mapped, strict=True)}
 
@@ -507,7 +594,7 @@ def forecast_at_origin(
     seed: int,
     inactive_months: int = 12,
     calibration: str = "none",
-    pit_history: pl.DataFrame | None = None,
+    calibration_history: pl.DataFrame | None = None,
     name: str = "",
 ) -> OriginForecast:
     """Forecast every SKU of an origin with a fitted candidate: the one forecast path.
@@ -544,7 +631,9 @@ def forecast_at_origin(
     mean = np.zeros(n)
     q = np.zeros((n, len(levels)))
     samples: np.ndarray | None = np.zeros((n, int(n_samples)), dtype=np.int64)
-    remap = pit_recalibrate(levels, pit_history, origin=origin, mode=calibration)
+    remap = pit_recalibrate(levels, calibration_history, origin=origin, mode=calibration)
+    shifts = conformal_shifts(levels, calibration_history, origin=origin, mode=calibration)
+    raw = np.zeros((n, len(levels)))
     if active_idx.size:
         active = rows[active_idx]
         asked = tuple(sorted(set(levels) | set(remap.values())))
@@ -559,7 +648,11 @@ def forecast_at_origin(
                 f"candidate {name!r} at origin {origin}: forecast lacks quantile level(s) {missing}"
             )
         m = np.asarray(forecast.mean, dtype=float)[order]
+        raw[active_idx] = np.column_stack([got[lv] for lv in levels])
         qa = np.column_stack([got[remap.get(lv, lv)] for lv in levels])
+        if shifts:
+            w = np.maximum(m, 1.0)[:, None]
+            qa = qa + w * np.array([shifts[lv] for lv in levels])[None, :]
         bad = int((~np.isfinite(m)).sum() + (~np.isfinite(qa)).sum())
         if bad:
             raise PoolcastError(
@@ -580,9 +673,11 @@ def forecast_at_origin(
     frame = keys.with_columns(
         pl.Series("mean", mean),
         *(pl.Series(quantile_column(lv), q[:, j]) for j, lv in enumerate(levels)),
-        pl.Series("reason", np.where(is_dead, reason, None), dtype=pl.String),
+        pl.Series("reason", [reason if d else None for d in is_dead.tolist()], dtype=pl.String),
     )
-    return OriginForecast(frame=frame, samples=samples, recalibrated=bool(remap))
+    return OriginForecast(
+        frame=frame, samples=samples, recalibrated=bool(remap or shifts), raw_quantiles=raw
+    )
 
 
 def _align(name: str, forecast: Forecast, rows: pl.DataFrame, origin: date) -> np.ndarray:
@@ -615,6 +710,33 @@ def _all_levels(quantiles: Sequence[float]) -> tuple[float, ...]:
     for nominal in INTERVALS:
         levels.update(interval_levels(nominal))
     return tuple(sorted(levels))
+
+
+def backtest_coverage(splits: Sequence[OriginSplit], *, inactive_months: int) -> pl.DataFrame:
+    """Per origin: how many SKUs and rows the backtest scores, and why any are left out.
+
+    The same for every candidate (same splits, same inactive rule); columns as
+    :attr:`CandidateBacktest.coverage`.
+    """
+    rows = []
+    for split in splits:
+        dead: set[str] = set()
+        if inactive_months and inactive_months > 0 and split.activity is not None:
+            dead = set(
+                split.activity.filter(pl.col("months_since_sale") >= inactive_months)
+                .get_column("sku")
+                .to_list()
+            )
+        frame = split.test.select(
+            "sku",
+            pl.col("sales").cast(pl.Float64).alias("y"),
+            pl.when(pl.col("sku").is_in(sorted(dead)))
+            .then(pl.lit(f"inactive_{int(inactive_months)}_months"))
+            .otherwise(None)
+            .alias("reason"),
+        )
+        rows.append(_coverage_row(split, frame, inactive_months))
+    return pl.DataFrame(rows)
 
 
 def _coverage_row(split: OriginSplit, frame: pl.DataFrame, inactive_months: int) -> dict[str, Any]:
@@ -673,9 +795,11 @@ def backtest_candidate(
         Further levels forecast (so the backtest forecasts exactly what is published).
     inactive_months : int
         The inactive rule N (0 disables).
-    calibration : {"none", "auto", "pit"}
-        See :func:`pit_recalibrate`; the PITs of the earlier origins with a target month at
-        or before the current origin are the calibration set.
+    calibration : {"none", "auto", "conformal", "pit"}
+        See :func:`conformal_shifts` and :func:`pit_recalibrate`; the raw forecasts of the
+        earlier origins with a target month at or before the current origin are the
+        calibration set. ``metrics`` gain ``raw_coverage_80/95`` (before recalibration) and
+        ``recalibrated_origins``.
 
     Returns
     -------
@@ -694,7 +818,7 @@ def backtest_candidate(
     fit_seconds = predict_seconds = 0.0
     frames: list[pl.DataFrame] = []
     coverage_rows: list[dict[str, Any]] = []
-    pit_history: pl.DataFrame | None = None
+    calibration_history: pl.DataFrame | None = None
     n_recalibrated = 0
     for split in splits:
         model = factory()
@@ -710,7 +834,7 @@ def backtest_candidate(
             seed=seed,
             inactive_months=inactive_months,
             calibration=calibration,
-            pit_history=pit_history,
+            calibration_history=calibration_history,
             name=name,
         )
         predict_seconds += time.perf_counter() - start
@@ -728,18 +852,27 @@ def backtest_candidate(
         else:
             qd = {lv: fc.frame.get_column(quantile_column(lv)).to_numpy() for lv in levels}
             crps[known] = crps_from_quantiles(y[known], {lv: v[known] for lv, v in qd.items()})
+        residuals = calibration_residuals(
+            y, fc.frame.get_column("mean").to_numpy(), fc.raw_quantiles, levels
+        )
         frame = fc.frame.with_columns(
             pl.Series("y", y).fill_nan(None),
             pl.Series("crps", crps).fill_nan(None),
             pl.Series("pit", pit).fill_nan(None),
+            *(pl.Series(k, v).fill_nan(None) for k, v in residuals.items()),
         ).join(split.scale.select("sku", "mase_scale"), on="sku", how="left")
         coverage_rows.append(_coverage_row(split, frame, inactive_months))
         frames.append(frame)
-        new_pits = frame.filter(pl.col("reason").is_null()).select("month", "pit")
-        pit_history = new_pits if pit_history is None else pl.concat([pit_history, new_pits])
+        new = frame.filter(pl.col("reason").is_null() & pl.col("y").is_not_null()).select(
+            "month", "pit", *residuals
+        )
+        calibration_history = (
+            new if calibration_history is None else pl.concat([calibration_history, new])
+        )
     columns = [
         "sku", "origin", "horizon", "month", "y", "mean",
         *(quantile_column(q) for q in levels), "crps", "pit", "mase_scale",
+        *(residual_column(q) for q in levels),
     ]  # fmt: skip
     everything = pl.concat(frames).sort("origin", "horizon", "sku")
     predictions = everything.filter(pl.col("reason").is_null() & pl.col("y").is_not_null()).select(
@@ -748,12 +881,9 @@ def backtest_candidate(
     inactive = everything.filter(pl.col("reason").is_not_null()).select(*columns, "reason")
     overall = score_predictions(predictions, quantiles=service)
     metrics = {k: float(v) for k, v in overall.row(0, named=True).items()}
-    pits = predictions.get_column("pit").drop_nulls().to_numpy()
+    raw_cov = _raw_coverage(predictions)
     for nominal in INTERVALS:
-        lo, hi = interval_levels(nominal)
-        metrics[f"raw_coverage_{round(nominal * 100)}"] = (
-            float(np.mean((pits >= lo) & (pits <= hi))) if pits.size else math.nan
-        )
+        metrics[f"raw_coverage_{round(nominal * 100)}"] = raw_cov.get(nominal, math.nan)
     metrics["recalibrated_origins"] = float(n_recalibrated)
     return CandidateBacktest(
         name=name,

@@ -86,8 +86,9 @@ class ChampionForecaster:
         The inactive rule N of :func:`poolcast.backtest.forecast_at_origin` (0 disables).
     calibration : str
         Recalibration mode (see :func:`poolcast.backtest.pit_recalibrate`).
-    pit_history : pl.DataFrame or None
-        ``month, pit`` of the candidate's backtest forecasts (its calibration set).
+    calibration_history : pl.DataFrame or None
+        ``month``, ``pit`` and ``res_<level>`` of the candidate's backtest forecasts (its
+        calibration set, see :func:`poolcast.backtest.conformal_shifts`).
     """
 
     name: str
@@ -98,7 +99,7 @@ class ChampionForecaster:
     seed: int
     inactive_months: int = 0
     calibration: str = "none"
-    pit_history: pl.DataFrame | None = None
+    calibration_history: pl.DataFrame | None = None
 
     def predict_frame(self, features: pl.DataFrame) -> pl.DataFrame:
         """Forecast distribution (keys, ``mean``, ``q_<level>``, ``reason``) of feature rows.
@@ -129,7 +130,7 @@ class ChampionForecaster:
                     seed=self.seed,
                     inactive_months=0,
                     calibration=self.calibration,
-                    pit_history=self.pit_history,
+                    calibration_history=self.calibration_history,
                     name=self.name,
                 ).frame
             )
@@ -162,7 +163,7 @@ class ChampionForecaster:
             seed=self.seed,
             inactive_months=self.inactive_months,
             calibration=self.calibration,
-            pit_history=self.pit_history,
+            calibration_history=self.calibration_history,
             name=self.name,
         ).frame
 
@@ -337,7 +338,7 @@ def fit_champion(
     publish_quantiles: Sequence[float] = (),
     inactive_months: int = 0,
     calibration: str = "none",
-    pit_history: pl.DataFrame | None = None,
+    calibration_history: pl.DataFrame | None = None,
 ) -> ChampionForecaster:
     """Refit the champion's candidate class on all history, as the backtest fits at an origin.
 
@@ -360,7 +361,7 @@ def fit_champion(
         seed,
         inactive_months=inactive_months,
         calibration=calibration,
-        pit_history=pit_history,
+        calibration_history=calibration_history,
     )
 
 

@@ -100,11 +100,13 @@ class BacktestConfig:
         A SKU without a sale (sales > 0) in the last ``inactive_months`` months at an
         origin is inactive: forecast exactly 0 (reason ``inactive_<N>_months``), in the
         backtest and in the published forecast alike. 0 disables the rule.
-    calibration : {"auto", "none", "pit"}
-        Interval recalibration from the candidate's own earlier backtest errors (see
-        :func:`poolcast.backtest.pit_recalibrate`): "pit" always, "none" never, "auto"
-        (default) only for a candidate whose backtest 80% or 95% coverage is more than
-        5 points from nominal.
+    calibration : {"auto", "none", "conformal", "pit"}
+        Quantile recalibration from the candidate's own earlier backtest errors (targets at
+        or before each origin only): "conformal" always applies the scaled split-conformal
+        shift of :func:`poolcast.backtest.conformal_shifts`; "auto" (default) applies it
+        at an origin only when the candidate's raw 80% or 95% coverage on those earlier
+        rows is more than 5 points from nominal; "pit" remaps the levels instead
+        (:func:`poolcast.backtest.pit_recalibrate`); "none" never.
     n_samples : int
         Predictive samples drawn per row by candidates that simulate.
     candidates : tuple of str or None

@@ -7,13 +7,13 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from poolcast.backtest import OriginSplit, prepare_splits
+from poolcast.backtest import OriginSplit, backtest_coverage, prepare_splits
 from poolcast.config import PipelineConfig, load_config
 from poolcast.io import LoadedSource, load_source
 from poolcast.validation import ValidationResult, validate_panel, write_quarantine
 from tasks._retry import retry_if_transient
 
-__all__ = ["build_backtest", "load", "resolve_config", "save_quarantine", "validate"]
+__all__ = ["build_backtest", "coverage", "load", "resolve_config", "save_quarantine", "validate"]
 
 
 @task(cache_policy=NO_CACHE)
@@ -66,3 +66,17 @@ def build_backtest(panel, config: PipelineConfig) -> list[OriginSplit]:
         "backtest origins (%d): %s", len(splits), ", ".join(str(s.origin) for s in splits)
     )
     return splits
+
+
+@task(cache_policy=NO_CACHE)
+def coverage(splits: list[OriginSplit], config: PipelineConfig):
+    """Per origin: SKUs and rows the backtest scores, unknown targets, inactive SKUs."""
+    table = backtest_coverage(splits, inactive_months=config.backtest.inactive_months)
+    log = get_run_logger()
+    for r in table.iter_rows(named=True):
+        log.info(
+            "origin %s: %d SKUs, %d scored (%d rows), %d unknown-target rows, %d inactive SKUs",
+            r["origin"], r["skus"], r["skus_scored"], r["rows_scored"],
+            r["rows_unknown_target"], r["skus_inactive"],
+        )  # fmt: skip
+    return table

@@ -33,11 +33,11 @@ def refit(
     """The champion's candidate class fitted on the whole validated panel, as at a backtest
     origin; its backtest PITs (from ``outcomes``) are the recalibration set."""
     b = config.backtest
-    pit_history = None
+    calibration_history = None
     for outcome in outcomes:
         result = getattr(outcome, "result", None)
-        if result is not None and result.name == name and "pit" in result.predictions.columns:
-            pit_history = result.predictions.select("month", "pit")
+        if result is not None and result.name == name and "month" in result.predictions.columns:
+            calibration_history = result.predictions.select("month", "pit", pl.col("^res_.*$"))
     return fit_champion(
         name,
         factories[name],
@@ -49,7 +49,7 @@ def refit(
         publish_quantiles=b.publish_quantiles,
         inactive_months=b.inactive_months,
         calibration=b.calibration,
-        pit_history=pit_history,
+        calibration_history=calibration_history,
     )
 
 

@@ -89,6 +89,7 @@ def summarize(
     run: RetrainRun,
     published: PublishResult,
     quarantine_path: Path,
+    backtest_coverage: pl.DataFrame | None = None,
 ) -> RetrainSummary:
     """Collect the run's outcome into the RetrainSummary the flow returns."""
     return make_summary(
@@ -99,4 +100,5 @@ def summarize(
         run=run,
         published=published,
         quarantine_path=quarantine_path,
+        backtest_coverage=backtest_coverage,
     )
