@@ -37,7 +37,7 @@ def test_validate_json(tmp_path: Path) -> None:
     assert payload["rows_accepted"] == 6
     assert payload["rows_quarantined"] == 24
     assert payload["duplicates_collapsed"] == 2
-    assert payload["gaps"] == 1
+    assert payload["gaps"] == 7  # every SKU completed to the as-of (test_validation.py)
     q_path = Path(payload["quarantine_path"])
     assert q_path.is_file() and q_path.is_relative_to(tmp_path)
     assert pl.read_csv(q_path).height == 25
@@ -193,11 +193,12 @@ def test_validate_reads_caps_and_gap_policy_from_the_config(tmp_path: Path) -> N
     )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    # gaps.csv: only A 2024-04 (sales 6) exceeds a cap of 5; A is then 2024-01..02, no gap
+    # gaps.csv: only A 2024-04 (sales 6) exceeds a cap of 5; A is then 2024-01..02 and is
+    # completed to the panel's end (B's 2024-03): one trailing gap month
     assert payload["by_rule"] == {"sales_absurd": 1}
     assert payload["rows_accepted"] == 4
     assert payload["gap_policy"] == "zero"
-    assert payload["gaps"] == 0
+    assert payload["gaps"] == 1
 
 
 def _write_outputs_db(path: Path) -> None:
