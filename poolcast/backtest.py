@@ -82,6 +82,9 @@ MAX_ORIGINS = 12
 MIN_DEFAULT_ORIGINS = 6
 """Fewest origins the default chooses (when the panel is long enough)."""
 
+MIN_HISTORY_MONTHS = 12
+"""Months of history the default gives its earliest origin when the panel allows it."""
+
 
 @dataclass(frozen=True)
 class OriginSplit:
@@ -228,7 +231,10 @@ def default_n_origins(horizons: int) -> int:
     include :math:`L-11` (and so all of those seasonally matched months) when
     :math:`K \\ge 13 - H`. The default is :math:`K = \\min(12, \\max(6, 13 - H))`: 10 for
     H = 3, never fewer than 6 nor more than 12. :func:`prepare_splits` lowers it when the
-    panel is too short.
+    panel is too short: to the K whose earliest origin still has
+    :data:`MIN_HISTORY_MONTHS` = 12 months of history (a trend and Fourier seasonality
+    fitted on less than a year extrapolate wildly), else to what :func:`rolling_origins`
+    accepts.
     """
     return min(MAX_ORIGINS, max(MIN_DEFAULT_ORIGINS, 13 - int(horizons)))
 
@@ -358,10 +364,15 @@ def prepare_splits(
     if n_origins is None:
         n_origins = default_n_origins(horizons)
         if panel.height:
-            span = _month_index(panel.get_column("month").max()) - _month_index(
-                panel.get_column("month").min()
+            span = (
+                _month_index(panel.get_column("month").max())
+                - _month_index(panel.get_column("month").min())
+                + 1
             )
-            n_origins = max(1, min(n_origins, span + 1 - 2 * horizons))
+            # earliest origin with a year of history (seasonality and trend identified) when
+            # the panel allows it, else the shortest history rolling_origins accepts
+            year = span - horizons - (MIN_HISTORY_MONTHS - 1)
+            n_origins = max(1, min(n_origins, year if year >= 1 else span - 2 * horizons))
     elif (
         isinstance(n_origins, bool)
         or not isinstance(n_origins, int)
