@@ -488,7 +488,11 @@ def conformal_shifts(
     mode : {"auto", "none", "conformal", "pit"}
         "conformal": shift whenever there are :data:`CALIBRATION_MIN_ROWS` rows; "auto":
         only when the raw 80% or 95% coverage on those rows is more than
-        :data:`CALIBRATION_TOLERANCE` off nominal; "none" / "pit": no shift.
+        :data:`CALIBRATION_TOLERANCE` *below* nominal, and then only widening (upper levels
+        :math:`c_\tau \\ge 0`, lower :math:`c_\tau \\le 0`, median unchanged): measured on
+        Rossmann, the errors of one month are shared by all stores (not exchangeable), and
+        a two-sided shift narrowed the well-covering NB2 intervals to 74% / 88%;
+        "none" / "pit": no shift.
 
     Returns
     -------
@@ -506,7 +510,7 @@ def conformal_shifts(
         return {}
     if mode == "auto":
         raw = _raw_coverage(past)
-        if all(abs(raw.get(n, n) - n) <= CALIBRATION_TOLERANCE for n in INTERVALS):
+        if all(raw.get(n, n) >= n - CALIBRATION_TOLERANCE for n in INTERVALS):
             return {}
     shifts = {}
     for lv in levels:
@@ -516,7 +520,10 @@ def conformal_shifts(
         r = past.get_column(col).drop_nulls().drop_nans().to_numpy()
         if r.size < CALIBRATION_MIN_ROWS:
             return {}
-        shifts[float(lv)] = float(np.quantile(r, lv))
+        c = float(np.quantile(r, lv))
+        if mode == "auto":  # widen only: the upper levels move up, the lower ones down
+            c = max(c, 0.0) if lv > 0.5 else min(c, 0.0) if lv < 0.5 else 0.0
+        shifts[float(lv)] = c
     return shifts
 
 

@@ -103,9 +103,9 @@ class BacktestConfig:
     calibration : {"auto", "none", "conformal", "pit"}
         Quantile recalibration from the candidate's own earlier backtest errors (targets at
         or before each origin only): "conformal" always applies the scaled split-conformal
-        shift of :func:`poolcast.backtest.conformal_shifts`; "auto" (default) applies it
-        at an origin only when the candidate's raw 80% or 95% coverage on those earlier
-        rows is more than 5 points from nominal; "pit" remaps the levels instead
+        shift of :func:`poolcast.backtest.conformal_shifts`; "auto" (default) applies it,
+        widening only, at an origin where the candidate's raw 80% or 95% coverage on those
+        earlier rows is more than 5 points below nominal; "pit" remaps the levels instead
         (:func:`poolcast.backtest.pit_recalibrate`); "none" never.
     n_samples : int
         Predictive samples drawn per row by candidates that simulate.

@@ -521,7 +521,8 @@ def test_recalibration_brings_backtest_coverage_towards_nominal() -> None:
     raw = backtest_candidate("narrow", _TooNarrow, splits, calibration="none", **kwargs)
     fixed = backtest_candidate("narrow", _TooNarrow, splits, calibration="conformal", **kwargs)
     auto = backtest_candidate("narrow", _TooNarrow, splits, calibration="auto", **kwargs)
-    assert auto.metrics == fixed.metrics  # "auto" sees the raw coverage is far off
+    # "auto" sees the raw coverage is far below nominal at the same origins
+    assert auto.metrics["recalibrated_origins"] == fixed.metrics["recalibrated_origins"]
     assert raw.metrics["coverage_80"] < 0.5  # badly under-covered, as built
     assert fixed.metrics["recalibrated_origins"] >= 5
     # only origins with earlier PITs can be recalibrated: compare on those
@@ -534,6 +535,7 @@ def test_recalibration_brings_backtest_coverage_towards_nominal() -> None:
 
     assert abs(cov(fixed) - 0.8) < abs(cov(raw) - 0.8)
     assert abs(cov(fixed) - 0.8) < 0.1
+    assert abs(cov(auto) - 0.8) < 0.1  # widening only is enough here
     # the raw coverage (before recalibration) is the uncalibrated run's coverage
     assert fixed.metrics["raw_coverage_80"] == pytest.approx(raw.metrics["coverage_80"])
     assert raw.metrics["recalibrated_origins"] == 0
@@ -558,4 +560,15 @@ def test_conformal_shifts_are_the_level_quantiles_of_earlier_scaled_residuals() 
         | {residual_column(q): rng.normal(0, 1, 4000) - NormalDist().inv_cdf(q) for q in levels}
     )
     assert conformal_shifts(levels, calibrated, origin=origin, mode="auto") == {}
-    assert conformal_shifts(levels, hist, origin=origin, mode="auto") != {}
+    # ...and an over-covering one (intervals too wide), which it never narrows
+    wide = pl.DataFrame(
+        {"month": [date(2023, 5, 1)] * 4000}
+        | {residual_column(q): rng.normal(0, 0.3, 4000) - NormalDist().inv_cdf(q) for q in levels}
+    )
+    assert conformal_shifts(levels, wide, origin=origin, mode="auto") == {}
+    assert conformal_shifts(levels, wide, origin=origin, mode="conformal") != {}
+    # an under-covering one is widened: lower levels down, upper up, the median kept
+    auto = conformal_shifts(levels, hist, origin=origin, mode="auto")
+    assert auto[0.025] <= 0 and auto[0.1] <= 0 and auto[0.5] == 0
+    assert auto[0.9] >= 0 and auto[0.975] >= 0
+    assert auto[0.975] == pytest.approx(max(shifts[0.975], 0.0))
