@@ -83,7 +83,8 @@ MIN_DEFAULT_ORIGINS = 6
 """Fewest origins the default chooses (when the panel is long enough)."""
 
 MIN_HISTORY_MONTHS = 12
-"""Months of history the default gives its earliest origin when the panel allows it."""
+"""The default's earliest origin gets ``MIN_HISTORY_MONTHS + H`` months of history when the
+panel allows it (a year of training targets for every horizon)."""
 
 
 @dataclass(frozen=True)
@@ -232,9 +233,9 @@ def default_n_origins(horizons: int) -> int:
     :math:`K \\ge 13 - H`. The default is :math:`K = \\min(12, \\max(6, 13 - H))`: 10 for
     H = 3, never fewer than 6 nor more than 12. :func:`prepare_splits` lowers it when the
     panel is too short: to the K whose earliest origin still has
-    :data:`MIN_HISTORY_MONTHS` = 12 months of history (a trend and Fourier seasonality
-    fitted on less than a year extrapolate wildly), else to what :func:`rolling_origins`
-    accepts.
+    :data:`MIN_HISTORY_MONTHS` + H months of history, a year of training targets for every
+    horizon (a trend and Fourier seasonality fitted on less extrapolate wildly, and the
+    seasonal lag is then never observed), else to what :func:`rolling_origins` accepts.
     """
     return min(MAX_ORIGINS, max(MIN_DEFAULT_ORIGINS, 13 - int(horizons)))
 
@@ -369,9 +370,10 @@ def prepare_splits(
                 - _month_index(panel.get_column("month").min())
                 + 1
             )
-            # earliest origin with a year of history (seasonality and trend identified) when
-            # the panel allows it, else the shortest history rolling_origins accepts
-            year = span - horizons - (MIN_HISTORY_MONTHS - 1)
+            # earliest origin with a year of training targets per horizon (12 + H months of
+            # history: seasonality, trend and the seasonal lag identified) when the panel
+            # allows it, else the shortest history rolling_origins accepts
+            year = span - horizons - (MIN_HISTORY_MONTHS + horizons - 1)
             n_origins = max(1, min(n_origins, year if year >= 1 else span - 2 * horizons))
     elif (
         isinstance(n_origins, bool)

@@ -469,11 +469,11 @@ def test_default_origins_see_the_forecast_months_one_year_earlier() -> None:
     assert default_n_origins(3) == 10
     splits = prepare_splits(panel, feature_config=CONFIG)
     assert len(splits) == 10
-    # a short panel lowers the default so the earliest origin keeps a year of history...
-    for n_month, expected in ((21, 7), (16, 2)):
+    # a short panel lowers the default so the earliest origin keeps 12 + H months of history
+    for n_month, expected in ((24, 7), (19, 2)):
         short = prepare_splits(make_panel(n_sku=2, n_month=n_month), feature_config=CONFIG)
         assert len(short) == expected
-        assert short[0].origin == _add_months(date(2021, 1, 1), 11)  # 12 months: 2021-01..12
+        assert short[0].origin == _add_months(date(2021, 1, 1), 14)  # 15 months: 2021-01..2022-03
     # ...or, shorter still, to what rolling_origins accepts (span - 2H)
     tiny = make_panel(n_sku=2, n_month=12)
     assert len(prepare_splits(tiny, feature_config=CONFIG)) == 12 - 2 * 3
