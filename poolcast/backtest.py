@@ -53,6 +53,7 @@ __all__ = [
     "CandidateBacktest",
     "OriginForecast",
     "OriginSplit",
+    "active_training_rows",
     "all_levels",
     "backtest_candidate",
     "build_horizon_table",
@@ -269,6 +270,46 @@ def months_since_sale(history: pl.DataFrame, origin: date) -> pl.DataFrame:
         )
         .sort("sku")
     )
+
+
+def active_training_rows(split: OriginSplit, inactive_months: int) -> pl.DataFrame:
+    """``split.train`` without the rows whose SKU was inactive at the row's own origin.
+
+    A row (sku, origin o, h) is dropped when the SKU had no sale in the ``inactive_months``
+    months up to o (the rule of :func:`months_since_sale` applied at o): such a SKU is
+    forecast 0 by the rule, so the model learns only from SKU-origins it will forecast
+    (long runs of a dead SKU's zeros made the NB2 GLMM's fit degenerate). 0 keeps every row.
+    Used by the backtest and the champion refit alike.
+    """
+    if not inactive_months or inactive_months <= 0 or split.train.height == 0:
+        return split.train
+    month_idx = pl.col("month").dt.year().cast(pl.Int32) * 12 + pl.col("month").dt.month() - 1
+    state = (
+        split.history.sort("sku", "month")
+        .select(
+            "sku",
+            pl.col("month").alias("origin"),
+            month_idx.alias("_idx"),
+            pl.when(pl.col("sales").fill_null(0) > 0)
+            .then(month_idx)
+            .otherwise(None)
+            .forward_fill()
+            .over("sku")
+            .alias("_last"),
+            month_idx.min().over("sku").alias("_first"),
+        )
+        .select(
+            "sku",
+            "origin",
+            pl.when(pl.col("_last").is_not_null())
+            .then(pl.col("_idx") - pl.col("_last"))
+            .otherwise(pl.col("_idx") - pl.col("_first") + 1)
+            .alias("_since"),
+        )
+        .filter(pl.col("_since") >= inactive_months)
+        .select("sku", "origin")
+    )
+    return split.train.join(state, on=["sku", "origin"], how="anti", maintain_order="left")
 
 
 def make_origin_split(
@@ -843,7 +884,7 @@ def backtest_candidate(
     for split in splits:
         model = factory()
         start = time.perf_counter()
-        model.fit(split.train, history=split.history)
+        model.fit(active_training_rows(split, inactive_months), history=split.history)
         fit_seconds += time.perf_counter() - start
         start = time.perf_counter()
         fc = forecast_at_origin(

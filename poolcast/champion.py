@@ -344,14 +344,15 @@ def fit_champion(
 
     The origin is the panel's last month (the as-of); the training rows, spec and history
     come from :func:`poolcast.backtest.make_origin_split` there, and the fit is the
-    backtest's ``factory().fit(split.train, history=split.history)``. The forecaster
+    backtest's ``factory().fit(active_training_rows(split, inactive_months),
+    history=split.history)``. The forecaster
     forecasts ``all_levels(quantiles, publish_quantiles)``.
     """
-    from poolcast.backtest import all_levels, make_origin_split
+    from poolcast.backtest import active_training_rows, all_levels, make_origin_split
 
     origin = history.get_column("month").max()
     split = make_origin_split(history, origin, feature_config=feature_config)
-    candidate = factory().fit(split.train, history=split.history)
+    candidate = factory().fit(active_training_rows(split, inactive_months), history=split.history)
     return ChampionForecaster(
         name,
         candidate,

@@ -12,6 +12,7 @@ import pytest
 
 from poolcast.backtest import (
     CandidateBacktest,
+    active_training_rows,
     all_levels,
     backtest_candidate,
     backtest_coverage,
@@ -572,3 +573,22 @@ def test_conformal_shifts_are_the_level_quantiles_of_earlier_scaled_residuals() 
     assert auto[0.025] <= 0 and auto[0.1] <= 0 and auto[0.5] == 0
     assert auto[0.9] >= 0 and auto[0.975] >= 0
     assert auto[0.975] == pytest.approx(max(shifts[0.975], 0.0))
+
+
+def test_training_rows_of_a_sku_inactive_at_their_origin_are_left_out() -> None:
+    panel = make_panel(n_sku=4, n_month=30, seed=6)
+    months = sorted(panel["month"].unique().to_list())
+    # sku0 sells nothing after months[5]: inactive (N = 12) from months[17] on
+    panel = panel.with_columns(
+        sales=pl.when((pl.col("sku") == "sku0") & (pl.col("month") > months[5]))
+        .then(0)
+        .otherwise(pl.col("sales"))
+    )
+    split = prepare_splits(panel, feature_config=CONFIG, n_origins=1)[0]
+    kept = active_training_rows(split, 12)
+    dropped = split.train.join(kept, on=["sku", "origin", "horizon"], how="anti")
+    # exactly sku0's rows with origin >= months[17] (12 months after its last sale), by hand
+    expected = split.train.filter((pl.col("sku") == "sku0") & (pl.col("origin") >= months[17]))
+    assert dropped.sort("horizon", "origin").equals(expected.sort("horizon", "origin"))
+    assert expected.height > 0
+    assert active_training_rows(split, 0).equals(split.train)
