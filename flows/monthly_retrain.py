@@ -84,6 +84,7 @@ def monthly_retrain(
     report.data_quality_artifact(validated)
 
     splits = data.build_backtest(validated.panel, config)
+    coverage = data.coverage(splits, config)
     planned = data.load_plan(plan, validated, config)
     lineup = compete.candidate_lineup(config, validated)
     factories, ineligible = compete.eligibility(lineup, validated.panel, planned, config)
@@ -96,7 +97,7 @@ def monthly_retrain(
     report.leaderboard_artifact(board, config.backtest.selection_metric)
 
     champion = compete.select(board, config)
-    forecaster = forecast.refit(champion, factories, validated.panel, config)
+    forecaster = forecast.refit(champion, factories, validated.panel, config, outcomes)
     predicted = forecast.forecast(forecaster, validated.panel, planned)
     inventory_plan = publish.inventory(forecaster, validated, config, planned)
     registration = tracking.register(
@@ -115,7 +116,7 @@ def monthly_retrain(
     registration = tracking.promote(run, registration, published, backfill=backfill)
 
     summary = report.summarize(
-        validated, board, champion, registration, run, published, quarantine_path
+        validated, board, champion, registration, run, published, quarantine_path, coverage
     )
     report.summary_artifacts(summary)
     tracking.finish(run)

@@ -80,7 +80,15 @@ class ChampionForecaster:
     n_samples : int
         Predictive draws per row, for candidates that simulate.
     seed : int
-        Seed of the predictive draws (same input, same output).
+        Seed of the predictive draws (same input, same output); :meth:`forecast` draws
+        from ``poolcast.backtest.origin_rng(seed, origin)`` like the backtest.
+    inactive_months : int
+        The inactive rule N of :func:`poolcast.backtest.forecast_at_origin` (0 disables).
+    calibration : str
+        Recalibration mode (see :func:`poolcast.backtest.pit_recalibrate`).
+    calibration_history : pl.DataFrame or None
+        ``month``, ``pit`` and ``res_<level>`` of the candidate's backtest forecasts (its
+        calibration set, see :func:`poolcast.backtest.conformal_shifts`).
     """
 
     name: str
@@ -89,37 +97,82 @@ class ChampionForecaster:
     quantiles: tuple[float, ...]
     n_samples: int
     seed: int
+    inactive_months: int = 0
+    calibration: str = "none"
+    calibration_history: pl.DataFrame | None = None
 
     def predict_frame(self, features: pl.DataFrame) -> pl.DataFrame:
-        """Forecast distribution (keys, ``mean``, ``q_<level>``) of the rows of a feature frame."""
-        forecast = self.candidate.predict_distribution(
-            features,
-            quantiles=self.quantiles,
-            n_samples=self.n_samples,
-            rng=np.random.default_rng(self.seed),
-        )
-        return forecast.to_frame()
+        """Forecast distribution (keys, ``mean``, ``q_<level>``, ``reason``) of feature rows.
+
+        The rows of one origin go through :func:`poolcast.backtest.forecast_at_origin` (draws
+        seeded by the origin, non-negative monotone quantiles, recalibration); without the
+        panel there is no inactive rule (``reason`` is NULL): :meth:`forecast` applies it.
+        """
+        from poolcast.backtest import OriginSplit, forecast_at_origin
+
+        frames = []
+        for (origin,), rows in features.sort("origin").group_by("origin", maintain_order=True):
+            split = OriginSplit(
+                origin=origin,
+                train=rows.head(0),
+                test=rows.sort("horizon", "sku"),
+                spec=self.spec,
+                scale=pl.DataFrame(),
+                history=pl.DataFrame(),
+                activity=None,
+            )
+            frames.append(
+                forecast_at_origin(
+                    self.candidate,
+                    split,
+                    levels=self.quantiles,
+                    n_samples=self.n_samples,
+                    seed=self.seed,
+                    inactive_months=0,
+                    calibration=self.calibration,
+                    calibration_history=self.calibration_history,
+                    name=self.name,
+                ).frame
+            )
+        return pl.concat(frames)
 
     def forecast(
         self, history: pl.DataFrame, *, future: pl.DataFrame | None = None
     ) -> pl.DataFrame:
-        """Forecast the next horizons from the end of a validated panel."""
-        from poolcast.features import build_forecast_frame
+        """Forecast the next horizons from the end of a validated panel (the as-of).
 
-        return self.predict_frame(build_forecast_frame(history, self.spec, future=future))
+        The backtest's path at an origin: :func:`poolcast.backtest.make_origin_split` at
+        the panel's last month with the frozen spec and the plan ``future``, then
+        :func:`poolcast.backtest.forecast_at_origin` (inactive rule, recalibration, draws
+        seeded by the origin, non-negative monotone quantiles).
+
+        Returns
+        -------
+        pl.DataFrame
+            ``sku, origin, horizon, month, mean``, ``q_<level>`` per level, ``reason``.
+        """
+        return self.forecast_distribution(history, future=future).frame
 
     def forecast_distribution(
         self, history: pl.DataFrame, *, future: pl.DataFrame | None = None
     ) -> Any:
-        """Like :meth:`forecast`, but the whole :class:`~poolcast.models.forecast.Forecast`,
-        predictive samples included (same seed, so the same draws as :meth:`forecast`)."""
-        from poolcast.features import build_forecast_frame
+        """The :class:`~poolcast.backtest.OriginForecast` behind :meth:`forecast`: the same
+        frame plus its predictive draws (``samples``, aligned with the frame's rows; zeros for
+        inactive SKUs), so the inventory plan uses exactly the published distribution."""
+        from poolcast.backtest import forecast_at_origin, make_origin_split
 
-        return self.candidate.predict_distribution(
-            build_forecast_frame(history, self.spec, future=future),
-            quantiles=self.quantiles,
+        origin = history.get_column("month").max()
+        split = make_origin_split(history, origin, spec=self.spec, plan=future)
+        return forecast_at_origin(
+            self.candidate,
+            split,
+            levels=self.quantiles,
             n_samples=self.n_samples,
-            rng=np.random.default_rng(self.seed),
+            seed=self.seed,
+            inactive_months=self.inactive_months,
+            calibration=self.calibration,
+            calibration_history=self.calibration_history,
+            name=self.name,
         )
 
     def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
@@ -290,13 +343,35 @@ def fit_champion(
     quantiles: Sequence[float],
     n_samples: int,
     seed: int,
+    publish_quantiles: Sequence[float] = (),
+    inactive_months: int = 0,
+    calibration: str = "none",
+    calibration_history: pl.DataFrame | None = None,
 ) -> ChampionForecaster:
-    """Refit the champion's candidate class on all history (features from the whole panel)."""
-    from poolcast.features import build_training_frame, make_feature_spec
+    """Refit the champion's candidate class on all history, as the backtest fits at an origin.
 
-    spec = make_feature_spec(history, feature_config)
-    candidate = factory().fit(build_training_frame(history, spec), history=history)
-    return ChampionForecaster(name, candidate, spec, tuple(quantiles), n_samples, seed)
+    The origin is the panel's last month (the as-of); the training rows, spec and history
+    come from :func:`poolcast.backtest.make_origin_split` there, and the fit is the
+    backtest's ``factory().fit(active_training_rows(split, inactive_months),
+    history=split.history)``. The forecaster
+    forecasts ``all_levels(quantiles, publish_quantiles)``.
+    """
+    from poolcast.backtest import active_training_rows, all_levels, make_origin_split
+
+    origin = history.get_column("month").max()
+    split = make_origin_split(history, origin, feature_config=feature_config)
+    candidate = factory().fit(active_training_rows(split, inactive_months), history=split.history)
+    return ChampionForecaster(
+        name,
+        candidate,
+        split.spec,
+        all_levels(quantiles, publish_quantiles),
+        n_samples,
+        seed,
+        inactive_months=inactive_months,
+        calibration=calibration,
+        calibration_history=calibration_history,
+    )
 
 
 def make_rescorer(
@@ -308,13 +383,16 @@ def make_rescorer(
     quantiles: Sequence[float],
     n_samples: int,
     seed: int,
+    backtest_options: Mapping[str, Any] | None = None,
 ) -> Callable[[str], float | None]:
     """``rescore(name)``: the candidate's score on this run's backtest.
 
     Reuses the leaderboard when the candidate competed this month (same splits, same
     seed: the same refit score); otherwise refits the class from `factories` at every
     origin of `splits`. None when the class is unknown or its refit raises a library or
-    numerical error.
+    numerical error. ``backtest_options`` are passed on to
+    :func:`poolcast.backtest.backtest_candidate` (``publish_quantiles``,
+    ``inactive_months``, ``calibration``), so a refit is scored as the competition was.
     """
 
     def rescore(name: str) -> float | None:
@@ -326,7 +404,13 @@ def make_rescorer(
 
         try:
             result = backtest_candidate(
-                name, factories[name], splits, quantiles=quantiles, n_samples=n_samples, seed=seed
+                name,
+                factories[name],
+                splits,
+                quantiles=quantiles,
+                n_samples=n_samples,
+                seed=seed,
+                **dict(backtest_options or {}),
             )
         except (PoolcastError, ArithmeticError, np.linalg.LinAlgError, ValueError):
             return None

@@ -42,6 +42,12 @@ __all__ = [
 ]
 
 DEFAULT_QUANTILES: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.99)
+"""Service quantiles: scored by the pinball losses (the selection metric)."""
+
+DEFAULT_PUBLISH_QUANTILES: tuple[float, ...] = (
+    0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.8, 0.9, 0.95, 0.975, 0.99,
+)  # fmt: skip
+"""Quantile levels published per forecast row (with the service levels and interval bounds)."""
 
 #: Leaderboard metrics a champion may be selected by (lower is better); ``pinball_<q>`` too.
 SELECTION_METRICS: tuple[str, ...] = ("scaled_pinball", "mase", "mae", "rmse", "wape", "crps")
@@ -163,14 +169,32 @@ class FeatureConfig:
 
 @dataclass(frozen=True)
 class BacktestConfig:
-    """Rolling-origin backtest and champion selection.
+    r"""Rolling-origin backtest and champion selection.
 
     Fields
     ------
-    n_origins : int
-        Number of forecast origins K (the last K months that still leave a full horizon).
+    n_origins : int or None
+        Number of forecast origins K in 1..12 (the last K months that still leave a full
+        horizon). None (default): :func:`poolcast.backtest.default_n_origins`, enough
+        origins for the backtest's target months to include the calendar months of the
+        next H forecast months one year earlier: :math:`K = \min(12, \max(6, 13 - H))`
+        (10 for H = 3), lowered when the panel is too short.
     quantiles : tuple of float
-        Service quantiles scored by pinball loss and published.
+        Service quantiles scored by pinball loss (the selection metric); also published.
+    publish_quantiles : tuple of float
+        Further quantile levels forecast and published (``forecast_quantiles``); the
+        published set is these plus the service levels plus the 80% / 95% interval bounds.
+    inactive_months : int
+        A SKU without a sale (sales > 0) in the last ``inactive_months`` months at an
+        origin is inactive: forecast exactly 0 (reason ``inactive_<N>_months``), in the
+        backtest and in the published forecast alike. 0 disables the rule.
+    calibration : {"auto", "none", "conformal", "pit"}
+        Quantile recalibration from the candidate's own earlier backtest errors (targets at
+        or before each origin only): "conformal" always applies the scaled split-conformal
+        shift of :func:`poolcast.backtest.conformal_shifts`; "auto" (default) applies it,
+        widening only, at an origin where the candidate's raw 80% or 95% coverage on those
+        earlier rows is more than 5 points below nominal; "pit" remaps the levels instead
+        (:func:`poolcast.backtest.pit_recalibrate`); "none" never.
     n_samples : int
         Predictive samples drawn per row by candidates that simulate.
     candidates : tuple of str or None
@@ -182,8 +206,13 @@ class BacktestConfig:
         Seed of every random generator in the run.
     """
 
-    n_origins: PositiveInt = 6
+    n_origins: Annotated[int, Field(strict=True, ge=1, le=12)] | None = None
     quantiles: Annotated[tuple[Probability, ...], Field(min_length=1)] = DEFAULT_QUANTILES
+    publish_quantiles: Annotated[tuple[Probability, ...], Field(min_length=1)] = (
+        DEFAULT_PUBLISH_QUANTILES
+    )
+    inactive_months: NonNegativeInt = 12
+    calibration: Literal["auto", "conformal", "pit", "none"] = "auto"
     n_samples: PositiveInt = 500
     candidates: tuple[str, ...] | None = None
     selection_metric: str = "scaled_pinball"

@@ -71,6 +71,9 @@ class RetrainSummary:
         The quarantine file (None when no row was quarantined).
     forecast_rows : int
         Rows of the published forecast.
+    backtest_coverage : pl.DataFrame or None
+        Per backtest origin: SKUs and rows scored, unknown targets, inactive SKUs
+        (``poolcast.backtest.backtest_coverage``).
     """
 
     as_of: date | None
@@ -89,6 +92,7 @@ class RetrainSummary:
     outputs_db: Path | None = None
     quarantine_path: Path | None = None
     forecast_rows: int = 0
+    backtest_coverage: pl.DataFrame | None = None
 
     def __str__(self) -> str:
         return summary_text(self)
@@ -139,6 +143,7 @@ def make_summary(
     run: Any,
     published: Any,
     quarantine_path: Path | None,
+    backtest_coverage: pl.DataFrame | None = None,
 ) -> RetrainSummary:
     """Assemble the RetrainSummary from the validation counts, the leaderboard, the registry
     ``Registration``, the MLflow ``RetrainRun`` and the ``PublishResult``."""
@@ -159,6 +164,7 @@ def make_summary(
         outputs_db=published.path,
         quarantine_path=quarantine_path,
         forecast_rows=published.rows.get("forecasts", 0),
+        backtest_coverage=backtest_coverage,
     )
 
 
@@ -289,6 +295,16 @@ def summary_text(summary: RetrainSummary, *, top: int = 3) -> str:
     ]
     if summary.quarantine_path is not None:
         lines.append(f"  quarantine: {summary.quarantine_path}")
+    if summary.backtest_coverage is not None and summary.backtest_coverage.height:
+        lines.append(
+            "  backtest origins (SKUs at origin / scored SKUs, rows / unknown-target "
+            "rows / inactive SKUs, rows):"
+        )
+        for r in summary.backtest_coverage.iter_rows(named=True):
+            lines.append(
+                f"    {r['origin']}: {r['skus']} / {r['skus_scored']}, {r['rows_scored']} / "
+                f"{r['rows_unknown_target']} / {r['skus_inactive']}, {r['rows_inactive']}"
+            )
     return "\n".join(lines)
 
 
@@ -423,6 +439,7 @@ def candidate_tables(result: Any, report: Any | None = None) -> dict[str, pl.Dat
     tables: dict[str, pl.DataFrame | None] = {
         "horizon_metrics": result.horizon_metrics,
         "per_sku_metrics": result.per_sku_metrics,
+        "backtest_coverage": getattr(result, "coverage", None),
     }
     if report is not None:
         tables |= {

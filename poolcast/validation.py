@@ -48,10 +48,14 @@ for among rows whose key is usable (sku present, month a valid first-of-month), 
 their other values; rows are identical when their key and the stripped raw values of
 every other column are equal.
 
-Gaps: a month missing inside a SKU's accepted history (between its first and last
-accepted month) is added to the panel with ``is_gap = True`` and reported in the gaps
-table. Under gap_policy ``"missing"`` its sales are NULL; under ``"zero"`` 0. On gap rows
-customer_count and on_hand are NULL, promo is 0 and category is the SKU's category.
+Gaps: a month missing inside a SKU's accepted history (between its first accepted month
+and the panel's end) is added to the panel with ``is_gap = True`` and reported in the gaps
+table. The panel's end is the as-of month when one is given, else the last accepted month
+of any SKU: **every SKU is completed to that end**, so a SKU whose last row is older than
+the as-of gets trailing gap months (a forecast origin then sees them, instead of the SKU's
+last recorded month). Under gap_policy ``"missing"`` a gap's sales are NULL (unknown);
+under ``"zero"`` 0 (the source omits months without sales). On gap rows customer_count and
+on_hand are NULL, promo is 0 and category is the SKU's category.
 
 Plan columns (``[plan_columns]`` of the mapping, e.g. Rossmann's ``open_days``) are
 non-negative finite numbers; they follow the contract columns in the panel as Float64
@@ -378,7 +382,10 @@ def validate_panel(
         )
 
     observed = _typed_rows(accepted, has, plan_columns)
-    panel = _fill_gaps(observed, gap_policy=gap_policy)
+    end = chosen.month
+    if end is None and observed.height:
+        end = observed.get_column("month").max()
+    panel = _fill_gaps(observed, gap_policy=gap_policy, end=end)
     panel = _check_contract(panel, source=loaded.source)
     gaps = panel.filter(pl.col("is_gap")).select("sku", "month")
 
@@ -686,14 +693,16 @@ def _typed_rows(
     return accepted.select(cols).sort("sku", "month")
 
 
-def _fill_gaps(observed: pl.DataFrame, *, gap_policy: str) -> pl.DataFrame:
-    """Regular monthly grid per SKU from its first to last month; missing months are gaps."""
+def _fill_gaps(observed: pl.DataFrame, *, gap_policy: str, end: date | None) -> pl.DataFrame:
+    """Regular monthly grid per SKU from its first month to ``end`` (default: its last
+    month); missing months are gaps."""
     columns = [*PANEL_COLUMNS, *(c for c in observed.columns if c not in PANEL_COLUMNS)]
     if observed.height == 0:
         return observed.select(columns)
+    last = pl.lit(end, pl.Date) if end is not None else pl.col("month").max()
     grid = (
         observed.group_by("sku")
-        .agg(pl.date_ranges(pl.col("month").min(), pl.col("month").max(), "1mo").alias("month"))
+        .agg(pl.date_ranges(pl.col("month").min(), last, "1mo").alias("month"))
         .explode("month")
     )
     if grid.height == observed.height:

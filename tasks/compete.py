@@ -87,7 +87,15 @@ def compete(
     b = config.backtest
     try:
         result = backtest_candidate(
-            name, factory, splits, quantiles=b.quantiles, n_samples=b.n_samples, seed=b.seed
+            name,
+            factory,
+            splits,
+            quantiles=b.quantiles,
+            n_samples=b.n_samples,
+            seed=b.seed,
+            publish_quantiles=b.publish_quantiles,
+            inactive_months=b.inactive_months,
+            calibration=b.calibration,
         )
         report = describe_candidate(factory, splits[-1])
     except Exception as exc:  # the one broad catch: a failing candidate must not fail the month

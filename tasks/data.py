@@ -7,7 +7,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from poolcast.backtest import OriginSplit, prepare_splits
+from poolcast.backtest import OriginSplit, backtest_coverage, prepare_splits
 from poolcast.config import PipelineConfig, load_config
 from poolcast.features import panel_plan_columns
 from poolcast.io import LoadedSource, load_plan_source, load_source
@@ -17,6 +17,7 @@ from tasks._retry import retry_if_transient
 
 __all__ = [
     "build_backtest",
+    "coverage",
     "load",
     "load_plan",
     "resolve_config",
@@ -72,7 +73,9 @@ def build_backtest(panel, config: PipelineConfig) -> list[OriginSplit]:
     splits = prepare_splits(
         panel, feature_config=config.features, n_origins=config.backtest.n_origins
     )
-    get_run_logger().info("backtest origins: %s", ", ".join(str(s.origin) for s in splits))
+    get_run_logger().info(
+        "backtest origins (%d): %s", len(splits), ", ".join(str(s.origin) for s in splits)
+    )
     return splits
 
 
@@ -112,3 +115,17 @@ def load_plan(
         c.missing or "nothing",
     )
     return result
+
+
+@task(cache_policy=NO_CACHE)
+def coverage(splits: list[OriginSplit], config: PipelineConfig):
+    """Per origin: SKUs and rows the backtest scores, unknown targets, inactive SKUs."""
+    table = backtest_coverage(splits, inactive_months=config.backtest.inactive_months)
+    log = get_run_logger()
+    for r in table.iter_rows(named=True):
+        log.info(
+            "origin %s: %d SKUs, %d scored (%d rows), %d unknown-target rows, %d inactive SKUs",
+            r["origin"], r["skus"], r["skus_scored"], r["rows_scored"],
+            r["rows_unknown_target"], r["skus_inactive"],
+        )  # fmt: skip
+    return table

@@ -19,7 +19,7 @@ from poolcast.champion import (
 )
 from poolcast.config import PipelineConfig
 
-__all__ = ["fingerprint", "forecast", "refit", "rescorer", "score_of"]
+__all__ = ["backtest_options", "fingerprint", "forecast", "refit", "rescorer", "score_of"]
 
 
 @task(cache_policy=NO_CACHE)
@@ -28,9 +28,16 @@ def refit(
     factories: Mapping[str, Callable[[], Any]],
     panel: pl.DataFrame,
     config: PipelineConfig,
+    outcomes: Sequence[Any] = (),
 ) -> ChampionForecaster:
-    """The champion's candidate class fitted on the whole validated panel."""
+    """The champion's candidate class fitted on the whole validated panel, as at a backtest
+    origin; its backtest PITs (from ``outcomes``) are the recalibration set."""
     b = config.backtest
+    calibration_history = None
+    for outcome in outcomes:
+        result = getattr(outcome, "result", None)
+        if result is not None and result.name == name and "month" in result.predictions.columns:
+            calibration_history = result.predictions.select("month", "pit", pl.col("^res_.*$"))
     return fit_champion(
         name,
         factories[name],
@@ -39,6 +46,10 @@ def refit(
         quantiles=b.quantiles,
         n_samples=b.n_samples,
         seed=b.seed,
+        publish_quantiles=b.publish_quantiles,
+        inactive_months=b.inactive_months,
+        calibration=b.calibration,
+        calibration_history=calibration_history,
     )
 
 
@@ -46,11 +57,16 @@ def refit(
 def forecast(
     forecaster: ChampionForecaster, panel: pl.DataFrame, plan: Any | None = None
 ) -> pl.DataFrame:
-    """Forecast distribution for the next horizons from the end of the panel; the plan
+    """Forecast distribution for the next horizons from the end of the panel (the as-of),
+    through the backtest's path (``poolcast.backtest.forecast_at_origin``); the plan
     columns at the target months come from the validated ``--plan`` (a PlanResult)."""
     frame = forecaster.forecast(panel, future=plan.frame if plan is not None else None)
+    inactive = frame.filter(pl.col("reason").is_not_null())
     get_run_logger().info(
-        "forecast: %d rows (%d SKUs)", frame.height, frame.get_column("sku").n_unique()
+        "forecast: %d rows (%d SKUs; %d SKUs inactive, forecast 0)",
+        frame.height,
+        frame.get_column("sku").n_unique(),
+        inactive.get_column("sku").n_unique(),
     )
     return frame
 
@@ -90,4 +106,15 @@ def rescorer(
         quantiles=b.quantiles,
         n_samples=b.n_samples,
         seed=b.seed,
+        backtest_options=backtest_options(config),
     )
+
+
+def backtest_options(config: PipelineConfig) -> dict[str, Any]:
+    """The keyword arguments of ``backtest_candidate`` that come from ``[backtest]``."""
+    b = config.backtest
+    return {
+        "publish_quantiles": b.publish_quantiles,
+        "inactive_months": b.inactive_months,
+        "calibration": b.calibration,
+    }

@@ -45,7 +45,7 @@ def inventory(
         )
     lead_times = read_lead_times(inv.lead_times_path) if inv.lead_times_path else None
     plan = inventory_plan(
-        distribution.keys,
+        distribution.frame.select("sku", "origin", "horizon", "month"),
         distribution.samples,
         policy=policy,
         skus=sku_attributes(validated.panel, lead_times),

@@ -103,6 +103,7 @@ def summarize(
     run: RetrainRun,
     published: PublishResult,
     quarantine_path: Path,
+    backtest_coverage: pl.DataFrame | None = None,
 ) -> RetrainSummary:
     """Collect the run's outcome into the RetrainSummary the flow returns."""
     return make_summary(
@@ -113,4 +114,5 @@ def summarize(
         run=run,
         published=published,
         quarantine_path=quarantine_path,
+        backtest_coverage=backtest_coverage,
     )

@@ -15,6 +15,12 @@ One draw d of the response of new row i is made in three steps:
    :math:`y \\sim \\operatorname{Poisson}(\\lambda)`, so that :math:`E[y] = \\mu` and
    :math:`\\operatorname{Var}[y] = \\mu + \\mu^2/\\theta`; binomial(:math:`n_i, \\mu_i`).
 
+Overflow: a Poisson rate (``mu`` for Poisson, ``lambda`` for NB2) is clipped to
+:data:`MAX_POISSON_RATE` = 1e15 before the Poisson draw (numpy rejects rates above about
+9.2e18 with "lam value too large", and an exp of a huge linear predictor is inf), so a
+single overflowing draw gives 1e15 instead of failing the whole forecast; 1e15 units is
+beyond any real demand, and a model producing it is judged by its scores.
+
 The draws are vectorised over groups and draws (a Python loop runs over grouping factors
 only), and all randomness comes from the ``rng`` argument.
 """
@@ -33,7 +39,15 @@ if TYPE_CHECKING:
     from poolcast.glmm.results import GlmmResults
     from poolcast.glmm.terms import NewBlock
 
-__all__ = ["compute_sqrt_psd", "simulate"]
+__all__ = ["MAX_POISSON_RATE", "compute_sqrt_psd", "simulate"]
+
+MAX_POISSON_RATE = 1e15
+"""Largest Poisson rate drawn from; larger (or infinite) rates are clipped to it."""
+
+
+def _safe_rate(rate: np.ndarray) -> np.ndarray:
+    """Rates clipped to [0, MAX_POISSON_RATE] (NaN stays NaN and fails loudly downstream)."""
+    return np.clip(rate, 0.0, MAX_POISSON_RATE)
 
 
 def simulate(
@@ -222,24 +236,26 @@ def _draw_response(
     """Observation noise around the means mu (n_rows, n) for the fitted family."""
     name = results.family.name
     if name == "poisson":
-        return rng.poisson(mu).astype(float)
+        return rng.poisson(_safe_rate(mu)).astype(float)
     if name == "negbin":
         theta = results.nb_theta
         if theta is None or not np.isfinite(theta) or theta <= 0:
             raise InvalidParameterError(
                 f"nb_theta={theta!r} of the fitted NB2 model must be a positive number."
             )
-        lam = rng.gamma(shape=theta, scale=mu / theta)
-        return rng.poisson(lam).astype(float)
+        lam = rng.gamma(shape=theta, scale=_safe_rate(mu) / theta)
+        return rng.poisson(_safe_rate(lam)).astype(float)
     if name == "truncated_negbin":
         theta = float(results.nb_theta)
-        draws = rng.poisson(rng.gamma(shape=theta, scale=mu / theta)).astype(float)
+        draws = rng.poisson(
+            _safe_rate(rng.gamma(shape=theta, scale=_safe_rate(mu) / theta))
+        ).astype(float)
         for _ in range(_TRUNCATION_REDRAWS):  # redraw the zeros: a draw given y > 0
             zero = draws == 0
             if not zero.any():
                 break
-            lam = rng.gamma(shape=theta, scale=mu[zero] / theta)
-            draws[zero] = rng.poisson(lam)
+            lam = rng.gamma(shape=theta, scale=_safe_rate(mu[zero]) / theta)
+            draws[zero] = rng.poisson(_safe_rate(lam))
         return np.maximum(draws, 1.0)
     if name == "tweedie":
         p, phi = float(results.family.power), 1.0 / float(results.nb_theta)

@@ -8,8 +8,15 @@ no customers in car parts...); the reasons for dropping are recorded.
 
 Transformations, frozen from the training frame and applied unchanged to forecast rows:
 
-* null values are imputed with the training median of the column (e.g. ``log_customers``
-  of a SKU without customer history), so a forecast never fails on a missing feature;
+* missing values are explicit, never silently imputed: when a covariate has null values in
+  the training frame (e.g. ``log_customers`` of a SKU without customer history, or a
+  sales-history term of a SKU whose recent months are unknown under gap policy
+  "missing"), the design gets a 0/1 indicator ``<name>_missing`` next to it, and the
+  null value itself is set to the training mean of the observed values (so the centred
+  covariate is 0 there and the indicator's coefficient carries the effect of being
+  missing). A forecast row with a null in a covariate that was never missing in training
+  gets the same documented mean fill (the covariate contributes its average effect);
+  no model sees a median;
 * the continuous covariates (``t`` and the customer features) are centred at their
   training mean, so the intercept is the log mean at average trend and customers and
   the IRLS / PIRLS problems are well conditioned. Fourier terms and ``promo`` are not
@@ -27,7 +34,9 @@ from poolcast.errors import DataContractError
 
 __all__ = [
     "FOURIER_COLUMNS",
+    "MISSING_SUFFIX",
     "CovariateSpec",
+    "add_covariate",
     "build_covariate_frame",
     "build_covariates",
     "build_design",
@@ -52,15 +61,20 @@ class CovariateSpec:
     centres : tuple of float
         Value subtracted from each term (0 for terms that are not centred).
     fill_values : tuple of float
-        Training median used for null values of each term.
+        Value used for a null of each term: the training mean of its observed values
+        (0 for an indicator).
     dropped : dict of str to str
         Candidate covariates left out, with the reason.
+    indicators : tuple of str
+        Columns that had nulls in training and so have a ``<name>_missing`` term in
+        ``terms`` (computed from the column's nulls by :func:`build_covariates`).
     """
 
     terms: tuple[str, ...]
     centres: tuple[float, ...]
     fill_values: tuple[float, ...]
     dropped: dict[str, str] = field(default_factory=dict)
+    indicators: tuple[str, ...] = ()
 
     def formula(self, response: str = "sales", random: str | None = None) -> str:
         """Formula string of the fixed part (plus a random part such as ``"(1 | sku)"``)."""
@@ -111,30 +125,68 @@ def make_covariate_spec(
     terms: list[str] = []
     centres: list[float] = []
     fills: list[float] = []
+    indicators: list[str] = []
     for name in wanted:
         if name not in train.columns:
             dropped[name] = "absent from the training frame"
             continue
-        col = train.get_column(name).cast(pl.Float64)
-        values = col.drop_nulls().drop_nans().to_numpy()
-        if values.size == 0:
-            dropped[name] = "all null in the training frame"
-            continue
-        if np.ptp(values) <= 1e-12 * max(1.0, float(np.abs(values).max())):
-            dropped[name] = f"constant ({values[0]:g}) in the training frame"
-            continue
-        fill = float(np.median(values))
-        filled = col.fill_null(fill).fill_nan(fill).to_numpy()
-        terms.append(name)
-        fills.append(fill)
-        centred = _is_centred(name) or (name in plan_terms and name != "promo")
-        centres.append(float(filled.mean()) if centred else 0.0)
-    return CovariateSpec(tuple(terms), tuple(centres), tuple(fills), dropped)
+        add_covariate(
+            train.get_column(name),
+            name,
+            centred=_is_centred(name) or (name in plan_terms and name != "promo"),
+            terms=terms,
+            centres=centres,
+            fills=fills,
+            indicators=indicators,
+            dropped=dropped,
+        )
+    return CovariateSpec(tuple(terms), tuple(centres), tuple(fills), dropped, tuple(indicators))
+
+
+MISSING_SUFFIX = "_missing"
+
+
+def add_covariate(
+    column: pl.Series,
+    name: str,
+    *,
+    centred: bool,
+    terms: list[str],
+    centres: list[float],
+    fills: list[float],
+    indicators: list[str],
+    dropped: dict[str, str],
+) -> None:
+    """Append ``name`` (and its ``<name>_missing`` indicator when it has nulls) to a layout.
+
+    The term is dropped (with the reason) when all null or constant; its fill is the mean
+    of its observed values; when some values are null and some not, the indicator is
+    added (unless the nulls would make it constant, which they cannot here).
+    """
+    col = column.cast(pl.Float64).fill_nan(None)
+    values = col.drop_nulls().to_numpy()
+    if values.size == 0:
+        dropped[name] = "all null in the training frame"
+        return
+    if np.ptp(values) <= 1e-12 * max(1.0, float(np.abs(values).max())):
+        dropped[name] = f"constant ({values[0]:g}) in the training frame"
+        return
+    fill = float(values.mean())
+    terms.append(name)
+    fills.append(fill)
+    centres.append(fill if centred else 0.0)
+    if col.null_count():
+        indicators.append(name)
+        terms.append(name + MISSING_SUFFIX)
+        fills.append(0.0)
+        centres.append(0.0)
 
 
 def build_covariates(spec: CovariateSpec, frame: pl.DataFrame) -> np.ndarray:
-    """Covariate matrix (n, len(spec.terms)): nulls imputed, continuous terms centred."""
-    missing = [t for t in spec.terms if t not in frame.columns]
+    """Covariate matrix (n, len(spec.terms)): indicators of missing values, nulls set to the
+    documented fill, continuous terms centred."""
+    derived = {f"{c}{MISSING_SUFFIX}": c for c in spec.indicators}
+    missing = [t for t in spec.terms if t not in frame.columns and t not in derived]
     if missing:
         raise DataContractError(
             f"forecast rows lack covariate column(s) {missing} the model was fitted with; "
@@ -144,6 +196,10 @@ def build_covariates(spec: CovariateSpec, frame: pl.DataFrame) -> np.ndarray:
     for j, (name, centre, fill) in enumerate(
         zip(spec.terms, spec.centres, spec.fill_values, strict=True)
     ):
+        if name in derived:
+            base = frame.get_column(derived[name]).cast(pl.Float64).fill_nan(None)
+            out[:, j] = base.is_null().cast(pl.Float64).to_numpy()
+            continue
         col = frame.get_column(name).cast(pl.Float64).fill_null(fill).fill_nan(fill)
         out[:, j] = col.to_numpy() - centre
     return out

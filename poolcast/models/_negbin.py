@@ -112,6 +112,8 @@ def sample_nb2(
     """
     mu = np.asarray(mu, dtype=float)
     n = mu.shape[0]
+    # an overflowing mean (inf) is clipped first, so inf * a zero gamma draw never gives NaN
+    mu = np.clip(mu, 0.0, _MAX_RATE)
     lam = np.broadcast_to(mu[:, None] if mu.ndim == 1 else mu, (n, n_samples))
     alpha_arr = np.asarray(alpha, dtype=float)
     if alpha_arr.ndim == 0:

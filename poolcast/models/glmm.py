@@ -33,7 +33,8 @@ from poolcast.errors import DataContractError, InvalidParameterError, PoolcastEr
 from poolcast.glmm import GlmmControl
 from poolcast.glmm import fit as glmm_fit
 from poolcast.glmm.families import Tweedie
-from poolcast.models._design import CovariateSpec, build_covariate_frame
+from poolcast.glmm.simulate import MAX_POISSON_RATE
+from poolcast.models._design import CovariateSpec, add_covariate, build_covariate_frame
 from poolcast.models._validation import Interval, Options, validate_parameters
 from poolcast.models.base import (
     CovariateCandidate,
@@ -226,7 +227,10 @@ class GlmmCandidate(CovariateCandidate):
         data = build_covariate_frame(model.spec, rows_h.drop("sales", strict=False))
         res = model.results
         try:
-            mean = np.asarray(res.predict(data, level="conditional"), dtype=float)
+            # an overflowing mean is clipped at the draws' bound (poolcast.glmm.simulate)
+            mean = np.minimum(
+                np.asarray(res.predict(data, level="conditional"), dtype=float), MAX_POISSON_RATE
+            )
             draws = res.simulate(
                 data, n_samples, rng=rng, include_fixef_uncertainty=self.include_fixef_uncertainty
             )
@@ -508,8 +512,9 @@ class GlmmNegBinDynamic(GlmmNegBinRandomIntercept):
     seasonal term is 0 instead and :math:`\\delta\\, m_{iT}` is added (:math:`m_{iT}` = 1
     when the lag is missing). All are known at the origin, so the model stays
     leakage-safe; the random intercept keeps partially pooling the SKU's residual level.
-    The log terms are centred at their training mean; a null rolling mean is imputed with
-    the training median, and a term constant in the training frame is dropped (recorded in
+    The log terms are centred at their training mean; a term with nulls in training (a
+    rolling mean over unknown months) gets a ``<term>_missing`` indicator and its nulls the
+    training mean (see :mod:`poolcast.models._design`), and a term constant in the training frame is dropped (recorded in
     ``describe().convergence[...]["dropped_covariates"]``).
 
     The terms let a SKU's own level shifts (:math:`\\gamma_3`) and its own seasonal shape
@@ -598,22 +603,20 @@ class GlmmNegBinDynamic(GlmmNegBinRandomIntercept):
     def _covariate_spec(self, train_h: pl.DataFrame) -> CovariateSpec:
         base = super()._covariate_spec(train_h)
         terms, centres, fills = list(base.terms), list(base.centres), list(base.fill_values)
-        dropped = dict(base.dropped)
+        dropped, indicators = dict(base.dropped), list(base.indicators)
         indicator = self.seasonal_fallback == "indicator"
         for name in _history_columns(tuple(self.history_terms), indicator=indicator):
-            col = train_h.get_column(name)
-            values = col.drop_nulls().to_numpy()
-            if values.size == 0:
-                dropped[name] = "all null in the training frame"
-                continue
-            if np.ptp(values) <= 1e-12 * max(1.0, float(np.abs(values).max())):
-                dropped[name] = f"constant ({values[0]:g}) in the training frame"
-                continue
-            fill = float(np.median(values))
-            terms.append(name)
-            fills.append(fill)
-            centres.append(0.0 if name == _SEASONAL_MISSING else float(col.fill_null(fill).mean()))
-        return CovariateSpec(tuple(terms), tuple(centres), tuple(fills), dropped)
+            add_covariate(
+                train_h.get_column(name),
+                name,
+                centred=name != _SEASONAL_MISSING,
+                terms=terms,
+                centres=centres,
+                fills=fills,
+                indicators=indicators,
+                dropped=dropped,
+            )
+        return CovariateSpec(tuple(terms), tuple(centres), tuple(fills), dropped, tuple(indicators))
 
     def _fit_horizon(self, train_h: pl.DataFrame, horizon: int) -> _GlmmModel:
         return super()._fit_horizon(self._with_history(train_h), horizon)

@@ -177,7 +177,15 @@ def test_the_forecast_is_published_for_the_run(retrain):
     assert forecasts.height == summary.forecast_rows == 8 * 2
     assert sorted(set(forecasts.get_column("horizon"))) == [1, 2]
     quantiles = read_table(summary.outputs_db, "forecast_quantiles", run_id=summary.mlflow_run_id)
-    assert sorted(set(quantiles.get_column("level"))) == [0.5, 0.9]
+    # issue 7: the service levels, the published levels (default) and the interval bounds
+    expected = {0.5, 0.9, 0.025, 0.05, 0.1, 0.25, 0.75, 0.8, 0.95, 0.975, 0.99}
+    assert sorted(set(quantiles.get_column("level"))) == sorted(expected)
+    # a valid distribution per row: non-negative and non-decreasing in the level
+    assert quantiles.get_column("value").min() >= 0
+    steps = quantiles.sort("sku", "month", "level").with_columns(
+        step=pl.col("value").diff().over("sku", "month")
+    )
+    assert steps.get_column("step").drop_nulls().min() >= 0
 
 
 def test_when_every_candidate_fails_the_flow_fails_and_its_mlflow_run_is_failed(retrain):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from statistics import NormalDist
 from typing import Self
 
 import numpy as np
@@ -11,10 +12,19 @@ import pytest
 
 from poolcast.backtest import (
     CandidateBacktest,
+    active_training_rows,
+    all_levels,
     backtest_candidate,
+    backtest_coverage,
     build_horizon_table,
     build_leaderboard,
+    conformal_shifts,
+    default_n_origins,
+    forecast_at_origin,
+    months_since_sale,
+    pit_recalibrate,
     prepare_splits,
+    residual_column,
     rolling_origins,
     score_predictions,
     select_champion,
@@ -34,7 +44,9 @@ def _add_months(d: date, k: int) -> date:
     return date(i // 12, i % 12 + 1, 1)
 
 
-def make_panel(n_sku: int = 6, n_month: int = 30, *, seed: int = 0) -> pl.DataFrame:
+def make_panel(
+    n_sku: int = 6, n_month: int = 30, *, seed: int = 0, season: float = 0.4
+) -> pl.DataFrame:
     """Contract panel with staggered starts, gap rows (NULL sales) and customer counts."""
     rng = np.random.default_rng(seed)
     frames = []
@@ -43,7 +55,7 @@ def make_panel(n_sku: int = 6, n_month: int = 30, *, seed: int = 0) -> pl.DataFr
         length = n_month - start
         months = [_add_months(date(2021, 1, 1), start + i) for i in range(length)]
         level = rng.gamma(3.0, 15.0)
-        sales = rng.poisson(level * (1 + 0.4 * np.sin(2 * np.pi * np.arange(length) / 12)))
+        sales = rng.poisson(level * (1 + season * np.sin(2 * np.pi * np.arange(length) / 12)))
         gap = np.zeros(length, dtype=bool)
         gap[rng.choice(np.arange(2, length - 1), size=2, replace=False)] = True
         frames.append(
@@ -137,20 +149,20 @@ def test_splits_are_rebuilt_from_data_up_to_each_origin() -> None:
         assert split.spec == make_feature_spec(history, CONFIG)
         assert split.train.equals(build_training_frame(history, split.spec))
         assert split.scale.equals(seasonal_naive_scale(history))
-        # test rows: from the origin, horizons 1..3, observed truth only
+        # test rows: from the origin, horizons 1..3, every SKU present at the origin (issue
+        # 7: unknown targets are kept, with sales NULL, and counted instead of dropped)
         assert (split.test["origin"] == split.origin).all()
         assert split.test["month"].min() > split.origin
         assert split.test["month"].max() <= _add_months(split.origin, 3)
-        assert split.test["sales"].null_count() == 0
+        at_origin = history["sku"].unique().sort().to_list()
+        assert split.test.group_by("sku").len().sort("sku").rows() == [(s, 3) for s in at_origin]
         truth = panel.select("sku", "month", pl.col("sales").alias("truth"), "promo")
         checked = split.test.join(truth, on=["sku", "month"], how="left")
-        assert (checked["sales"] == checked["truth"]).all()
+        assert checked["sales"].eq_missing(checked["truth"]).all()
         assert (checked["promo"] == checked["promo_right"]).all()  # planned promo at T
         features = build_forecast_frame(history, split.spec, origin=split.origin)
         assert split.test.drop("sales", "promo").equals(
-            features.join(split.test.select("sku", "month"), on=["sku", "month"], how="semi")
-            .drop("sales", "promo")
-            .sort("horizon", "sku")
+            features.drop("sales", "promo").sort("horizon", "sku")
         )
 
 
@@ -216,7 +228,9 @@ class _Oracle:
 
     def predict_distribution(self, rows, *, quantiles, n_samples, rng) -> Forecast:  # type: ignore[no-untyped-def]
         rows = rows.reverse()
-        y = np.array([self.truth[(s, m)] for s, m in rows.select("sku", "month").iter_rows()])
+        y = np.array(
+            [self.truth.get((s, m), 0.0) for s, m in rows.select("sku", "month").iter_rows()]
+        )
         keys = rows.select("sku", "origin", "horizon", "month")
         return Forecast(keys, y, {float(q): y for q in quantiles}, None)
 
@@ -234,7 +248,15 @@ def test_scoring_aligns_forecasts_with_truth() -> None:
     assert m["mae"] == 0 and m["rmse"] == 0 and m["mase"] == 0 and m["bias"] == 0
     assert m["crps"] == 0 and m["scaled_pinball"] == 0
     assert m["coverage_80"] == 1 and m["coverage_95"] == 1
-    assert m["n"] == sum(s.test.height for s in splits)
+    # every row with a known truth is scored; the unknown ones are counted per origin
+    assert m["n"] == sum(s.test["sales"].is_not_null().sum() for s in splits)
+    assert result.coverage["rows_scored"].to_list() == [
+        s.test["sales"].is_not_null().sum() for s in splits
+    ]
+    assert result.coverage["rows_unknown_target"].to_list() == [
+        s.test["sales"].null_count() for s in splits
+    ]
+    assert sum(result.coverage["rows_unknown_target"]) > 0  # the panel has gap months
 
 
 def test_metrics_by_horizon_and_sku_match_direct_computation() -> None:
@@ -271,7 +293,7 @@ def test_metrics_by_horizon_and_sku_match_direct_computation() -> None:
     assert result.per_sku_metrics["n"].sum() == pred.height
     # the overall row equals scoring everything at once
     overall = score_predictions(pred, quantiles=QUANTILES).row(0, named=True)
-    assert result.metrics == pytest.approx(overall)
+    assert {k: result.metrics[k] for k in overall} == pytest.approx(overall)
     assert result.fit_seconds >= 0 and result.predict_seconds >= 0
 
 
@@ -386,3 +408,215 @@ def test_ineligible_candidates_are_listed_with_their_reason_and_never_win() -> N
         select_champion(only)
     with pytest.raises(InvalidParameterError, match="both in results and ineligible"):
         build_leaderboard(results, {}, ineligible={"seasonal_naive": reason})
+
+
+# --- issue 7: every SKU accounted for, inactive SKUs, quantiles, origins, recalibration ---
+
+
+def test_months_since_sale_and_the_inactive_rule() -> None:
+    panel = make_panel(n_sku=6, n_month=30, seed=5)
+    months = sorted(panel["month"].unique().to_list())
+    # sku0 sells nothing (0 or unknown) after its 14th month; sku1 sells last at month 20
+    panel = panel.with_columns(
+        sales=pl.when((pl.col("sku") == "sku0") & (pl.col("month") > months[13]))
+        .then(pl.when(pl.col("is_gap")).then(None).otherwise(0))
+        .when((pl.col("sku") == "sku1") & (pl.col("month") > months[19]))
+        .then(0)
+        .otherwise(pl.col("sales"))
+    )
+    origin = months[26]
+    ms = dict(months_since_sale(panel, origin).iter_rows())
+    assert ms["sku0"] == 26 - 13 and ms["sku1"] == 26 - 19  # counted by hand
+    splits = prepare_splits(panel, feature_config=CONFIG, n_origins=1)
+    assert splits[0].origin == origin
+    RecordingMovingAverage.log = []
+    kwargs = {"quantiles": QUANTILES, "n_samples": 20, "seed": 0}
+    result = backtest_candidate("ma", RecordingMovingAverage, splits, inactive_months=12, **kwargs)
+    # sku0 (13 months without a sale) is inactive: forecast 0, reported apart, never dropped
+    assert result.inactive["sku"].unique().to_list() == ["sku0"]
+    assert result.inactive.height == 3
+    assert result.inactive["reason"].unique().to_list() == ["inactive_12_months"]
+    qcols = [c for c in result.inactive.columns if c.startswith("q_")]
+    assert (result.inactive.select(["mean", *qcols]).to_numpy() == 0).all()
+    assert "sku0" not in result.predictions["sku"].to_list()
+    assert "sku1" in result.predictions["sku"].to_list()  # 7 months: still active
+    cov = result.coverage.row(0, named=True)
+    assert (cov["skus"], cov["skus_inactive"], cov["rows_inactive"]) == (6, 1, 3)
+    assert cov["rows_scored"] + cov["rows_unknown_target"] + cov["rows_inactive"] == 6 * 3
+    assert result.coverage.equals(backtest_coverage(splits, inactive_months=12))
+    # the model never saw the inactive SKU's rows
+    assert RecordingMovingAverage.log[-1]["stage"] == "predict"
+    # rule N = 0 disables it; N = 8 also catches sku1 (7 months) -> no, 7 < 8: still active
+    off = backtest_candidate("ma", RecordingMovingAverage, splits, inactive_months=0, **kwargs)
+    assert off.inactive.height == 0 and "sku0" in off.predictions["sku"].to_list()
+    seven = backtest_candidate("ma", RecordingMovingAverage, splits, inactive_months=7, **kwargs)
+    assert sorted(seven.inactive["sku"].unique().to_list()) == ["sku0", "sku1"]
+
+
+class _CrossingQuantiles(RecordingMovingAverage):
+    """Returns quantiles that decrease in the level and go negative (an invalid distribution)."""
+
+    def predict_distribution(self, rows, *, quantiles, n_samples, rng) -> Forecast:  # type: ignore[no-untyped-def]
+        keys = rows.select("sku", "origin", "horizon", "month")
+        levels = sorted(float(q) for q in quantiles)
+        base = np.arange(rows.height, dtype=float)
+        q = {lv: base * (1.0 - lv) - 2.0 for lv in levels}  # decreasing in lv; some < 0
+        return Forecast(keys, base, q, None)
+
+
+def test_published_quantiles_are_non_negative_and_monotone_in_the_level() -> None:
+    splits = prepare_splits(make_panel(), feature_config=CONFIG, n_origins=1)
+    levels = all_levels(QUANTILES, (0.025, 0.05, 0.25, 0.75))
+    fc = forecast_at_origin(
+        _CrossingQuantiles(), splits[0], levels=levels, n_samples=5, seed=0, inactive_months=0
+    )
+    q = fc.frame.select([f"q_{lv:g}" for lv in levels]).to_numpy()
+    assert (q >= 0).all()
+    assert (np.diff(q, axis=1) >= 0).all()
+    # the fix is the running maximum of the clipped raw values (here: all equal to the lowest
+    # level's value, the largest raw one), computed by hand
+    base = np.arange(q.shape[0], dtype=float)
+    expected_first = np.clip(base * (1.0 - levels[0]) - 2.0, 0.0, None)
+    np.testing.assert_allclose(q[:, -1], expected_first)
+
+
+def test_default_origins_see_the_forecast_months_one_year_earlier() -> None:
+    panel = make_panel(n_sku=2, n_month=60)
+    last = panel["month"].max()
+    for h in range(1, 13):
+        k = default_n_origins(h)
+        assert 6 <= k <= 12
+        origins = rolling_origins(panel, n_origins=k, horizons=h)
+        targets = {_add_months(o, j) for o in origins for j in range(1, h + 1)}
+        next_months = [_add_months(last, j) for j in range(1, h + 1)]
+        year_earlier = {_add_months(m, -12) for m in next_months}
+        assert year_earlier <= targets, h
+        if k > 6:  # and it is the smallest K that does (unless the floor of 6 applies)
+            fewer = rolling_origins(panel, n_origins=k - 1, horizons=h)
+            fewer_targets = {_add_months(o, j) for o in fewer for j in range(1, h + 1)}
+            assert not year_earlier <= fewer_targets
+    assert default_n_origins(3) == 10
+    splits = prepare_splits(panel, feature_config=CONFIG)
+    assert len(splits) == 10
+    # a short panel lowers the default so the earliest origin keeps 12 + H months of history
+    for n_month, expected in ((24, 7), (19, 2)):
+        short = prepare_splits(make_panel(n_sku=2, n_month=n_month), feature_config=CONFIG)
+        assert len(short) == expected
+        assert short[0].origin == _add_months(date(2021, 1, 1), 14)  # 15 months: 2021-01..2022-03
+    # ...or, shorter still, to what rolling_origins accepts (span - 2H)
+    tiny = make_panel(n_sku=2, n_month=12)
+    assert len(prepare_splits(tiny, feature_config=CONFIG)) == 12 - 2 * 3
+    with pytest.raises(InvalidParameterError, match=r"1\.\.12"):
+        prepare_splits(panel, feature_config=CONFIG, n_origins=13)
+
+
+def test_pit_recalibration_uses_only_earlier_targets_and_fixes_coverage() -> None:
+    origin = date(2023, 6, 1)
+    rng = np.random.default_rng(0)
+    # PITs of a forecast that is too narrow: mass piles up near 0 and 1
+    narrow = np.clip(rng.beta(0.4, 0.4, 2000), 0, 1)
+    before = pl.DataFrame({"month": [date(2023, 5, 1)] * 2000, "pit": narrow})
+    uniform = pl.DataFrame({"month": [date(2023, 5, 1)] * 2000, "pit": rng.uniform(size=2000)})
+    later = pl.DataFrame({"month": [date(2023, 7, 1)] * 2000, "pit": rng.uniform(size=2000)})
+    levels = (0.025, 0.1, 0.5, 0.9, 0.975)
+    remap = pit_recalibrate(levels, pl.concat([before, later]), origin=origin, mode="pit")
+    # the level asked is the empirical quantile of the earlier PITs only (theory: G^-1(tau))
+    np.testing.assert_allclose([remap[q] for q in levels], np.quantile(narrow, levels))
+    assert remap[0.1] < 0.1 and remap[0.9] > 0.9  # the interval widens
+    assert pit_recalibrate(levels, uniform, origin=origin, mode="pit") != {}
+    assert pit_recalibrate(levels, before, origin=origin, mode="none") == {}
+    assert pit_recalibrate(levels, later, origin=origin, mode="pit") == {}  # all after origin
+    assert pit_recalibrate(levels, before, origin=origin, mode="conformal") == {}
+    with pytest.raises(InvalidParameterError, match="calibration"):
+        pit_recalibrate(levels, before, origin=origin, mode="isotonic")
+
+
+class _TooNarrow(RecordingMovingAverage):
+    """Point-mass-like forecasts: draws within +-1 of the mean (intervals far too narrow)."""
+
+    def predict_distribution(self, rows, *, quantiles, n_samples, rng) -> Forecast:  # type: ignore[no-untyped-def]
+        fc = super().predict_distribution(rows, quantiles=quantiles, n_samples=n_samples, rng=rng)
+        draws = np.rint(fc.mean)[:, None] + rng.integers(-1, 2, size=(rows.height, n_samples))
+        draws = np.clip(draws, 0, None)
+        return Forecast(fc.keys, fc.mean, quantiles_from_samples(draws, quantiles), draws)
+
+
+def test_recalibration_brings_backtest_coverage_towards_nominal() -> None:
+    # stationary demand: the errors of earlier origins are exchangeable with later ones (the
+    # assumption of split conformal), so the correction must reach nominal coverage
+    panel = make_panel(n_sku=40, n_month=36, seed=8, season=0.0)
+    splits = prepare_splits(panel, feature_config=CONFIG, n_origins=10)
+    kwargs = {"quantiles": QUANTILES, "n_samples": 200, "seed": 2, "inactive_months": 0}
+    raw = backtest_candidate("narrow", _TooNarrow, splits, calibration="none", **kwargs)
+    fixed = backtest_candidate("narrow", _TooNarrow, splits, calibration="conformal", **kwargs)
+    auto = backtest_candidate("narrow", _TooNarrow, splits, calibration="auto", **kwargs)
+    # "auto" sees the raw coverage is far below nominal at the same origins
+    assert auto.metrics["recalibrated_origins"] == fixed.metrics["recalibrated_origins"]
+    assert raw.metrics["coverage_80"] < 0.5  # badly under-covered, as built
+    assert fixed.metrics["recalibrated_origins"] >= 5
+    # only origins with earlier PITs can be recalibrated: compare on those
+    first = splits[0].origin
+    late = pl.col("origin") > _add_months(first, 2)
+
+    def cov(result: CandidateBacktest) -> float:
+        p = result.predictions.filter(late)
+        return float(((p["q_0.1"] <= p["y"]) & (p["y"] <= p["q_0.9"])).mean())
+
+    assert abs(cov(fixed) - 0.8) < abs(cov(raw) - 0.8)
+    assert abs(cov(fixed) - 0.8) < 0.1
+    assert abs(cov(auto) - 0.8) < 0.1  # widening only is enough here
+    # the raw coverage (before recalibration) is the uncalibrated run's coverage
+    assert fixed.metrics["raw_coverage_80"] == pytest.approx(raw.metrics["coverage_80"])
+    assert raw.metrics["recalibrated_origins"] == 0
+
+
+def test_conformal_shifts_are_the_level_quantiles_of_earlier_scaled_residuals() -> None:
+    origin = date(2023, 6, 1)
+    rng = np.random.default_rng(1)
+    levels = (0.025, 0.1, 0.5, 0.9, 0.975)
+    # residuals of an unbiased forecast whose intervals are half as wide as they should be
+    r = {residual_column(q): rng.normal(0, 1, 500) for q in levels}
+    hist = pl.DataFrame({"month": [date(2023, 5, 1)] * 500, **r})
+    later = pl.DataFrame({"month": [date(2023, 7, 1)] * 500, **{k: v + 100 for k, v in r.items()}})
+    shifts = conformal_shifts(levels, pl.concat([hist, later]), origin=origin, mode="conformal")
+    for q in levels:  # theory: c_tau is the tau-quantile of the residuals up to the origin only
+        assert shifts[q] == pytest.approx(np.quantile(r[residual_column(q)], q))
+    assert conformal_shifts(levels, hist.head(50), origin=origin, mode="conformal") == {}
+    assert conformal_shifts(levels, hist, origin=origin, mode="none") == {}
+    # "auto" leaves a calibrated forecast alone: residuals at level tau have P(r <= 0) = tau
+    calibrated = pl.DataFrame(
+        {"month": [date(2023, 5, 1)] * 4000}
+        | {residual_column(q): rng.normal(0, 1, 4000) - NormalDist().inv_cdf(q) for q in levels}
+    )
+    assert conformal_shifts(levels, calibrated, origin=origin, mode="auto") == {}
+    # ...and an over-covering one (intervals too wide), which it never narrows
+    wide = pl.DataFrame(
+        {"month": [date(2023, 5, 1)] * 4000}
+        | {residual_column(q): rng.normal(0, 0.3, 4000) - NormalDist().inv_cdf(q) for q in levels}
+    )
+    assert conformal_shifts(levels, wide, origin=origin, mode="auto") == {}
+    assert conformal_shifts(levels, wide, origin=origin, mode="conformal") != {}
+    # an under-covering one is widened: lower levels down, upper up, the median kept
+    auto = conformal_shifts(levels, hist, origin=origin, mode="auto")
+    assert auto[0.025] <= 0 and auto[0.1] <= 0 and auto[0.5] == 0
+    assert auto[0.9] >= 0 and auto[0.975] >= 0
+    assert auto[0.975] == pytest.approx(max(shifts[0.975], 0.0))
+
+
+def test_training_rows_of_a_sku_inactive_at_their_origin_are_left_out() -> None:
+    panel = make_panel(n_sku=4, n_month=30, seed=6)
+    months = sorted(panel["month"].unique().to_list())
+    # sku0 sells nothing after months[5]: inactive (N = 12) from months[17] on
+    panel = panel.with_columns(
+        sales=pl.when((pl.col("sku") == "sku0") & (pl.col("month") > months[5]))
+        .then(0)
+        .otherwise(pl.col("sales"))
+    )
+    split = prepare_splits(panel, feature_config=CONFIG, n_origins=1)[0]
+    kept = active_training_rows(split, 12)
+    dropped = split.train.join(kept, on=["sku", "origin", "horizon"], how="anti")
+    # exactly sku0's rows with origin >= months[17] (12 months after its last sale), by hand
+    expected = split.train.filter((pl.col("sku") == "sku0") & (pl.col("origin") >= months[17]))
+    assert dropped.sort("horizon", "origin").equals(expected.sort("horizon", "origin"))
+    assert expected.height > 0
+    assert active_training_rows(split, 0).equals(split.train)

@@ -195,3 +195,85 @@ def test_rescorer_reuses_the_leaderboard_and_refits_a_class_that_did_not_compete
     independent = backtest_candidate("seasonal_naive", SeasonalNaive, splits, **kw)
     assert rescore("seasonal_naive") == pytest.approx(independent.metrics["scaled_pinball"])
     assert rescore("retired_candidate") is None
+
+
+# --- one path (issue 7) -------------------------------------------------------------------
+
+
+def _one_path_panel() -> pl.DataFrame:
+    """A simulated NB2 panel; sku S0000 stops selling 14 months before the cut (inactive)."""
+    frame = simulate_panel(40, 36, family="negbin", seed=11).frame
+    skus = sorted(frame.get_column("sku").unique().to_list())
+    dead = pl.col("sku") == skus[0]
+    frame = frame.with_columns(
+        sales=pl.when(dead & (pl.col("month") > pl.date(2021, 5, 1)))
+        .then(0)
+        .otherwise(pl.col("sales"))
+    )
+    return frame.with_columns(
+        pl.lit(False).alias("is_gap"), pl.lit(None, pl.Int64).alias("on_hand")
+    )
+
+
+@pytest.mark.parametrize("calibration", ["none", "pit", "conformal"])
+def test_published_forecast_equals_the_backtest_forecast_at_that_origin(calibration):
+    from poolcast.models.glmm import GlmmNegBinRandomIntercept
+
+    panel = _one_path_panel()
+    features = FeatureConfig(horizons=3)
+    splits = prepare_splits(panel, feature_config=features, n_origins=8)
+    cut = splits[-2].origin  # an origin with three months of truth after it
+    options = {
+        "quantiles": (0.5, 0.8, 0.9),
+        "n_samples": 200,
+        "seed": 5,
+    }
+    publish = (0.025, 0.05, 0.25, 0.75, 0.975, 0.99)
+    bt = backtest_candidate(
+        "glmm_nb2_ri",
+        GlmmNegBinRandomIntercept,
+        splits,
+        publish_quantiles=publish,
+        inactive_months=12,
+        calibration=calibration,
+        **options,
+    )
+    history = panel.filter(pl.col("month") <= cut)
+    plan = panel.filter(pl.col("month") > cut).select("sku", "month", "promo")
+    forecaster = fit_champion(
+        "glmm_nb2_ri",
+        GlmmNegBinRandomIntercept,
+        history,
+        features,
+        publish_quantiles=publish,
+        inactive_months=12,
+        calibration=calibration,
+        calibration_history=bt.predictions,
+        **options,
+    )
+    published = forecaster.forecast(history, future=plan).sort("horizon", "sku")
+    at_cut = pl.concat(
+        [
+            bt.predictions.filter(pl.col("origin") == cut).with_columns(
+                reason=pl.lit(None, pl.String)
+            ),
+            bt.inactive.filter(pl.col("origin") == cut),
+        ],
+        how="diagonal",
+    ).sort("horizon", "sku")
+    qcols = [c for c in published.columns if c.startswith("q_")]
+    assert len(qcols) == 10  # service (3) + published (6) + the interval bound 0.1
+    assert published.height == at_cut.height == 40 * 3
+    assert published.select("sku", "horizon", "month").equals(
+        at_cut.select("sku", "horizon", "month")
+    )
+    for col in ["mean", *qcols]:
+        np.testing.assert_array_equal(published[col].to_numpy(), at_cut[col].to_numpy())
+    assert published["reason"].equals(at_cut["reason"])
+    # the inactive SKU is forecast exactly zero, with its reason, in both
+    dead = published.filter(pl.col("reason").is_not_null())
+    assert dead["sku"].unique().to_list() == [sorted(panel["sku"].unique().to_list())[0]]
+    assert dead.height == 3 and dead["reason"].unique().to_list() == ["inactive_12_months"]
+    assert (dead.select(["mean", *qcols]).to_numpy() == 0).all()
+    if calibration != "none":
+        assert bt.metrics["recalibrated_origins"] > 0

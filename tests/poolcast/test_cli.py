@@ -40,7 +40,7 @@ def test_validate_json(tmp_path: Path) -> None:
     assert payload["rows_accepted"] == 6
     assert payload["rows_quarantined"] == 24
     assert payload["duplicates_collapsed"] == 2
-    assert payload["gaps"] == 1
+    assert payload["gaps"] == 7  # every SKU completed to the as-of (test_validation.py)
     q_path = Path(payload["quarantine_path"])
     assert q_path.is_file() and q_path.is_relative_to(tmp_path)
     assert pl.read_csv(q_path).height == 25
@@ -198,11 +198,14 @@ def test_validate_reads_caps_and_gap_policy_from_the_config(tmp_path: Path) -> N
     )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    # gaps.csv: only A 2024-04 (sales 6) exceeds a cap of 5; A is then 2024-01..02, no gap
+    # gaps.csv: only A 2024-04 (sales 6) exceeds a cap of 5. The inferred as-of is the data's
+    # last month, 2024-04 (too few SKUs to judge it partial), and every SKU is completed to
+    # it: A gets 2024-03 and 2024-04 (its quarantined month), B gets 2024-04: three gap months
     assert payload["by_rule"] == {"sales_absurd": 1}
     assert payload["rows_accepted"] == 4
     assert payload["gap_policy"] == "zero"
-    assert payload["gaps"] == 0
+    assert payload["as_of"] == "2024-04-01"
+    assert payload["gaps"] == 3
 
 
 def _write_outputs_db(path: Path) -> None:
@@ -299,7 +302,7 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 def test_run_help_lists_every_setting_with_its_default() -> None:
     from poolcast.config import settings
 
-    result = runner.invoke(app, ["run", "--help"], terminal_width=200)
+    result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "400"})
     assert result.exit_code == 0
     for row in settings():
         assert f"{row['key']} = {row['default']}" in result.output, row["key"]

@@ -82,7 +82,12 @@ def test_parse_month_rejects_a_mid_month_day() -> None:
 @pytest.mark.parametrize(
     ("text", "key", "value", "valid"),
     [
-        ('[backtest]\nn_origins = "six"\n', "[backtest] n_origins", "'six'", "an integer >= 1"),
+        (
+            '[backtest]\nn_origins = "six"\n',
+            "[backtest] n_origins",
+            "'six'",
+            "an integer with 1 <= x <= 12 or none",
+        ),
         ("[backtest]\nn_samples = -5\n", "[backtest] n_samples", "-5", "an integer >= 1"),
         (
             "[backtest]\nquantiles = [0.5, 1.5]\n",
@@ -154,7 +159,7 @@ def test_a_mid_month_toml_date_is_refused(tmp_path: Path) -> None:
 def test_settings_list_every_field_with_its_default() -> None:
     rows = {r["key"]: r for r in settings()}
     # written by hand from the dataclasses' declared defaults
-    assert rows["[backtest] n_origins"]["default"] == "6"
+    assert rows["[backtest] n_origins"]["default"] == "none"
     assert rows["[backtest] quantiles"]["default"] == "[0.5, 0.8, 0.9, 0.95, 0.99]"
     assert rows["[validation] min_month"]["default"] == '"1990-01"'
     assert rows["work_dir"]["default"] == '".poolcast"'

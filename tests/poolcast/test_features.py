@@ -497,3 +497,34 @@ def test_only_plan_columns_at_t_come_from_after_the_origin(origin: date) -> None
     bare = build_forecast_frame(panel, spec, origin=origin)
     assert all(bare[c].null_count() == bare.height for c in PLAN)
     assert _differing_columns(rows, bare) == {c: rows[c].drop_nulls().len() for c in PLAN}
+
+
+@pytest.mark.parametrize(("policy", "trailing"), [("zero", 0.0), ("missing", None)])
+def test_a_sku_that_stopped_is_seen_at_the_as_of_not_at_its_last_row(
+    tmp_path, policy: str, trailing: float | None
+) -> None:
+    # issue 7: sku B's last row is 2024-03; the run is as of 2024-08. Its forecast features
+    # must describe 2024-08 (five months without a recorded sale), not 2024-03.
+    from poolcast.config import ValidationConfig
+    from poolcast.io import load_source
+    from poolcast.validation import validate_panel
+
+    lines = ["sku,month,sales,customer_count"]
+    lines += [f"A,2024-{m:02d},{10 + m},{100 + m}" for m in range(1, 9)]
+    lines += [f"B,2024-{m:02d},50,{100 + m}" for m in range(1, 4)]
+    path = tmp_path / "sales.csv"
+    path.write_text("\n".join(lines) + "\n")
+    result = validate_panel(
+        load_source(path, "contract"),
+        config=ValidationConfig(gap_policy=policy),  # type: ignore[arg-type]
+        as_of=date(2024, 8, 1),
+    )
+    panel = result.panel
+    assert panel.filter(pl.col("sku") == "B")["month"].max() == date(2024, 8, 1)
+    assert result.counts.gaps == 5
+    spec = make_feature_spec(panel, FeatureConfig(horizons=2, sales_lags=(0, 1)))
+    rows = build_forecast_frame(panel, spec).filter(pl.col("sku") == "B")
+    assert rows["origin"].unique().to_list() == [date(2024, 8, 1)]
+    assert rows["sales_lag_0"].to_list() == [trailing, trailing]
+    # the 3-month rolling mean covers 2024-06..08: zeros, or unknown (NULL, not a median)
+    assert rows["sales_rm_3"].to_list() == [trailing, trailing]

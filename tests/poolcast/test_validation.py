@@ -54,24 +54,20 @@ EXPECTED_QUARANTINE = [
     (30, "on_hand_not_integer", "on_hand", "lots"),
 ]
 
+# Every SKU is completed to the as-of (2024-06): A gets 2024-05 and 06, E 2024-03 .. 06 as
+# trailing gap months (sales unknown under the default policy "missing").
 EXPECTED_PANEL = pl.DataFrame(
     {
-        "sku": ["A", "A", "A", "A", "C", "E", "E"],
-        "month": [
-            date(2024, 1, 1),
-            date(2024, 2, 1),
-            date(2024, 3, 1),
-            date(2024, 4, 1),
-            date(2024, 6, 1),
-            date(2024, 1, 1),
-            date(2024, 2, 1),
-        ],
-        "sales": [10, 12, None, 9, 1, 3, 3],
-        "customer_count": [100, 110, None, 120, 100, 40, 40],
-        "promo": [0, 1, 0, 0, 0, 0, 0],
-        "category": ["toys", "toys", "toys", "toys", "games", "games", "games"],
-        "on_hand": [5, None, None, None, None, None, None],
-        "is_gap": [False, False, True, False, False, False, False],
+        "sku": ["A"] * 6 + ["C"] + ["E"] * 6,
+        "month": [date(2024, m, 1) for m in range(1, 7)]
+        + [date(2024, 6, 1)]
+        + [date(2024, m, 1) for m in range(1, 7)],
+        "sales": [10, 12, None, 9, None, None, 1, 3, 3, None, None, None, None],
+        "customer_count": [100, 110, None, 120, None, None, 100, 40, 40, None, None, None, None],
+        "promo": [0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        "category": ["toys"] * 6 + ["games"] * 7,
+        "on_hand": [5] + [None] * 12,
+        "is_gap": [False, False, True, False, True, True, False, False, False] + [True] * 4,
     },
     schema_overrides={
         "promo": pl.Int8,
@@ -110,14 +106,19 @@ def test_counts_add_up_and_count_each_row_once(bad_rows_result) -> None:
     assert c.by_rule["sales_not_integer"] == 3
     assert c.by_rule["exact_duplicate"] == 2
     assert sum(c.by_rule.values()) == len(EXPECTED_QUARANTINE)
-    assert c.gaps == 1
-    assert (c.skus, c.months) == (3, 5)
+    assert c.gaps == 7  # A: 2024-03 inside, 05-06 trailing; E: 03-06 trailing (to the as-of)
+    assert (c.skus, c.months) == (3, 6)
     assert (c.first_month, c.last_month) == (date(2024, 1, 1), date(2024, 6, 1))
 
 
 def test_panel_holds_exactly_the_accepted_rows_on_a_regular_grid(bad_rows_result) -> None:
     assert bad_rows_result.panel.equals(EXPECTED_PANEL)
-    assert bad_rows_result.gaps.rows() == [("A", date(2024, 3, 1))]
+    assert bad_rows_result.gaps.rows() == [
+        ("A", date(2024, 3, 1)),
+        ("A", date(2024, 5, 1)),
+        ("A", date(2024, 6, 1)),
+        *(("E", date(2024, m, 1)) for m in range(3, 7)),
+    ]
 
 
 def test_as_of_is_optional() -> None:
@@ -143,7 +144,7 @@ def test_gap_policies(policy: str, gap_sales: int | None) -> None:
     loaded = load_source(FIXTURES / "gaps.csv", "contract")
     result = validate_panel(loaded, config=ValidationConfig(gap_policy=policy))  # type: ignore[arg-type]
     panel = result.panel
-    # A: 2024-01, 02, (03 gap), 04; B: 2024-02, 03 (no gap)
+    # A: 2024-01, 02, (03 gap), 04; B: 2024-02, 03, (04: trailing gap, to the panel's end)
     assert panel.select("sku", "month").rows() == [
         ("A", date(2024, 1, 1)),
         ("A", date(2024, 2, 1)),
@@ -151,12 +152,13 @@ def test_gap_policies(policy: str, gap_sales: int | None) -> None:
         ("A", date(2024, 4, 1)),
         ("B", date(2024, 2, 1)),
         ("B", date(2024, 3, 1)),
+        ("B", date(2024, 4, 1)),
     ]
-    assert panel["is_gap"].to_list() == [False, False, True, False, False, False]
-    assert panel["sales"].to_list() == [3, 4, gap_sales, 6, 1, 0]
-    assert panel["customer_count"].to_list() == [10, 12, None, 15, 7, 8]
-    assert result.gaps.rows() == [("A", date(2024, 3, 1))]
-    assert result.counts.gaps == 1
+    assert panel["is_gap"].to_list() == [False, False, True, False, False, False, True]
+    assert panel["sales"].to_list() == [3, 4, gap_sales, 6, 1, 0, gap_sales]
+    assert panel["customer_count"].to_list() == [10, 12, None, 15, 7, 8, None]
+    assert result.gaps.rows() == [("A", date(2024, 3, 1)), ("B", date(2024, 4, 1))]
+    assert result.counts.gaps == 2
     assert result.counts.gap_policy == policy
     assert result.counts.rows_accepted == 5
 
@@ -226,13 +228,15 @@ def test_online_retail_sku_monthly(shared_data_dir: Path) -> None:
     assert c.rows_quarantined == 0
     assert c.skus == 4_707 and c.months == 25  # SOURCE.md
     assert c.gap_policy == "zero"
-    # independent count of gaps: per SKU, months spanned minus months present (csv module)
+    # independent count of gaps: per SKU, months from its first to the file's last month
+    # (every SKU is completed to the panel's end) minus months present (csv module)
     months: dict[str, set[int]] = {}
     with gzip.open(path, "rt", newline="") as fh:
         for rec in csv.DictReader(fh):
             y, m = rec["Month"].split("-")
             months.setdefault(rec["StockCode"], set()).add(int(y) * 12 + int(m))
-    expected_gaps = sum(max(s) - min(s) + 1 - len(s) for s in months.values())
+    end = max(max(s) for s in months.values())
+    expected_gaps = sum(end - min(s) + 1 - len(s) for s in months.values())
     assert c.gaps == expected_gaps
     assert result.panel.filter(pl.col("is_gap"))["sales"].to_list() == [0] * expected_gaps
 
@@ -249,8 +253,10 @@ def test_carparts(shared_data_dir: Path) -> None:
     assert c.skus == 2_674
     assert result.has_customers is False
     assert result.panel["customer_count"].null_count() == result.panel.height
-    # the NAs are trailing (parts discontinued), so no gap inside any history
-    assert c.gaps == 0
+    # the NAs are trailing (parts discontinued): no gap inside any history, but completion
+    # to the panel's end brings every quarantined NA month back as an unknown gap month
+    assert c.gaps == 6_122
+    assert result.panel.filter(pl.col("is_gap"))["sales"].null_count() == 6_122
 
 
 def test_online_retail_as_of_excludes_the_partial_last_month(shared_data_dir: Path) -> None:

@@ -203,3 +203,37 @@ def test_predictive_intervals_cover_new_groups():
 def test_bad_arguments_raise(poisson_fit, kwargs, match):
     with pytest.raises(InvalidParameterError, match=match):
         simulate(poisson_fit, NEW, **kwargs)
+
+
+@pytest.mark.parametrize("family", ["poisson", "negbin"])
+def test_an_overflowing_linear_predictor_is_clipped_not_raised(family: str) -> None:
+    # issue 7: numpy's Poisson sampler raises "lam value too large" above ~9.2e18 and
+    # exp(eta) is inf for eta > 709; a draw must be clipped at MAX_POISSON_RATE instead
+    from poolcast.glmm.simulate import MAX_POISSON_RATE
+
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(20), 10)
+    x = rng.normal(size=g.size)
+    mu = np.exp(1.0 + 0.5 * x + rng.normal(0, 0.3, 20)[g])
+    y = rng.poisson(mu) if family == "poisson" else rng.negative_binomial(5, 5 / (5 + mu))
+    frame = pl.DataFrame({"y": y, "x": x, "g": g.astype(str)})
+    res = fit("y ~ x + (1 | g)", frame, family=family)
+    huge = pl.DataFrame({"x": [1e3, 1e5, 0.0], "g": ["0", "1", "2"]})  # eta ~ 500, 5e4, 1
+    with np.errstate(over="ignore"):
+        draws = res.simulate(huge, 50, rng=np.random.default_rng(1))
+    assert np.all(np.isfinite(draws))
+    # the Poisson rate is at most the documented bound: draws within 1e-6 of it from above
+    assert draws[:2].max() <= MAX_POISSON_RATE * (1 + 1e-6)
+    if family == "poisson":  # rate exactly the bound: Poisson(1e15) is 1e15 +- 3e7 x a few
+        np.testing.assert_allclose(draws[:2], MAX_POISSON_RATE, rtol=1e-6)
+    assert np.all(draws[2] < 1e4)  # an ordinary row is untouched
+
+
+def test_nb2_draws_of_an_infinite_mean_are_clipped() -> None:
+    from poolcast.models._negbin import sample_nb2
+
+    with np.errstate(over="ignore"):
+        mu = np.exp(np.array([1e4, 1.0]))  # inf, e
+    draws = sample_nb2(mu, 0.5, 100, np.random.default_rng(0))
+    assert draws[0].max() <= 1e15 * (1 + 1e-6) and draws[0].min() > 0
+    assert draws[1].max() < 1e3

@@ -39,7 +39,8 @@ def test_spline_terms_in_numeric_order_and_customers_off():
     assert "log_customers" not in none.terms and "promo" not in none.terms
 
 
-def test_null_covariates_imputed_with_training_median_and_centred():
+def test_null_covariates_get_an_indicator_and_the_documented_mean_fill():
+    # issue 7: a missing feature is explicit (indicator), never a silent training median
     sim = simulate_feature_frame(n_sku=10, n_months=26, horizons=(1,), customers=True, seed=53)
     frame = sim.frame.with_columns(
         pl.when(pl.col("sku") == "S0000")
@@ -50,11 +51,16 @@ def test_null_covariates_imputed_with_training_median_and_centred():
     spec = make_covariate_spec(frame)
     j = spec.terms.index("log_customers")
     observed = frame.get_column("log_customers").drop_nulls().to_numpy()
-    assert spec.fill_values[j] == pytest.approx(np.median(observed))
+    assert spec.fill_values[j] == pytest.approx(np.mean(observed))
+    assert spec.indicators == ("log_customers",)
     x = build_covariates(spec, frame)
-    filled = frame.get_column("log_customers").fill_null(np.median(observed)).to_numpy()
-    np.testing.assert_allclose(x[:, j], filled - filled.mean())
-    assert abs(x[:, j].mean()) < 1e-9
+    # centred at the observed mean: a missing value sits at 0, the indicator carries it
+    is_null = frame.get_column("log_customers").is_null().to_numpy()
+    np.testing.assert_allclose(x[~is_null, j], observed - observed.mean())
+    np.testing.assert_array_equal(x[is_null, j], 0.0)
+    ind = spec.terms.index("log_customers_missing")
+    np.testing.assert_array_equal(x[:, ind], is_null.astype(float))
+    assert is_null.sum() > 0
     # Fourier terms are not centred
     k = spec.terms.index("fourier_s1")
     np.testing.assert_allclose(x[:, k], frame.get_column("fourier_s1").to_numpy())
