@@ -8,6 +8,7 @@ traceback.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import replace
 from datetime import date
@@ -34,8 +35,10 @@ EXIT_ERROR = 1
 
 
 def _fail(command: str, exc: BaseException) -> typer.Exit:
+    from poolcast.secrets import mask
+
     lines = str(exc).strip().splitlines() or [type(exc).__name__]
-    typer.echo(f"poolcast {command}: error: {lines[0]}", err=True)
+    typer.echo(f"poolcast {command}: error: {mask(lines[0])}", err=True)
     return typer.Exit(code=EXIT_ERROR)
 
 
@@ -68,13 +71,21 @@ def run(
         cfg = load_config(config, source=source, mapping=mapping, as_of=as_of, work_dir=work_dir)
         if not cfg.source:
             raise PoolcastError("no source given: pass --source or set source in the --config file")
+        from poolcast import secrets
+        from poolcast.preflight import preflight
+
+        masked_source, full_source = secrets.split(cfg.source)
+        if full_source is not None:  # the flow gets the masked URL, the secret the environment
+            os.environ[secrets.SOURCE_URL_ENV] = full_source
+        preflight(cfg)  # seconds, before Prefect starts: unwritable paths, dead servers
         from tasks._prefect_env import use_work_dir
 
         use_work_dir(cfg.work_dir)  # Prefect reads its home when first imported
+        _terminate_on_sigterm()
         from flows.monthly_retrain import monthly_retrain
 
         kwargs: dict[str, Any] = {
-            "source": cfg.source,
+            "source": masked_source,
             "mapping": cfg.mapping,
             "as_of": cfg.as_of.isoformat() if cfg.as_of else None,
             "config_path": str(config) if config is not None else None,
@@ -83,7 +94,70 @@ def run(
         summary = monthly_retrain(**kwargs)
     except PoolcastError as exc:
         raise _fail("run", exc) from None
+    except BaseException as exc:
+        if not isinstance(exc, Terminated) and type(exc).__name__ != "TerminationSignal":
+            raise
+        typer.echo(
+            "poolcast run: error: terminated by SIGTERM; the flow run is marked crashed and the "
+            "MLflow run failed",
+            err=True,
+        )
+        _exit_now()  # do not wait for candidates still fitting in worker threads
     typer.echo(str(summary))
+
+
+#: Exit code after SIGTERM (128 + 15, as a shell reports a process killed by it).
+TERMINATED_EXIT = 143
+
+
+class Terminated(BaseException):
+    """SIGTERM reached ``poolcast run`` (a BaseException, so Prefect records a crash)."""
+
+
+def _terminate_on_sigterm() -> None:
+    """Make SIGTERM end ``poolcast run`` within seconds, cleanly.
+
+    Inside the flow, Prefect's own handler turns SIGTERM into ``TerminationSignal``: the flow
+    run is recorded as crashed and its ``on_crashed`` hook marks the MLflow parent run FAILED
+    (bounded in time). Outside it (start-up, shutdown) this handler raises
+    :class:`Terminated`. Either way ``run`` then stops Prefect's temporary server and exits
+    with code 143 at once, without waiting for candidates still fitting in worker threads; a
+    second SIGTERM exits immediately.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, _exit_now)
+        raise Terminated("terminated by SIGTERM")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _exit_now(signum: int | None = None, frame: Any = None) -> None:
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _stop_prefect_servers()
+    os._exit(TERMINATED_EXIT)
+
+
+def _stop_prefect_servers() -> None:
+    """Stop Prefect's temporary (ephemeral) API server subprocesses, if any were started."""
+    import sys
+
+    server = sys.modules.get("prefect.server.api.server")
+    if server is None:
+        return
+    for instance in list(getattr(server.SubprocessASGIServer, "_instances", {}).values()):
+        try:
+            instance.stop()
+        except Exception:
+            pass
 
 
 @app.command()

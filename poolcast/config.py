@@ -7,6 +7,7 @@ under ``work_dir``.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from datetime import date
@@ -150,7 +151,14 @@ class PipelineConfig:
 
     @property
     def mlflow_tracking_uri(self) -> str:
-        uri = self.tracking.mlflow_tracking_uri
+        """The MLflow tracking URI: ``$MLFLOW_TRACKING_URI``, else ``[tracking]
+        mlflow_tracking_uri``, else ``sqlite:///<work_dir>/mlflow.db``.
+
+        The environment wins over the file: the file travels with the repository and is the
+        same on every machine, the environment is what this machine's operator (or the
+        deployment's job variables) chose for it, as for any other service URL.
+        """
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or self.tracking.mlflow_tracking_uri
         return uri or f"sqlite:///{(self.work_dir / 'mlflow.db').resolve()}"
 
     @property

@@ -38,6 +38,7 @@ from poolcast.champion import (
     decide_alias,
 )
 from poolcast.config import PipelineConfig
+from poolcast.secrets import mask
 
 __all__ = [
     "CHAMPION_ALIAS",
@@ -46,6 +47,7 @@ __all__ = [
     "current_champion",
     "ensure_experiment",
     "fail_running_runs",
+    "fail_stale_runs",
     "finish_run",
     "log_candidate_outcome",
     "log_candidate_run",
@@ -58,6 +60,7 @@ __all__ = [
     "register_champion",
     "run_url",
     "set_champion_alias",
+    "source_tags",
     "start_parent_run",
     "start_retrain",
 ]
@@ -101,7 +104,8 @@ def log_values(
     """Log metrics, params and tags in as few ``log_batch`` calls as MLflow allows.
 
     Non-finite metrics are skipped (MLflow stores NaN, but it breaks sorting in the UI);
-    params longer than 6000 characters are truncated.
+    params longer than 6000 characters are truncated; passwords in param and tag values are
+    masked (``poolcast.secrets.mask``).
     """
     from mlflow.entities import Metric, Param, RunTag
 
@@ -112,8 +116,10 @@ def log_values(
         for k, v in (metrics or {}).items()
         if v is not None and math.isfinite(float(v))
     ]
-    param_list = [Param(_key(k), str(v)[:_MAX_PARAM_CHARS]) for k, v in (params or {}).items()]
-    tag_list = [RunTag(str(k), str(v)[:_MAX_PARAM_CHARS]) for k, v in (tags or {}).items()]
+    param_list = [
+        Param(_key(k), mask(str(v))[:_MAX_PARAM_CHARS]) for k, v in (params or {}).items()
+    ]
+    tag_list = [RunTag(str(k), mask(str(v))[:_MAX_PARAM_CHARS]) for k, v in (tags or {}).items()]
     client.log_batch(run_id, params=param_list[:_MAX_PARAMS], tags=tag_list)
     for start in range(_MAX_PARAMS, len(param_list), _MAX_PARAMS):
         client.log_batch(run_id, params=param_list[start : start + _MAX_PARAMS])
@@ -160,6 +166,103 @@ def fail_running_runs(
     return [run.info.run_id for run in runs]
 
 
+TAG_HOST = "poolcast.host"
+TAG_PID = "poolcast.pid"
+TAG_KIND = "poolcast.kind"
+
+
+def _pid_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def fail_stale_runs(
+    tracking_uri: str,
+    experiment_name: str,
+    *,
+    host: str | None = None,
+    alive: Callable[[int], bool] = _pid_alive,
+) -> list[str]:
+    """Mark FAILED the RUNNING retrain runs whose process on this host is gone; returns their ids.
+
+    A run killed with SIGKILL (or by a power cut) cannot mark itself; the next run does. A
+    parent run records its host and process id (tags ``poolcast.host`` / ``poolcast.pid``);
+    a RUNNING one from this host whose process no longer exists is stale. Runs from other
+    hosts are left alone (this host cannot see their processes).
+    """
+    import socket
+
+    host = host or socket.gethostname()
+    client = _client(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return []
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=(
+            f"tags.`{TAG_KIND}` = 'retrain' and tags.`{TAG_HOST}` = '{host}' "
+            "and attributes.status = 'RUNNING'"
+        ),
+    )
+    stale = []
+    for run in runs:
+        pid = run.data.tags.get(TAG_PID, "")
+        if pid.isdigit() and not alive(int(pid)):
+            client.set_tag(
+                run.info.run_id,
+                "poolcast.failed_reason",
+                f"process {pid} on {host} ended without finishing the run (killed)",
+            )
+            client.set_terminated(run.info.run_id, status="FAILED")
+            stale.append(run.info.run_id)
+    return stale
+
+
+def _git_commit(path: Path) -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if re.fullmatch(r"[0-9a-f]{40}", commit) else None
+
+
+def source_tags(source_name: str = "flows/monthly_retrain.py") -> dict[str, str]:
+    """MLflow's source tags (``mlflow.source.name``/``type``/``git.commit``) plus host and pid.
+
+    The git commit is the one of the checkout the ``poolcast`` package is imported from
+    (absent when it is not a git checkout, e.g. an installed wheel).
+    """
+    import os
+    import socket
+
+    tags = {
+        "mlflow.source.name": source_name,
+        "mlflow.source.type": "JOB",
+        TAG_HOST: socket.gethostname(),
+        TAG_PID: str(os.getpid()),
+    }
+    commit = _git_commit(Path(__file__).resolve().parents[1])
+    if commit is not None:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
 def _pandas_ready(frame: pl.DataFrame):
     """pandas copy with temporal columns as ISO strings (MLflow's JSON tables need them)."""
     temporal = [c for c, t in frame.schema.items() if t.is_temporal()]
@@ -196,7 +299,7 @@ def log_input_dataset(
     with warnings.catch_warnings():  # "source can be interpreted in multiple ways": a local file
         warnings.simplefilter("ignore", UserWarning)
         dataset = mlflow.data.from_pandas(
-            panel.to_pandas(), source=source, name=name, targets="sales"
+            panel.to_pandas(), source=mask(source), name=name, targets="sales"
         )
     entity = dataset._to_mlflow_entity()
     _client(tracking_uri).log_inputs(
@@ -410,7 +513,7 @@ def start_retrain(
         uri, config.tracking.experiment_name, artifact_dir=Path(config.work_dir) / "mlartifacts"
     )
     params = {
-        "source": config.source,
+        "source": mask(config.source),
         "mapping": config.mapping,
         "as_of": config.as_of,
         **{f"features.{k}": v for k, v in asdict(config.features).items()},
@@ -422,7 +525,7 @@ def start_retrain(
         experiment_id,
         run_name=run_name,
         params=params,
-        tags={"poolcast.kind": "retrain", **(tags or {})},
+        tags={TAG_KIND: "retrain", **source_tags(), **(tags or {})},
     )
     return RetrainRun(uri, experiment_id, run_id)
 
