@@ -91,6 +91,7 @@ def monthly_retrain(
         score=forecast.score_of(board, champion, config),
         fingerprint=forecast.fingerprint(validated.panel, splits, config),
         rescore=forecast.rescorer(board, factories, splits, config),
+        board=board,  # the champion's backtest metrics go on the logged model
     )
     tracking.log_outputs(run, predicted, board, config.backtest.selection_metric)
     published = publish.publish(config, run.run_id, validated, predicted, board, champion)

@@ -377,23 +377,35 @@ def log_champion_model(
     score: float,
     fingerprint: str,
     metric: str,
+    metrics: Mapping[str, float] | None = None,
 ) -> str:
     """Log the champion as a pyfunc model in `run_id`, register it, tag the version; returns the version.
 
     The version tags record the candidate class, its backtest score, the backtest
     fingerprint and the metric: what the alias rule in ``poolcast.champion`` compares.
+
+    The model loads wherever its own requirements install: the ``poolcast`` package is
+    logged with it as code (``code_paths``), and its requirements pin every third-party
+    package ``poolcast`` needs to unpickle and run a candidate (:data:`MODEL_REQUIREMENTS`).
+    `metrics` (the champion's backtest metrics) are logged on the model itself, so the
+    logged model carries its backtest scores and nothing else (no data-quality counts).
     """
     import mlflow
     import mlflow.pyfunc
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
 
     if "sales" in example.columns:  # the model's input is a forecast frame: target unknown
         example = example.with_columns(pl.lit(None, pl.Int64).alias("sales"))
     example_pd = example.to_pandas()
     with warnings.catch_warnings():  # integer columns: the feature frame has no missing ints
         warnings.simplefilter("ignore", UserWarning)
-        signature = infer_signature(example_pd, forecaster.predict(None, example))
-    requirements = [f"{m}=={_version(m)}" for m in ("mlflow", "numpy", "polars", "pandas", "scipy")]
+        full = infer_signature(example_pd, forecaster.predict(None, example))
+    # Output schema only: MLflow enforces an input schema on pandas frames alone and would
+    # refuse a polars frame, which ``ChampionForecaster.predict`` accepts (it validates and
+    # converts either); the expected input columns are recorded as a model-version tag.
+    signature = ModelSignature(inputs=None, outputs=full.outputs)
+    input_columns = json.dumps(full.inputs.input_names())
+    requirements = [f"{m}=={_version(m)}" for m in MODEL_REQUIREMENTS]
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
@@ -406,7 +418,18 @@ def log_champion_model(
             registered_model_name=registered_model_name,
             signature=signature,
             pip_requirements=requirements,
+            code_paths=[str(Path(__file__).resolve().parent)],
+            # MLflow links the run's metrics *of this step* to the model; the run's own
+            # metrics (data-quality counts) are at step 0, the model's backtest metrics here.
+            step=_MODEL_STEP,
         )
+        backtest = {
+            _key(k): float(v)
+            for k, v in (metrics or {}).items()
+            if v is not None and math.isfinite(float(v))
+        }
+        if backtest:
+            mlflow.log_metrics(backtest, model_id=info.model_id, step=_MODEL_STEP)
     version = str(info.registered_model_version)
     client = _client(tracking_uri)
     tags = {
@@ -414,10 +437,30 @@ def log_champion_model(
         TAG_SCORE: repr(float(score)),
         TAG_FINGERPRINT: fingerprint,
         TAG_METRIC: metric,
+        "poolcast.input_columns": input_columns,
     }
     for key, value in tags.items():
         client.set_model_version_tag(registered_model_name, version, key, value)
     return version
+
+
+#: Distributions the logged champion needs besides ``poolcast`` itself (logged as code):
+#: what ``poolcast.models`` imports (formulaic for the GLMM designs, statsmodels for GEE,
+#: threadpoolctl), polars/pandas with pyarrow between them, and MLflow to load it.
+MODEL_REQUIREMENTS = (
+    "mlflow",
+    "numpy",
+    "polars",
+    "pandas",
+    "pyarrow",
+    "scipy",
+    "statsmodels",
+    "formulaic",
+    "threadpoolctl",
+)
+
+
+_MODEL_STEP = 1
 
 
 def _version(module: str) -> str:
@@ -582,6 +625,7 @@ def register_champion(
     fingerprint: str,
     metric: str,
     rescore: Callable[[str], float | None],
+    metrics: Mapping[str, float] | None = None,
 ) -> Registration:
     """Register the champion model and apply the alias rule of ``poolcast.champion``.
 
@@ -602,6 +646,7 @@ def register_champion(
         score=score,
         fingerprint=fingerprint,
         metric=metric,
+        metrics=metrics,
     )
     if decision.move:
         set_champion_alias(run.tracking_uri, registered_model_name, version, reason=decision.reason)

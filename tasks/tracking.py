@@ -86,9 +86,11 @@ def register(
     score: float,
     fingerprint: str,
     rescore: Callable[[str], float | None],
+    board: pl.DataFrame | None = None,
 ) -> Registration:
     """Log the champion as a pyfunc model, register it, move the alias per the rule (not retried:
-    a retry could register a second version)."""
+    a retry could register a second version). The champion's leaderboard metrics (`board`)
+    are logged on the model."""
     reg = tracking.register_champion(
         run,
         forecaster,
@@ -98,6 +100,7 @@ def register(
         fingerprint=fingerprint,
         metric=config.backtest.selection_metric,
         rescore=rescore,
+        metrics=_champion_metrics(board, forecaster.name),
     )
     get_run_logger().info(
         "champion %s v%s; alias %s: %s",
@@ -107,6 +110,17 @@ def register(
         reg.decision.reason,
     )
     return reg
+
+
+def _champion_metrics(board: pl.DataFrame | None, name: str) -> dict[str, float]:
+    """The numeric backtest metrics of `name`'s leaderboard row (empty without a board)."""
+    if board is None or "candidate" not in board.columns:
+        return {}
+    row = board.filter(pl.col("candidate") == name)
+    if row.height == 0:
+        return {}
+    numeric = [c for c, t in row.schema.items() if t.is_numeric()]
+    return {c: v for c, v in row.select(numeric).row(0, named=True).items() if v is not None}
 
 
 @task(cache_policy=NO_CACHE, **_RETRY)
