@@ -20,7 +20,8 @@ import math
 import re
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -294,13 +295,23 @@ def log_input_dataset(
 ) -> str:
     """Log the validated panel as an MLflow dataset input (context ``training``); returns its digest."""
     import mlflow.data
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
     from mlflow.entities import DatasetInput, InputTag
+    from mlflow.exceptions import MlflowException
 
     with warnings.catch_warnings():  # "source can be interpreted in multiple ways": a local file
         warnings.simplefilter("ignore", UserWarning)
-        dataset = mlflow.data.from_pandas(
-            panel.to_pandas(), source=mask(source), name=name, targets="sales"
-        )
+        try:
+            dataset = mlflow.data.from_pandas(
+                panel.to_pandas(), source=mask(source), name=name, targets="sales"
+            )
+        except MlflowException:  # a database URL: MLflow has no resolver; record it as a URL
+            dataset = mlflow.data.from_pandas(
+                panel.to_pandas(),
+                source=HTTPDatasetSource(mask(source)),
+                name=name,
+                targets="sales",
+            )
     entity = dataset._to_mlflow_entity()
     _client(tracking_uri).log_inputs(
         run_id,
@@ -406,9 +417,12 @@ def log_champion_model(
     signature = ModelSignature(inputs=None, outputs=full.outputs)
     input_columns = json.dumps(full.inputs.input_names())
     requirements = [f"{m}=={_version(m)}" for m in MODEL_REQUIREMENTS]
-    mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+    with (
+        _scoped_tracking_uri(tracking_uri),
+        mlflow.start_run(run_id=run_id),
+        warnings.catch_warnings(),
+    ):
         # MLflow's advice (type hints, input example, models-from-code) does not apply: the
         # signature is given, and the wrapper is pickled on purpose.
         warnings.simplefilter("ignore", UserWarning)
@@ -461,6 +475,28 @@ MODEL_REQUIREMENTS = (
 
 
 _MODEL_STEP = 1
+
+
+@contextmanager
+def _scoped_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent tracking URI set to `uri` for the block, then put back as it was.
+
+    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI``, which poolcast honours
+    over the config file; left set, it would redirect the next run in this process.
+    """
+    import os
+
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
 def _version(module: str) -> str:

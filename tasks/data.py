@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from poolcast import secrets
 from poolcast.backtest import OriginSplit, prepare_splits
 from poolcast.config import PipelineConfig, load_config
+from poolcast.errors import SourceError
 from poolcast.io import LoadedSource, load_source
 from poolcast.validation import ValidationResult, validate_panel, write_quarantine
 from tasks._retry import retry_if_transient
@@ -60,7 +61,12 @@ def _mask_flow_run_parameters(masked_source: str) -> None:
 )
 def load(config: PipelineConfig) -> LoadedSource:
     """Read the source through the mapping (retried only on transient I/O errors)."""
-    loaded = load_source(secrets.reveal(config.source), config.mapping)
+    try:
+        loaded = load_source(secrets.reveal(config.source), config.mapping)
+    except SourceError as exc:  # driver messages may echo the URL: mask before Prefect logs it
+        masked = SourceError(secrets.mask(str(exc)), source=secrets.mask(exc.source))
+        masked.column = exc.column
+        raise masked from None
     loaded = replace(loaded, source=secrets.mask(loaded.source))
     get_run_logger().info("loaded %d rows from %s", loaded.frame.height, loaded.source)
     return loaded

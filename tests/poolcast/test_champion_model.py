@@ -76,7 +76,7 @@ def _client(uri):
 
 
 def test_the_logged_model_carries_the_backtest_metrics_only(registered):
-    uri, run, reg, *_ = registered
+    uri, run, _reg, *_ = registered
     client = _client(uri)
     (model,) = client.search_logged_models(
         [run.experiment_id], filter_string=f"source_run_id = '{run.run_id}'"
