@@ -1,4 +1,4 @@
-"""The ``poolcast`` command line: ``run``, ``validate``, ``simulate`` and ``leaderboard``.
+"""The ``poolcast`` command line: ``run``, ``serve``, ``validate``, ``simulate`` and ``leaderboard``.
 
 Errors from poolcast (:class:`~poolcast.errors.PoolcastError`) are caught here, at the
 boundary only, and reported as one line on stderr with a non-zero exit code (1); no
@@ -158,6 +158,49 @@ def _stop_prefect_servers() -> None:
             instance.stop()
         except Exception:
             pass
+
+
+@app.command()
+def serve(
+    source: Annotated[
+        str | None, typer.Option(help="CSV/Parquet path or database URL (default: the config's).")
+    ] = None,
+    mapping: Annotated[str | None, typer.Option(help="Shipped mapping name or TOML path.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config file.")] = None,
+    work_dir: Annotated[
+        str | None, typer.Option("--work-dir", help="Where stores and outputs go.")
+    ] = None,
+    cron: Annotated[str, typer.Option(help="Schedule (UTC cron).")] = "0 6 2 * *",
+    workers: Annotated[int, typer.Option(help="Candidates fitted at once.")] = 2,
+) -> None:
+    """Serve the monthly retrain on its schedule (needs a running Prefect server, PREFECT_API_URL).
+
+    Deployment ``monthly-retrain/monthly-retrain-serve`` (never the ``prefect deploy`` one),
+    concurrency limit 1. Stop with Ctrl-C.
+    """
+    try:
+        from deployments.serve import DEFAULT_PARAMETERS, check_prefect_server
+        from deployments.serve import serve as serve_deployment
+        from poolcast import secrets
+        from poolcast.config import load_config
+
+        cfg = load_config(config, source=source, mapping=mapping, work_dir=work_dir)
+        masked_source, full_source = secrets.split(cfg.source or DEFAULT_PARAMETERS["source"])
+        if full_source is not None:  # flow runs inherit this process's environment
+            os.environ[secrets.SOURCE_URL_ENV] = full_source
+        check_prefect_server()
+        from tasks._prefect_env import use_work_dir
+
+        use_work_dir(cfg.work_dir)
+        parameters = {
+            "source": masked_source,
+            "mapping": cfg.mapping if (mapping or config) else DEFAULT_PARAMETERS["mapping"],
+            "config_path": str(Path(config).resolve()) if config is not None else None,
+            "work_dir": str(Path(cfg.work_dir).resolve()),
+        }
+        serve_deployment(parameters, cron=cron, workers=workers)
+    except PoolcastError as exc:
+        raise _fail("serve", exc) from None
 
 
 @app.command()
