@@ -39,7 +39,9 @@ DEFAULT_TIMEOUT = 5.0
 def _cause(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     detail = text[0] if text else ""
-    if isinstance(exc, OSError) and exc.strerror:
+    if isinstance(exc, urllib.error.URLError):
+        detail = str(exc.reason)
+    elif isinstance(exc, OSError) and exc.strerror:
         detail = exc.strerror
     return mask(f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__)
 

@@ -192,3 +192,63 @@ def test_a_run_killed_with_sigkill_is_marked_failed_by_the_next_run(tmp_path):
     uri = f"sqlite:///{work / 'mlflow.db'}"
     reason = MlflowClient(uri).get_run(killed).data.tags["poolcast.failed_reason"]
     assert "killed" in reason
+
+
+def _readonly_dir(tmp_path: Path) -> Path:
+    """An existing directory this process cannot write (sysfs for root, mode 0o555 otherwise)."""
+    if os.geteuid() == 0:
+        return Path("/sys/kernel")
+    path = tmp_path / "ro"
+    path.mkdir()
+    path.chmod(0o555)
+    return path
+
+
+def _run_cli(args: list[str], *, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*POOLCAST, "run", *args],
+        cwd=cwd,
+        env=_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_dead_tracking_server_ends_the_run_in_one_line_before_any_fit(tmp_path):
+    source = _panel(tmp_path, 20)
+    done = _run_cli(
+        ["--source", str(source), "--work-dir", str(tmp_path / "work")],
+        cwd=tmp_path,
+        MLFLOW_TRACKING_URI="http://127.0.0.1:9",
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "poolcast run: error: pre-flight: MLflow tracking server http://127.0.0.1:9: "
+        "URLError: [Errno 111] Connection refused"
+    ]
+    assert not (tmp_path / "work" / "prefect").exists()  # Prefect never started, nothing fitted
+    assert not (tmp_path / "work" / "outputs.duckdb").exists()
+
+
+def test_a_read_only_work_dir_ends_the_run_in_one_line(tmp_path):
+    source = _panel(tmp_path, 20)
+    work = _readonly_dir(tmp_path) / "poolcast-work"
+    done = _run_cli(["--source", str(source), "--work-dir", str(work)], cwd=tmp_path)
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"poolcast run: error: pre-flight: work dir {work}: not writable")
+
+
+def test_a_read_only_current_directory_is_fine_with_a_writable_work_dir(tmp_path):
+    source = _panel(tmp_path, 6)
+    config = tmp_path / "fast.toml"
+    config.write_text(FAST_CONFIG)
+    work = tmp_path / "work"
+    done = _run_cli(
+        ["--source", str(source), "--config", str(config), "--work-dir", str(work)],
+        cwd=_readonly_dir(tmp_path),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (work / "prefect" / "prefect.db").is_file()  # Prefect's home followed --work-dir
+    assert list(_parent_runs(work).values()) == ["FINISHED"]
