@@ -111,14 +111,12 @@ def test_the_model_is_logged_with_poolcast_as_code_and_its_imports_as_requiremen
     assert {"mlflow", "polars", "pandas", "statsmodels", "formulaic", "scipy"} <= names
 
 
-def test_predict_accepts_polars_and_pandas(registered):
+def test_predict_accepts_polars_and_pandas(registered, monkeypatch):
     import mlflow.pyfunc
 
     uri, _, _, forecaster, rows, _ = registered
-    os.environ.setdefault("MLFLOW_TRACKING_URI", uri)
-    import mlflow
-
-    mlflow.set_registry_uri(uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
     from_polars = pl.from_pandas(model.predict(rows))
     from_pandas = pl.from_pandas(model.predict(rows.to_pandas()))

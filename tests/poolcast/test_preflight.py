@@ -13,6 +13,11 @@ from poolcast.errors import PreflightError
 from poolcast.preflight import check_tracking_server, preflight
 
 
+@pytest.fixture(autouse=True)
+def _no_tracking_uri_from_the_environment(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 def _readonly_dir(tmp_path: Path) -> Path:
     """An existing directory this process cannot create files in.
 
