@@ -1,3 +1,3 @@
-"""Deployment settings of the poolcast flows: ``prefect.yaml`` (work pool) and ``serve`` (no pool)."""
+"""Deployment settings of the poolcast flows: ``prefect.yaml`` (work pool) and ``serve`` (``poolcast serve``)."""
 
 __all__: list[str] = []

@@ -1,22 +1,45 @@
-"""Serve the monthly retrain on a schedule from this process (no work pool needed).
+"""Serve the monthly retrain on its schedule from this process: the code behind ``poolcast serve``.
 
-    python -m deployments.serve                 # cron "0 6 2 * *" (UTC), bundled example data
-    python -m deployments.serve --source s3.csv --mapping rossmann --workers 4
+``poolcast serve`` is the one documented way (``python -m deployments.serve`` forwards to it).
+It needs a **running Prefect server**, because Prefect schedules runs only on a real server,
+never on the temporary one a plain ``poolcast run`` starts::
 
-The schedule and default parameters match ``deployments/prefect.yaml``.
+    prefect server start                                   # in another terminal (or a service)
+    export PREFECT_API_URL=http://127.0.0.1:4200/api
+    poolcast serve --source data/example/online_retail_sku_monthly.csv.gz --mapping online_retail
+
+The deployment it creates is ``monthly-retrain/monthly-retrain-serve``: a name distinct from
+the ``monthly-retrain`` deployment of ``prefect deploy`` (``deployments/prefect.yaml``), so
+serving never overwrites the work-pool deployment. It keeps the same cron, default parameters
+and ``concurrency_limit: 1`` (never two retrains at once: they would race for the registry
+alias), and runs at most one flow run at a time in this process.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
 
-from flows.monthly_retrain import monthly_retrain  # first: applies the embedded Prefect defaults
+from poolcast.errors import PoolcastError
 
-__all__ = ["CRON", "DEFAULT_PARAMETERS", "main"]
+__all__ = [
+    "CONCURRENCY_LIMIT",
+    "CRON",
+    "DEFAULT_PARAMETERS",
+    "SERVE_DEPLOYMENT_NAME",
+    "check_prefect_server",
+    "main",
+    "serve",
+]
 
 CRON = "0 6 2 * *"
-DEFAULT_PARAMETERS = {
+CONCURRENCY_LIMIT = 1
+#: Distinct from prefect.yaml's ``monthly-retrain`` so the two never overwrite each other.
+SERVE_DEPLOYMENT_NAME = "monthly-retrain-serve"
+DEFAULT_PARAMETERS: dict[str, Any] = {
     "source": "data/example/online_retail_sku_monthly.csv.gz",
     "mapping": "online_retail",
     "as_of": None,
@@ -24,31 +47,60 @@ DEFAULT_PARAMETERS = {
     "work_dir": ".poolcast",
 }
 
+_HOW = (
+    "start one with `prefect server start` and set "
+    "PREFECT_API_URL=http://127.0.0.1:4200/api (see README, Operations)"
+)
 
-def main(argv: list[str] | None = None) -> None:
-    """Parse the options and serve the deployment ``monthly-retrain`` until interrupted."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--source", default=DEFAULT_PARAMETERS["source"])
-    parser.add_argument("--mapping", default=DEFAULT_PARAMETERS["mapping"])
-    parser.add_argument("--config", dest="config_path", default=None)
-    parser.add_argument("--work-dir", default=DEFAULT_PARAMETERS["work_dir"])
-    parser.add_argument("--cron", default=CRON)
-    parser.add_argument(
-        "--workers", type=int, default=int(os.environ.get("POOLCAST_COMPETE_WORKERS", "2"))
-    )
-    args = parser.parse_args(argv)
+
+def check_prefect_server(timeout: float = 5.0) -> str:
+    """The API URL of the running Prefect server; PoolcastError when none is set or answers."""
+    url = os.environ.get("PREFECT_API_URL", "").rstrip("/")
+    if not url:
+        raise PoolcastError(
+            f"poolcast serve needs a running Prefect server: PREFECT_API_URL is unset; {_HOW}"
+        )
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=timeout) as response:
+            if response.status >= 400:
+                raise PoolcastError(
+                    f"Prefect server {url} answered HTTP {response.status} on /health; {_HOW}"
+                )
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise PoolcastError(f"Prefect server {url} does not answer ({reason}); {_HOW}") from None
+    return url
+
+
+def serve(
+    parameters: dict[str, Any],
+    *,
+    cron: str = CRON,
+    workers: int = 2,
+    name: str = SERVE_DEPLOYMENT_NAME,
+) -> None:
+    """Create (or update) the served deployment `name` and run its flow runs until interrupted."""
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    flow = monthly_retrain.with_options(task_runner=ThreadPoolTaskRunner(max_workers=args.workers))
-    parameters = DEFAULT_PARAMETERS | {
-        "source": args.source,
-        "mapping": args.mapping,
-        "config_path": args.config_path,
-        "work_dir": args.work_dir,
-    }
-    flow.serve(name="monthly-retrain", cron=args.cron, parameters=parameters)
+    from flows.monthly_retrain import monthly_retrain
+
+    flow = monthly_retrain.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))
+    flow.serve(
+        name=name,
+        cron=cron,
+        parameters=DEFAULT_PARAMETERS | parameters,
+        global_limit=CONCURRENCY_LIMIT,
+        limit=CONCURRENCY_LIMIT,
+        description="Monthly SKU demand retrain, served by `poolcast serve`.",
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m deployments.serve [options]``: the same as ``poolcast serve [options]``."""
+    from poolcast.cli import app
+
+    print("python -m deployments.serve is `poolcast serve`; running that.", file=sys.stderr)
+    app(["serve", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

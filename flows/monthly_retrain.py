@@ -22,7 +22,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from poolcast.reporting import RetrainSummary
-from tasks import compete, data, forecast, publish, report, tracking
+from tasks import compete, data, forecast, preflight, publish, report, tracking
 
 __all__ = ["monthly_retrain"]
 
@@ -77,6 +77,7 @@ def monthly_retrain(
     config = data.resolve_config(
         config_path, source=source, mapping=mapping, as_of=as_of, work_dir=work_dir
     )
+    preflight.preflight(config)  # every store writable, the tracking server up: before any fit
     validated = data.validate(data.load(config), config)
     quarantine_path = data.save_quarantine(validated, config.work_dir)
     run = tracking.start_run(config, run_name=f"retrain-{validated.counts.last_month}")
@@ -108,6 +109,7 @@ def monthly_retrain(
         score=forecast.score_of(board, champion, config),
         fingerprint=forecast.fingerprint(validated.panel, splits, config),
         rescore=forecast.rescorer(board, factories, splits, config),
+        board=board,  # the champion's backtest metrics go on the logged model
     )
     tracking.log_outputs(run, predicted, board, config.backtest.selection_metric)
     published = publish.publish(

@@ -1,5 +1,5 @@
-"""The ``poolcast`` command line: ``run``, ``validate``, ``simulate``, ``leaderboard`` and
-``plan-template``.
+"""The ``poolcast`` command line: ``run``, ``serve``, ``validate``, ``simulate``, ``leaderboard``,
+``dashboard`` and ``plan-template``.
 
 Every command ends a failure with one line on stderr naming what failed, and exit code 1:
 errors from poolcast (:class:`~poolcast.errors.PoolcastError`) and other expected failures
@@ -64,10 +64,13 @@ def _global_options(
 
 
 def _fail(command: str, exc: BaseException) -> typer.Exit:
-    """Print one line naming what failed (or re-raise under --debug) and return Exit(1)."""
+    """Print one line naming what failed (or re-raise under --debug) and return Exit(1);
+    a password in the message is masked."""
+    from poolcast.secrets import mask
+
     if _State.debug:
         raise exc
-    typer.echo(f"poolcast {command}: error: {_one_line(exc)}", err=True)
+    typer.echo(f"poolcast {command}: error: {mask(_one_line(exc))}", err=True)
     return typer.Exit(code=EXIT_ERROR)
 
 
@@ -194,17 +197,24 @@ def run(
         cfg = load_config(config, source=source, mapping=mapping, as_of=as_of, work_dir=work_dir)
         if not cfg.source:
             raise PoolcastError("no source given: pass --source or set source in the --config file")
+        from poolcast import secrets
         from poolcast.io import check_source
+        from poolcast.preflight import preflight
 
+        masked_source, full_source = secrets.split(cfg.source)
+        if full_source is not None:  # the flow gets the masked URL, the secret the environment
+            os.environ[secrets.SOURCE_URL_ENV] = full_source
         check_source(cfg.source)  # a missing file fails now, not after Prefect has started
+        preflight(cfg)  # seconds, before Prefect starts: unwritable paths, dead servers
         _quiet_expected_tracebacks()
         from tasks._prefect_env import use_work_dir
 
         use_work_dir(cfg.work_dir)  # Prefect reads its home when first imported
+        _terminate_on_sigterm()
         from flows.monthly_retrain import monthly_retrain
 
         kwargs: dict[str, Any] = {
-            "source": cfg.source,
+            "source": masked_source,
             "mapping": cfg.mapping,
             "as_of": cfg.as_of.isoformat() if cfg.as_of else None,
             "config_path": str(config) if config is not None else None,
@@ -217,7 +227,114 @@ def run(
         summary = monthly_retrain(**kwargs)
     except PoolcastError as exc:
         raise _fail("run", exc) from None
+    except BaseException as exc:
+        if not isinstance(exc, Terminated) and type(exc).__name__ != "TerminationSignal":
+            raise
+        typer.echo(
+            "poolcast run: error: terminated by SIGTERM; the flow run is marked crashed and the "
+            "MLflow run failed",
+            err=True,
+        )
+        _exit_now()  # do not wait for candidates still fitting in worker threads
     typer.echo(str(summary))
+
+
+#: Exit code after SIGTERM (128 + 15, as a shell reports a process killed by it).
+TERMINATED_EXIT = 143
+
+
+class Terminated(BaseException):
+    """SIGTERM reached ``poolcast run`` (a BaseException, so Prefect records a crash)."""
+
+
+def _terminate_on_sigterm() -> None:
+    """Make SIGTERM end ``poolcast run`` within seconds, cleanly.
+
+    Inside the flow, Prefect's own handler turns SIGTERM into ``TerminationSignal``: the flow
+    run is recorded as crashed and its ``on_crashed`` hook marks the MLflow parent run FAILED
+    (bounded in time). Outside it (start-up, shutdown) this handler raises
+    :class:`Terminated`. Either way ``run`` then stops Prefect's temporary server and exits
+    with code 143 at once, without waiting for candidates still fitting in worker threads; a
+    second SIGTERM exits immediately.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, _exit_now)
+        raise Terminated("terminated by SIGTERM")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _exit_now(signum: int | None = None, frame: Any = None) -> None:
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _stop_prefect_servers()
+    os._exit(TERMINATED_EXIT)
+
+
+def _stop_prefect_servers() -> None:
+    """Stop Prefect's temporary (ephemeral) API server subprocesses, if any were started."""
+    import sys
+
+    server = sys.modules.get("prefect.server.api.server")
+    if server is None:
+        return
+    for instance in list(getattr(server.SubprocessASGIServer, "_instances", {}).values()):
+        try:
+            instance.stop()
+        except Exception:
+            pass
+
+
+@app.command()
+@one_line_errors("serve")
+def serve(
+    source: Annotated[
+        str | None, typer.Option(help="CSV/Parquet path or database URL (default: the config's).")
+    ] = None,
+    mapping: Annotated[str | None, typer.Option(help="Shipped mapping name or TOML path.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config file.")] = None,
+    work_dir: Annotated[
+        str | None, typer.Option("--work-dir", help="Where stores and outputs go.")
+    ] = None,
+    cron: Annotated[str, typer.Option(help="Schedule (UTC cron).")] = "0 6 2 * *",
+    workers: Annotated[int, typer.Option(help="Candidates fitted at once.")] = 2,
+) -> None:
+    """Serve the monthly retrain on its schedule (needs a running Prefect server, PREFECT_API_URL).
+
+    Deployment ``monthly-retrain/monthly-retrain-serve`` (never the ``prefect deploy`` one),
+    concurrency limit 1. Stop with Ctrl-C.
+    """
+    try:
+        from deployments.serve import DEFAULT_PARAMETERS, check_prefect_server
+        from deployments.serve import serve as serve_deployment
+        from poolcast import secrets
+        from poolcast.config import load_config
+
+        cfg = load_config(config, source=source, mapping=mapping, work_dir=work_dir)
+        masked_source, full_source = secrets.split(cfg.source or DEFAULT_PARAMETERS["source"])
+        if full_source is not None:  # flow runs inherit this process's environment
+            os.environ[secrets.SOURCE_URL_ENV] = full_source
+        check_prefect_server()
+        from tasks._prefect_env import use_work_dir
+
+        use_work_dir(cfg.work_dir)
+        parameters = {
+            "source": masked_source,
+            "mapping": cfg.mapping if (mapping or config) else DEFAULT_PARAMETERS["mapping"],
+            "config_path": str(Path(config).resolve()) if config is not None else None,
+            "work_dir": str(Path(cfg.work_dir).resolve()),
+        }
+        serve_deployment(parameters, cron=cron, workers=workers)
+    except PoolcastError as exc:
+        raise _fail("serve", exc) from None
 
 
 @app.command()

@@ -15,6 +15,7 @@ default (and a line in the class's ``Fields`` docstring, which becomes its descr
 from __future__ import annotations
 
 import functools
+import os
 import tomllib
 from collections.abc import Callable
 from dataclasses import field, replace
@@ -318,7 +319,14 @@ class PipelineConfig:
 
     @property
     def mlflow_tracking_uri(self) -> str:
-        uri = self.tracking.mlflow_tracking_uri
+        """The MLflow tracking URI: ``$MLFLOW_TRACKING_URI``, else ``[tracking]
+        mlflow_tracking_uri``, else ``sqlite:///<work_dir>/mlflow.db``.
+
+        The environment wins over the file: the file travels with the repository and is the
+        same on every machine, the environment is what this machine's operator (or the
+        deployment's job variables) chose for it, as for any other service URL.
+        """
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or self.tracking.mlflow_tracking_uri
         return uri or f"sqlite:///{(self.work_dir / 'mlflow.db').resolve()}"
 
     @property

@@ -16,6 +16,7 @@ __all__ = [
     "NotFittedError",
     "PoolcastError",
     "PoolcastWarning",
+    "PreflightError",
     "PublishError",
     "SingularFitWarning",
     "SourceError",
@@ -41,6 +42,23 @@ class SourceError(PoolcastError):
         super().__init__(message)
         self.source = source
         self.column = column
+
+
+class PreflightError(PoolcastError):
+    """A resource the run needs is unusable (not writable, unreachable); found before any fitting.
+
+    Attributes
+    ----------
+    resource : str
+        What failed, e.g. ``"work dir /srv/poolcast"`` or ``"MLflow tracking server http://..."``.
+    cause : str
+        Why, in one line.
+    """
+
+    def __init__(self, resource: str, cause: str) -> None:
+        super().__init__(f"pre-flight: {resource}: {cause}")
+        self.resource = resource
+        self.cause = cause
 
 
 class DataContractError(PoolcastError):

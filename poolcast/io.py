@@ -482,7 +482,7 @@ def _read_sql(
         shown = f"{shown}#{table}"
     assert query is not None
     if url.startswith("sqlite:///"):
-        db_path = Path(url.removeprefix("sqlite:///"))
+        db_path = Path(url.removeprefix("sqlite:///").partition("?")[0])
         if str(db_path) not in ("", ":memory:") and not db_path.is_file():
             raise SourceError(f"{shown}: database file {db_path} not found", source=shown)
     try:

@@ -22,7 +22,8 @@ import re
 import socket
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from poolcast.champion import (
     decide_alias,
 )
 from poolcast.config import PipelineConfig
+from poolcast.secrets import mask
 
 __all__ = [
     "CHAMPION_ALIAS",
@@ -50,6 +52,7 @@ __all__ = [
     "ensure_experiment",
     "fail_orphaned_runs",
     "fail_running_runs",
+    "fail_stale_runs",
     "finish_run",
     "log_candidate_outcome",
     "log_candidate_run",
@@ -63,6 +66,7 @@ __all__ = [
     "register_champion",
     "run_url",
     "set_champion_alias",
+    "source_tags",
     "start_parent_run",
     "start_retrain",
 ]
@@ -128,7 +132,8 @@ def log_values(
     """Log metrics, params and tags in as few ``log_batch`` calls as MLflow allows.
 
     Non-finite metrics are skipped (MLflow stores NaN, but it breaks sorting in the UI);
-    params longer than 6000 characters are truncated.
+    params longer than 6000 characters are truncated; passwords in param and tag values are
+    masked (``poolcast.secrets.mask``).
     """
     from mlflow.entities import Metric, Param, RunTag
 
@@ -139,8 +144,10 @@ def log_values(
         for k, v in (metrics or {}).items()
         if v is not None and math.isfinite(float(v))
     ]
-    param_list = [Param(_key(k), str(v)[:_MAX_PARAM_CHARS]) for k, v in (params or {}).items()]
-    tag_list = [RunTag(str(k), str(v)[:_MAX_PARAM_CHARS]) for k, v in (tags or {}).items()]
+    param_list = [
+        Param(_key(k), mask(str(v))[:_MAX_PARAM_CHARS]) for k, v in (params or {}).items()
+    ]
+    tag_list = [RunTag(str(k), mask(str(v))[:_MAX_PARAM_CHARS]) for k, v in (tags or {}).items()]
     client.log_batch(run_id, params=param_list[:_MAX_PARAMS], tags=tag_list)
     for start in range(_MAX_PARAMS, len(param_list), _MAX_PARAMS):
         client.log_batch(run_id, params=param_list[start : start + _MAX_PARAMS])
@@ -187,6 +194,103 @@ def fail_running_runs(
     return [run.info.run_id for run in runs]
 
 
+TAG_HOST = "poolcast.host"
+TAG_PID = "poolcast.pid"
+TAG_KIND = "poolcast.kind"
+
+
+def _pid_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def fail_stale_runs(
+    tracking_uri: str,
+    experiment_name: str,
+    *,
+    host: str | None = None,
+    alive: Callable[[int], bool] = _pid_alive,
+) -> list[str]:
+    """Mark FAILED the RUNNING retrain runs whose process on this host is gone; returns their ids.
+
+    A run killed with SIGKILL (or by a power cut) cannot mark itself; the next run does. A
+    parent run records its host and process id (tags ``poolcast.host`` / ``poolcast.pid``);
+    a RUNNING one from this host whose process no longer exists is stale. Runs from other
+    hosts are left alone (this host cannot see their processes).
+    """
+    import socket
+
+    host = host or socket.gethostname()
+    client = _client(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return []
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=(
+            f"tags.`{TAG_KIND}` = 'retrain' and tags.`{TAG_HOST}` = '{host}' "
+            "and attributes.status = 'RUNNING'"
+        ),
+    )
+    stale = []
+    for run in runs:
+        pid = run.data.tags.get(TAG_PID, "")
+        if pid.isdigit() and not alive(int(pid)):
+            client.set_tag(
+                run.info.run_id,
+                "poolcast.failed_reason",
+                f"process {pid} on {host} ended without finishing the run (killed)",
+            )
+            client.set_terminated(run.info.run_id, status="FAILED")
+            stale.append(run.info.run_id)
+    return stale
+
+
+def _git_commit(path: Path) -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if re.fullmatch(r"[0-9a-f]{40}", commit) else None
+
+
+def source_tags(source_name: str = "flows/monthly_retrain.py") -> dict[str, str]:
+    """MLflow's source tags (``mlflow.source.name``/``type``/``git.commit``) plus host and pid.
+
+    The git commit is the one of the checkout the ``poolcast`` package is imported from
+    (absent when it is not a git checkout, e.g. an installed wheel).
+    """
+    import os
+    import socket
+
+    tags = {
+        "mlflow.source.name": source_name,
+        "mlflow.source.type": "JOB",
+        TAG_HOST: socket.gethostname(),
+        TAG_PID: str(os.getpid()),
+    }
+    commit = _git_commit(Path(__file__).resolve().parents[1])
+    if commit is not None:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
 def _pandas_ready(frame: pl.DataFrame):
     """pandas copy with temporal columns as ISO strings (MLflow's JSON tables need them)."""
     temporal = [c for c, t in frame.schema.items() if t.is_temporal()]
@@ -218,13 +322,23 @@ def log_input_dataset(
 ) -> str:
     """Log the validated panel as an MLflow dataset input (context ``training``); returns its digest."""
     import mlflow.data
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
     from mlflow.entities import DatasetInput, InputTag
+    from mlflow.exceptions import MlflowException
 
     with warnings.catch_warnings():  # "source can be interpreted in multiple ways": a local file
         warnings.simplefilter("ignore", UserWarning)
-        dataset = mlflow.data.from_pandas(
-            panel.to_pandas(), source=source, name=name, targets="sales"
-        )
+        try:
+            dataset = mlflow.data.from_pandas(
+                panel.to_pandas(), source=mask(source), name=name, targets="sales"
+            )
+        except MlflowException:  # a database URL: MLflow has no resolver; record it as a URL
+            dataset = mlflow.data.from_pandas(
+                panel.to_pandas(),
+                source=HTTPDatasetSource(mask(source)),
+                name=name,
+                targets="sales",
+            )
     entity = dataset._to_mlflow_entity()
     _client(tracking_uri).log_inputs(
         run_id,
@@ -301,26 +415,41 @@ def log_champion_model(
     score: float,
     fingerprint: str,
     metric: str,
+    metrics: Mapping[str, float] | None = None,
 ) -> str:
     """Log the champion as a pyfunc model in `run_id`, register it, tag the version; returns the version.
 
     The version tags record the candidate class, its backtest score, the backtest
     fingerprint and the metric: what the alias rule in ``poolcast.champion`` compares.
+
+    The model loads wherever its own requirements install: the ``poolcast`` package is
+    logged with it as code (``code_paths``), and its requirements pin every third-party
+    package ``poolcast`` needs to unpickle and run a candidate (:data:`MODEL_REQUIREMENTS`).
+    `metrics` (the champion's backtest metrics) are logged on the model itself, so the
+    logged model carries its backtest scores and nothing else (no data-quality counts).
     """
     import mlflow
     import mlflow.pyfunc
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
 
     if "sales" in example.columns:  # the model's input is a forecast frame: target unknown
         example = example.with_columns(pl.lit(None, pl.Int64).alias("sales"))
     example_pd = example.to_pandas()
     with warnings.catch_warnings():  # integer columns: the feature frame has no missing ints
         warnings.simplefilter("ignore", UserWarning)
-        signature = infer_signature(example_pd, forecaster.predict(None, example))
-    requirements = [f"{m}=={_version(m)}" for m in ("mlflow", "numpy", "polars", "pandas", "scipy")]
-    mlflow.set_tracking_uri(tracking_uri)
+        full = infer_signature(example_pd, forecaster.predict(None, example))
+    # Output schema only: MLflow enforces an input schema on pandas frames alone and would
+    # refuse a polars frame, which ``ChampionForecaster.predict`` accepts (it validates and
+    # converts either); the expected input columns are recorded as a model-version tag.
+    signature = ModelSignature(inputs=None, outputs=full.outputs)
+    input_columns = json.dumps(full.inputs.input_names())
+    requirements = [f"{m}=={_version(m)}" for m in MODEL_REQUIREMENTS]
     mlflow.set_registry_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+    with (
+        _scoped_tracking_uri(tracking_uri),
+        mlflow.start_run(run_id=run_id),
+        warnings.catch_warnings(),
+    ):
         # MLflow's advice (type hints, input example, models-from-code) does not apply: the
         # signature is given, and the wrapper is pickled on purpose.
         warnings.simplefilter("ignore", UserWarning)
@@ -330,7 +459,22 @@ def log_champion_model(
             registered_model_name=registered_model_name,
             signature=signature,
             pip_requirements=requirements,
+            # the package and the pandera schemas it imports (schemas/ beside poolcast/)
+            code_paths=[
+                str(Path(__file__).resolve().parent),
+                str(Path(__file__).resolve().parents[1] / "schemas"),
+            ],
+            # MLflow links the run's metrics *of this step* to the model; the run's own
+            # metrics (data-quality counts) are at step 0, the model's backtest metrics here.
+            step=_MODEL_STEP,
         )
+        backtest = {
+            _key(k): float(v)
+            for k, v in (metrics or {}).items()
+            if v is not None and math.isfinite(float(v))
+        }
+        if backtest:
+            mlflow.log_metrics(backtest, model_id=info.model_id, step=_MODEL_STEP)
     version = str(info.registered_model_version)
     client = _client(tracking_uri)
     # leaving ``mlflow.start_run`` ended the parent run FINISHED; it is not: publish and the
@@ -342,10 +486,54 @@ def log_champion_model(
         TAG_SCORE: repr(float(score)),
         TAG_FINGERPRINT: fingerprint,
         TAG_METRIC: metric,
+        "poolcast.input_columns": input_columns,
     }
     for key, value in tags.items():
         client.set_model_version_tag(registered_model_name, version, key, value)
     return version
+
+
+#: Distributions the logged champion needs besides ``poolcast`` itself (logged as code):
+#: what ``poolcast.models`` imports (formulaic for the GLMM designs, statsmodels for GEE,
+#: threadpoolctl), polars/pandas with pyarrow between them, and MLflow to load it.
+MODEL_REQUIREMENTS = (
+    "mlflow",
+    "numpy",
+    "polars",
+    "pandas",
+    "pyarrow",
+    "scipy",
+    "statsmodels",
+    "formulaic",
+    "threadpoolctl",
+    "pandera",  # schemas/ (the panel contract the features import)
+    "pydantic",  # poolcast.config (typed settings the features import)
+)
+
+
+_MODEL_STEP = 1
+
+
+@contextmanager
+def _scoped_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent tracking URI set to `uri` for the block, then put back as it was.
+
+    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI``, which poolcast honours
+    over the config file; left set, it would redirect the next run in this process.
+    """
+    import os
+
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
 def _version(module: str) -> str:
@@ -445,7 +633,7 @@ def start_retrain(
         uri, config.tracking.experiment_name, artifact_dir=Path(config.work_dir) / "mlartifacts"
     )
     params = {
-        "source": config.source,
+        "source": mask(config.source),
         "mapping": config.mapping,
         "as_of": config.as_of,
         **{f"features.{k}": v for k, v in asdict(config.features).items()},
@@ -458,12 +646,7 @@ def start_retrain(
         experiment_id,
         run_name=run_name,
         params=params,
-        tags={
-            "poolcast.kind": "retrain",
-            TAG_HOST: socket.gethostname(),
-            TAG_PID: os.getpid(),
-            **(tags or {}),
-        },
+        tags={TAG_KIND: "retrain", **source_tags(), **(tags or {})},
     )
     return RetrainRun(uri, experiment_id, run_id)
 
@@ -562,6 +745,7 @@ def register_champion(
     fingerprint: str,
     metric: str,
     rescore: Callable[[str], float | None],
+    metrics: Mapping[str, float] | None = None,
 ) -> Registration:
     """Register the champion model and decide (but do **not** apply) the alias rule.
 
@@ -583,6 +767,7 @@ def register_champion(
         score=score,
         fingerprint=fingerprint,
         metric=metric,
+        metrics=metrics,
     )
     log_values(
         run.tracking_uri,

@@ -6,7 +6,14 @@ from typing import Any
 
 __all__ = ["is_transient", "retry_if_transient"]
 
-_PERMANENT_OS_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+#: A path that is missing, forbidden, already there or of the wrong kind stays so on a retry.
+_PERMANENT_OS_ERRORS = (
+    FileExistsError,
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
 
 
 def is_transient(exc: BaseException | None) -> bool:

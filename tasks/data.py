@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+from dataclasses import replace
 from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from poolcast import secrets
 from poolcast.backtest import OriginSplit, backtest_coverage, prepare_splits
 from poolcast.config import PipelineConfig, load_config
+from poolcast.errors import SourceError
 from poolcast.features import panel_plan_columns
 from poolcast.io import LoadedSource, load_plan_source, load_source
 from poolcast.plan import PlanResult, validate_plan
@@ -30,8 +34,36 @@ __all__ = [
 def resolve_config(
     config_path: str | None, *, source: str, mapping: str, as_of: str | None, work_dir: str
 ) -> PipelineConfig:
-    """The run's configuration: the TOML file (if any) overridden by the flow parameters."""
-    return load_config(config_path, source=source, mapping=mapping, as_of=as_of, work_dir=work_dir)
+    """The run's configuration: the TOML file (if any) overridden by the flow parameters.
+
+    A source URL with a clear password is masked here (see ``poolcast.secrets``): the full
+    URL moves to ``$POOLCAST_SOURCE_URL`` of this process and the flow run's stored
+    parameters are rewritten with the masked URL, so nothing downstream sees the secret.
+    """
+    masked, full = secrets.split(source)
+    if full is not None:
+        os.environ[secrets.SOURCE_URL_ENV] = full
+        _mask_flow_run_parameters(masked)
+    return load_config(config_path, source=masked, mapping=mapping, as_of=as_of, work_dir=work_dir)
+
+
+def _mask_flow_run_parameters(masked_source: str) -> None:
+    """Replace ``source`` in the current flow run's stored parameters with its masked form."""
+    from prefect import runtime
+    from prefect.client.orchestration import get_client
+
+    flow_run_id = runtime.flow_run.get_id()
+    if flow_run_id is None:
+        return
+    with get_client(sync_client=True) as client:
+        parameters = dict(client.read_flow_run(flow_run_id).parameters)
+        parameters["source"] = masked_source
+        client.update_flow_run(flow_run_id, parameters=parameters)
+    get_run_logger().warning(
+        "the source URL held a clear password: stored the masked URL as the flow run's "
+        "parameter; pass the masked URL and set %s instead",
+        secrets.SOURCE_URL_ENV,
+    )
 
 
 @task(
@@ -39,7 +71,13 @@ def resolve_config(
 )
 def load(config: PipelineConfig) -> LoadedSource:
     """Read the source through the mapping (retried only on transient I/O errors)."""
-    loaded = load_source(config.source, config.mapping)
+    try:
+        loaded = load_source(secrets.reveal(config.source), config.mapping)
+    except SourceError as exc:  # driver messages may echo the URL: mask before Prefect logs it
+        masked = SourceError(secrets.mask(str(exc)), source=secrets.mask(exc.source))
+        masked.column = exc.column
+        raise masked from None
+    loaded = replace(loaded, source=secrets.mask(loaded.source))
     get_run_logger().info("loaded %d rows from %s", loaded.frame.height, loaded.source)
     return loaded
 

@@ -45,3 +45,18 @@ def test_transient_errors_are_retried(exc):
 )
 def test_permanent_errors_are_not_retried(exc):
     assert not is_transient(exc)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        FileExistsError("quarantine.csv exists"),
+        NotADirectoryError("work is a file"),
+        IsADirectoryError("outputs.duckdb is a directory"),
+        FileNotFoundError(2, "No such file or directory", "/missing/dir/mlflow.db"),
+        PermissionError(13, "Permission denied", "/srv/readonly"),
+    ],
+)
+def test_path_errors_are_permanent(exc):
+    assert not is_transient(exc)
+    assert not is_transient(_wrapped(exc))
