@@ -454,13 +454,17 @@ def build_leaderboard(
     failures: Mapping[str, str],
     *,
     sort_by: str = "scaled_pinball",
+    ineligible: Mapping[str, str] | None = None,
 ) -> pl.DataFrame:
-    """One row per candidate: ``candidate, status ("ok" | "failed"), error``, the overall
-    metrics, ``fit_seconds`` and ``predict_seconds``.
+    """One row per candidate: ``candidate, status ("ok" | "ineligible" | "failed"), error``,
+    the overall metrics, ``fit_seconds`` and ``predict_seconds``.
 
-    Successful candidates come first, ordered by ``sort_by`` then ``mase``; failed ones
-    follow with NULL metrics and their error message.
+    Successful candidates come first, ordered by ``sort_by`` then ``mase``; ineligible ones
+    (``ineligible = {name: reason}``: finished the backtest but may not become champion,
+    e.g. a Bayesian fit that failed its diagnostics) follow with their metrics and the reason
+    in ``error``; failed ones come last with NULL metrics and their error message.
     """
+    ineligible = dict(ineligible or {})
     overlap = sorted({r.name for r in results} & set(failures))
     if overlap:
         raise InvalidParameterError(f"candidate(s) {overlap} are both in results and failures")
@@ -469,7 +473,12 @@ def build_leaderboard(
         metric_names += [m for m in r.metrics if m not in metric_names]
     records: list[dict[str, Any]] = []
     for r in results:
-        rec: dict[str, Any] = {"candidate": r.name, "status": "ok", "error": None}
+        reason = ineligible.get(r.name)
+        rec: dict[str, Any] = {
+            "candidate": r.name,
+            "status": "ok" if reason is None else "ineligible",
+            "error": reason,
+        }
         rec |= {m: r.metrics.get(m) for m in metric_names}
         rec |= {"fit_seconds": r.fit_seconds, "predict_seconds": r.predict_seconds}
         records.append(rec)
@@ -488,7 +497,9 @@ def build_leaderboard(
     )
     keys = ["status"] + [c for c in (sort_by, "mase") if c in board.columns] + ["candidate"]
     return (
-        board.with_columns(pl.col("status").eq("failed").alias("_failed"))
+        board.with_columns(
+            pl.col("status").replace_strict({"ok": 0, "ineligible": 1}, default=2).alias("_failed")
+        )
         .sort(["_failed", *keys[1:]], nulls_last=True)
         .drop("_failed")
     )

@@ -8,6 +8,7 @@ from functools import partial
 from poolcast.errors import InvalidParameterError
 from poolcast.models.base import Candidate
 from poolcast.models.baselines import MovingAverage, SeasonalNaive
+from poolcast.models.bayes import BayesNegBinHierarchical
 from poolcast.models.gee import GeePoissonAR1, GeePoissonExchangeable
 from poolcast.models.glm import PooledNegBinGlm, PooledPoissonGlm, SkuFixedEffectsNegBinGlm
 from poolcast.models.glmm import (
@@ -43,12 +44,16 @@ CANDIDATE_CLASSES: dict[str, type[Candidate]] = {
         GlmmNegBinRandomInterceptSlope,
         GlmmPoissonRandomInterceptAgq,
         GlmmNegBinDynamic,
+        BayesNegBinHierarchical,
     )
 }
 CANDIDATE_NAMES: tuple[str, ...] = tuple(CANDIDATE_CLASSES)
 _PROMO_SLOPE = frozenset({"glmm_poisson_ri_slope", "glmm_nb2_ri_slope"})
 _BASELINES = frozenset({"seasonal_naive", "moving_average"})
 AGQ_MAX_SKUS = 3000
+#: Named-only candidates: never in the default line-up, run when named in
+#: ``[backtest] candidates`` (the Bayesian GLMM: minutes per origin, benchmarks/README.md).
+OPT_IN: frozenset[str] = frozenset({"bayes_nb2_hier"})
 
 
 def make_candidate(name: str, **params: object) -> Candidate:
@@ -110,7 +115,9 @@ def default_candidates(
             )
         chosen = list(names)
     else:
-        chosen = [n for n in CANDIDATE_NAMES if has_promo or n not in _PROMO_SLOPE]
+        chosen = [
+            n for n in CANDIDATE_NAMES if (has_promo or n not in _PROMO_SLOPE) and n not in OPT_IN
+        ]
         if n_skus is not None and n_skus > agq_max_skus:
             chosen.remove("glmm_poisson_ri_agq")
     customer_terms = "log" if has_customers else "none"
