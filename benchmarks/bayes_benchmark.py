@@ -10,7 +10,8 @@ Two parts, results to ``benchmarks/bayes_results.json`` (and ``benchmarks/README
 ``recovery``  several seeds of a smaller panel: does the 90% posterior interval of each fixed
               effect and variance component contain the truth (nominal rate 0.9)?
 
-Run: ``PYTHONPATH=. python benchmarks/bayes_benchmark.py [speed|recovery|all] [--pymc]``.
+Run: ``PYTHONPATH=. python benchmarks/bayes_benchmark.py [speed|recovery|all] [--pymc]
+[--seeds 5] [--skus 150] [--out FILE]``.
 """
 
 from __future__ import annotations
@@ -144,15 +145,21 @@ def recovery(seeds: range, n_skus: int, n_months: int) -> dict:
     }
 
 
+def _arg(flag: str, default: str) -> str:
+    return sys.argv[sys.argv.index(flag) + 1] if flag in sys.argv else default
+
+
 def main() -> None:
     part = sys.argv[1] if len(sys.argv) > 1 else "all"
-    results = json.loads(OUT.read_text()) if OUT.exists() else {}
+    out = Path(_arg("--out", str(OUT)))
+    results = json.loads(out.read_text()) if out.exists() else {}
     if part in ("speed", "all"):
         results["speed"] = speed("--pymc" in sys.argv)
-        OUT.write_text(json.dumps(results, indent=2, default=float))
+        out.write_text(json.dumps(results, indent=2, default=float))
     if part in ("recovery", "all"):
-        results["recovery"] = recovery(range(1, 6), 150, 24)
-        OUT.write_text(json.dumps(results, indent=2, default=float))
+        seeds = int(_arg("--seeds", "5"))
+        results["recovery"] = recovery(range(1, seeds + 1), int(_arg("--skus", "150")), 24)
+        out.write_text(json.dumps(results, indent=2, default=float))
     print(json.dumps(results, indent=2, default=float))
 
 

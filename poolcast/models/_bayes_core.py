@@ -29,8 +29,6 @@ from typing import Any
 
 import numpy as np
 
-ADAPTATION = os.environ.get("POOLCAST_NUTPIE_ADAPTATION", "low_rank")
-
 __all__ = [
     "DIAGNOSTIC_THRESHOLDS",
     "HierData",
@@ -368,7 +366,6 @@ def fit_posterior(
             seed=seed,
             progress_bar=False,
             save_warmup=False,
-            **({"adaptation": ADAPTATION} if ADAPTATION else {}),
         )
         seconds["sample"] = time.perf_counter() - t1
     elif method == "nuts_pymc":
