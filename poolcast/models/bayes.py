@@ -35,10 +35,12 @@ Priors (weakly informative, on the log scale of the mean) and why:
   the prior on :math:`1/\\sqrt{\\theta}` recommended by the Stan prior-choice notes: it
   shrinks towards Poisson (:math:`\\alpha = 0`) without excluding strong overdispersion.
 
-Parameterisation: ``parameterization="noncentred"`` samples :math:`b_i = L v_i`,
+Parameterisation: ``parameterization="noncentred"`` (default) samples :math:`b_i = L v_i`,
 :math:`a_c = \\tau\\circ u_c` with standard-normal :math:`v, u` (removes the funnel of thin
-groups); ``"centred"`` samples :math:`b_i, a_c` directly, which mixes far better when every
-SKU has a long, high-count history (measured in ``benchmarks/README.md``).
+groups); ``"centred"`` samples :math:`b_i, a_c` directly, the textbook choice when every group
+has a long, high-count history. On short simulated panels (200 SKUs x 24 months, 2 x 300
+draws) neither passed the gate: the slow direction is the trade-off between the intercept
+and the mean of the few category effects (``benchmarks/README.md``).
 
 Sampling: nutpie (NUTS, numba backend), ``chains`` x (``tune`` + ``draws``) with the fixed
 ``seed``. Above ``advi_threshold`` training rows the candidate uses mean-field ADVI instead
@@ -171,7 +173,7 @@ class BayesHierarchical(CovariateCandidate):
         ``"auto"``: nutpie NUTS up to ``advi_threshold`` training rows, ADVI above.
     advi_threshold : int
         Training rows per fit above which ``"auto"`` falls back to ADVI.
-    parameterization : {"centred", "noncentred"}
+    parameterization : {"noncentred", "centred"}
     fit_horizons : {"first", "all"}
         ``"first"``: one posterior per origin (horizon 1) serves every horizon.
     max_stored_draws : int
@@ -216,7 +218,7 @@ class BayesHierarchical(CovariateCandidate):
         seed: int = 0,
         method: str = "auto",
         advi_threshold: int = ADVI_THRESHOLD,
-        parameterization: str = "centred",
+        parameterization: str = "noncentred",
         fit_horizons: str = "first",
         max_stored_draws: int = 1000,
     ) -> None:
