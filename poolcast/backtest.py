@@ -1052,20 +1052,20 @@ def build_leaderboard(
     sort_by: str = "scaled_pinball",
     ineligible: Mapping[str, str] | None = None,
 ) -> pl.DataFrame:
-    """One row per candidate: ``candidate, status ("ok" | "failed" | "ineligible"), error``,
+    """One row per candidate: ``candidate, status ("ok" | "ineligible" | "failed"), error``,
     the overall metrics, ``fit_seconds`` and ``predict_seconds``.
 
-    Successful candidates come first, ordered by ``sort_by`` then ``mase``; failed ones
-    follow with NULL metrics and their error message, then the ineligible ones
-    (``ineligible``: name -> reason, e.g. a candidate that needs a plan column the run
-    lacks for the forecast months) with NULL metrics and the reason in ``error``. Only
-    ``ok`` rows can become champion (:func:`select_champion`).
+    Successful candidates come first, ordered by ``sort_by`` then ``mase``; ineligible ones
+    follow with the reason in ``error`` (``ineligible``: name -> reason): a candidate that
+    finished the backtest but may not become champion (e.g. a Bayesian fit that failed its
+    diagnostics) keeps its metrics; one that did not run (e.g. it needs a plan column the run
+    lacks for the forecast months) has NULL metrics. Failed ones come last with NULL metrics
+    and their error message. Only ``ok`` rows can become champion (:func:`select_champion`).
     """
     ineligible = dict(ineligible or {})
-    names = [r.name for r in results]
+    names = {r.name for r in results}
     for a, b, what in (
-        (set(names), set(failures), "results and failures"),
-        (set(names), set(ineligible), "results and ineligible"),
+        (names, set(failures), "results and failures"),
         (set(failures), set(ineligible), "failures and ineligible"),
     ):
         overlap = sorted(a & b)
@@ -1076,7 +1076,12 @@ def build_leaderboard(
         metric_names += [m for m in r.metrics if m not in metric_names]
     records: list[dict[str, Any]] = []
     for r in results:
-        rec: dict[str, Any] = {"candidate": r.name, "status": "ok", "error": None}
+        reason = ineligible.get(r.name)
+        rec: dict[str, Any] = {
+            "candidate": r.name,
+            "status": "ok" if reason is None else "ineligible",
+            "error": reason,
+        }
         rec |= {m: r.metrics.get(m) for m in metric_names}
         rec |= {"fit_seconds": r.fit_seconds, "predict_seconds": r.predict_seconds}
         records.append(rec)
@@ -1086,6 +1091,8 @@ def build_leaderboard(
         rec |= {"fit_seconds": None, "predict_seconds": None}
         records.append(rec)
     for name, reason in ineligible.items():
+        if name in names:  # ran: its row above keeps the metrics
+            continue
         rec = {"candidate": name, "status": "ineligible", "error": str(reason)}
         rec |= dict.fromkeys(metric_names)
         rec |= {"fit_seconds": None, "predict_seconds": None}
@@ -1101,7 +1108,7 @@ def build_leaderboard(
     keys = ["status"] + [c for c in (sort_by, "mase") if c in board.columns] + ["candidate"]
     return (
         board.with_columns(
-            pl.col("status").replace_strict({"ok": 0, "failed": 1}, default=2).alias("_failed")
+            pl.col("status").replace_strict({"ok": 0, "ineligible": 1}, default=2).alias("_failed")
         )
         .sort(["_failed", *keys[1:]], nulls_last=True)
         .drop("_failed")

@@ -24,10 +24,12 @@ from poolcast.errors import InvalidParameterError
 
 __all__ = [
     "calibration_plot",
+    "category_effects_plot",
     "caterpillar_plot",
     "fan_chart",
     "leaderboard_plot",
     "shrinkage_plot",
+    "trace_rank_plot",
 ]
 
 _QUANTILE_COLUMN = re.compile(r"^q_(\d*\.?\d+)$")
@@ -368,4 +370,67 @@ def leaderboard_plot(leaderboard: pl.DataFrame, *, metric: str) -> Figure:
     ax.set(xlabel=metric, title=f"Leaderboard by {metric}")
     if failed:
         ax.set_xlabel(f"{metric}\nno value: {', '.join(map(str, failed))}")
+    return fig
+
+
+def category_effects_plot(
+    draws: np.ndarray, levels: Sequence[str], *, term: str = "intercept"
+) -> Figure:
+    """Posterior of the category effects: mean, 50% and 90% intervals per category.
+
+    Parameters
+    ----------
+    draws : (S, n_categories) array
+        Posterior draws of one category effect (e.g. the intercept :math:`a_{c0}`).
+    levels : sequence of str
+        Category names, in the columns' order.
+    """
+    draws = np.asarray(draws, dtype=float)
+    if draws.ndim != 2 or draws.shape[1] != len(levels):
+        raise InvalidParameterError(
+            f"category_effects_plot: draws has shape {draws.shape}; need (S, {len(levels)}) "
+            "for the given levels"
+        )
+    if draws.size == 0:
+        return _no_data("category effects")
+    order = np.argsort(draws.mean(axis=0))
+    q = np.quantile(draws[:, order], [0.05, 0.25, 0.5, 0.75, 0.95], axis=0)
+    y = np.arange(len(levels))
+    fig = Figure(figsize=(7, max(2.5, 0.25 * len(levels) + 1.2)), layout="constrained")
+    ax = fig.subplots()
+    ax.hlines(y, q[0], q[4], color="C0", lw=1, label="90% interval")
+    ax.hlines(y, q[1], q[3], color="C0", lw=3, label="50% interval")
+    ax.plot(draws[:, order].mean(axis=0), y, "o", color="k", ms=3, label="posterior mean")
+    ax.axvline(0.0, color="0.5", ls="--", lw=0.8)
+    ax.set_yticks(y, [str(levels[i]) for i in order], fontsize="small")
+    ax.set(xlabel=f"category effect ({term}, log scale)", title="Posterior of the category effects")
+    ax.legend(fontsize="x-small")
+    return fig
+
+
+def trace_rank_plot(chains: dict[str, np.ndarray], *, bins: int = 20) -> Figure:
+    """Trace and rank plots of scalar parameters (e.g. the variance components).
+
+    Parameters
+    ----------
+    chains : dict of str to (n_chains, n_draws) array
+        Draws per chain of each scalar.
+    bins : int
+        Rank histogram bins: with good mixing each chain's ranks are uniform.
+    """
+    if not chains:
+        return _no_data("trace / rank")
+    fig = Figure(figsize=(9, 2.2 * len(chains)), layout="constrained")
+    axes = fig.subplots(len(chains), 2, squeeze=False)
+    for (name, arr), (ax_t, ax_r) in zip(chains.items(), axes, strict=True):
+        arr = np.atleast_2d(np.asarray(arr, dtype=float))
+        ranks = np.argsort(np.argsort(arr.ravel())).reshape(arr.shape)
+        edges = np.linspace(0, arr.size, bins + 1)
+        for c in range(arr.shape[0]):
+            ax_t.plot(arr[c], lw=0.6, alpha=0.8, label=f"chain {c}")
+            ax_r.stairs(np.histogram(ranks[c], bins=edges)[0], edges, label=f"chain {c}")
+        ax_r.axhline(arr.shape[1] / bins, color="k", ls="--", lw=0.8)
+        ax_t.set_title(f"{name}: trace", fontsize="small")
+        ax_r.set_title(f"{name}: rank histogram", fontsize="small")
+    axes[0][0].legend(fontsize="x-small")
     return fig

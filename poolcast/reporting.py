@@ -14,6 +14,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 __all__ = [
@@ -342,10 +343,13 @@ class CandidateRun:
         Its backtest (predictions, metrics).
     report : CandidateReport or None
         ``describe()`` of the candidate fitted at the last origin (see :func:`describe_candidate`).
+    ineligible_reason : str or None
+        Why it may not become champion (its fits reported ``ineligible_reason_``), or None.
     """
 
     result: Any
     report: Any = None
+    ineligible_reason: str | None = None
 
     @property
     def name(self) -> str:
@@ -430,6 +434,43 @@ def candidate_figures(
         )
         if ranef is not None:
             figures["caterpillar"] = plots.caterpillar_plot(ranef)
+        figures |= bayes_figures(report)
+    return figures
+
+
+def bayes_figures(report: Any) -> dict[str, Any]:
+    """Bayesian child-run plots (a report with ``draws``, see ``poolcast.models.bayes``):
+    posterior of the category effects, category shrinkage, trace / rank of the variance
+    components. Empty for other reports."""
+    from poolcast import plots
+
+    draws = getattr(report, "draws", None)
+    if draws is None:
+        return {}
+    figures: dict[str, Any] = {}
+    if draws.category_effects is not None:
+        figures["category_effects"] = plots.category_effects_plot(
+            draws.category_effects[:, :, 0], report.category_levels
+        )
+    cat_shrink = getattr(report, "category_shrinkage", None)
+    if cat_shrink is not None and cat_shrink.height:
+        figures["shrinkage_category"] = plots.shrinkage_plot(cat_shrink)
+    posterior = getattr(report, "posterior", None)
+    if posterior is not None and getattr(report, "sampler", "") != "advi":
+        post = posterior["posterior"]
+        chains: dict[str, Any] = {}
+        for var, labels in (
+            ("sku_chol_cov_stds", ("sku_sd_intercept", "sku_sd_promo")),
+            ("sku_sd", ("sku_sd_intercept",)),
+            ("category_sd", ("category_sd_intercept", "category_sd_promo")),
+            ("alpha", ("nb2_alpha",)),
+        ):
+            if var in post:
+                arr = np.asarray(post[var], dtype=float)
+                arr = arr.reshape(arr.shape[0], arr.shape[1], -1)
+                for j, label in enumerate(labels[: arr.shape[2]]):
+                    chains[label] = arr[:, :, j]
+        figures["variance_trace_rank"] = plots.trace_rank_plot(chains)
     return figures
 
 

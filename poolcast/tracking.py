@@ -710,17 +710,55 @@ def log_candidate_outcome(run: RetrainRun, outcome: Any, history: pl.DataFrame) 
     }
     if isinstance(outcome, CandidateFailure):
         return log_candidate_run(**common, name=outcome.name, error=outcome.error)
-    return log_candidate_run(
+    diagnostics = getattr(outcome.report, "diagnostics", None) or {}
+    run_id = log_candidate_run(
         **common,
         name=outcome.name,
         params=candidate_params(outcome.report),
-        metrics=candidate_metrics(outcome.result),
+        metrics=candidate_metrics(outcome.result)
+        | {k: float(v) for k, v in diagnostics.items() if v is not None},
         tables=candidate_tables(outcome.result, outcome.report),
         figures=candidate_figures(outcome.result, history, outcome.report),
         documents={"convergence": outcome.report.convergence}
         if outcome.report is not None
         else None,
     )
+    client = _client(run.tracking_uri)
+    reason = getattr(outcome, "ineligible_reason", None)
+    client.set_tag(run_id, "poolcast.status", "ineligible" if reason else "ok")
+    if reason:
+        client.set_tag(run_id, "poolcast.ineligible_reason", reason[:5000])
+    if getattr(outcome.report, "posterior", None) is not None:
+        log_posterior(run.tracking_uri, run_id, outcome.report)
+    return run_id
+
+
+def log_posterior(tracking_uri: str, run_id: str, report: Any) -> int:
+    """Save a Bayesian report's posterior (ArviZ DataTree: posterior and sample stats) as the
+    zipped zarr artifact ``posterior/posterior.zarr.zip``; tag the sampler; returns its bytes.
+
+    zarr, not netCDF: this environment has no netCDF4 / h5netcdf writer, and the scipy
+    netCDF3 writer cannot hold the DataTree's groups.
+    """
+    import shutil
+    import tempfile
+
+    client = _client(tracking_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "posterior.zarr"
+        import xarray as xr
+
+        tree = report.posterior
+        groups = {
+            g: tree[g].to_dataset() for g in ("posterior", "sample_stats") if g in tree.children
+        }
+        xr.DataTree.from_dict(groups).to_zarr(store, mode="w")
+        archive = shutil.make_archive(str(store), "zip", root_dir=store)
+        size = Path(archive).stat().st_size
+        client.log_artifact(run_id, archive, "posterior")
+    client.set_tag(run_id, "poolcast.sampler", getattr(report, "sampler", ""))
+    client.log_metric(run_id, "posterior_artifact_bytes", float(size))
+    return size
 
 
 def log_run_outputs(

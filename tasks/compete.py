@@ -85,10 +85,19 @@ def compete(
     """Backtest one candidate and describe its last-origin fit; an exception becomes a recorded
     failure (never retried)."""
     b = config.backtest
+    fitted: list[Any] = []  # the latest instance only; earlier ones leave their reason
+    reasons: list[str] = []
+
+    def tracked() -> Any:  # records each fitted instance's ineligibility (Bayesian diagnostics)
+        if fitted and (reason := getattr(fitted.pop(), "ineligible_reason_", None)):
+            reasons.append(reason)
+        fitted.append(factory())
+        return fitted[-1]
+
     try:
         result = backtest_candidate(
             name,
-            factory,
+            tracked,
             splits,
             quantiles=b.quantiles,
             n_samples=b.n_samples,
@@ -97,13 +106,20 @@ def compete(
             inactive_months=b.inactive_months,
             calibration=b.calibration,
         )
-        report = describe_candidate(factory, splits[-1])
+        if fitted and (reason := getattr(fitted[-1], "ineligible_reason_", None)):
+            reasons.append(reason)
+        # the last origin's fit is described (as describe_candidate would refit it): no
+        # second fit, which for the Bayesian candidate is a second MCMC run
+        report = fitted[-1].describe() if fitted else describe_candidate(factory, splits[-1])
     except Exception as exc:  # the one broad catch: a failing candidate must not fail the month
         get_run_logger().warning("candidate %s failed: %s: %s", name, type(exc).__name__, exc)
         return CandidateFailure(name, type(exc).__name__, str(exc))
     get_run_logger().info(
         "candidate %s: %s", name, {k: round(v, 4) for k, v in result.metrics.items()}
     )
+    if reasons:
+        get_run_logger().warning("candidate %s is ineligible: %s", name, reasons[-1])
+        return CandidateRun(result, report, ineligible_reason=" | ".join(dict.fromkeys(reasons)))
     return CandidateRun(result, report)
 
 
@@ -113,6 +129,10 @@ def leaderboard(
 ) -> pl.DataFrame:
     """One row per candidate, failures and ineligible candidates included, best first."""
     results, failures = split_outcomes(outcomes)
+    ineligible = dict(ineligible or {})  # candidates that did not run (plan columns)
+    ineligible |= {  # candidates that ran but may not win (e.g. Bayesian diagnostics)
+        o.name: o.ineligible_reason for o in outcomes if getattr(o, "ineligible_reason", None)
+    }
     return build_leaderboard(
         results, failures, sort_by=config.backtest.selection_metric, ineligible=ineligible
     )

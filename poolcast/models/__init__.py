@@ -4,12 +4,14 @@ Modules: :mod:`~poolcast.models.forecast` (the :class:`Forecast`), :mod:`~poolca
 (the :class:`Candidate` interface, direct multi-horizon loop, :class:`CandidateReport`),
 :mod:`~poolcast.models.baselines` (seasonal naive, moving average), :mod:`~poolcast.models.glm`
 (complete and no pooling), :mod:`~poolcast.models.gee` (population average),
-:mod:`~poolcast.models.glmm` (partial pooling) and :mod:`~poolcast.models.registry`
+:mod:`~poolcast.models.glmm` (partial pooling), :mod:`~poolcast.models.bayes` (the Bayesian
+hierarchical GLMM, SKUs in categories, PyMC + nutpie) and :mod:`~poolcast.models.registry`
 (:func:`default_candidates`).
 """
 
 from poolcast.models.base import Candidate, CandidateReport, CovariateCandidate, HorizonReport
 from poolcast.models.baselines import MovingAverage, SeasonalNaive
+from poolcast.models.bayes import BayesHierarchical, BayesNegBinHierarchical
 from poolcast.models.classical import Adida, AutoEts, Croston, Naive, Tsb, is_intermittent
 from poolcast.models.forecast import KEY_COLUMNS, Forecast, quantile_column, quantiles_from_samples
 from poolcast.models.gee import GeePoisson, GeePoissonAR1, GeePoissonExchangeable
@@ -41,6 +43,8 @@ __all__ = [
     "KEY_COLUMNS",
     "Adida",
     "AutoEts",
+    "BayesHierarchical",
+    "BayesNegBinHierarchical",
     "Candidate",
     "CandidateReport",
     "CovariateCandidate",

@@ -390,8 +390,8 @@ def test_ineligible_candidates_are_listed_with_their_reason_and_never_win() -> N
     )
     assert board.select("candidate", "status").rows() == [
         ("seasonal_naive", "ok"),
-        ("gee", "failed"),
         ("glmm_nb2_ri", "ineligible"),
+        ("gee", "failed"),
     ]
     row = board.filter(pl.col("candidate") == "glmm_nb2_ri").row(0, named=True)
     assert row["error"] == reason
@@ -406,8 +406,8 @@ def test_ineligible_candidates_are_listed_with_their_reason_and_never_win() -> N
     only = build_leaderboard([], {}, ineligible={"glmm_nb2_ri": reason})
     with pytest.raises(PoolcastError, match=r"no candidate can be champion.*run with --plan"):
         select_champion(only)
-    with pytest.raises(InvalidParameterError, match="both in results and ineligible"):
-        build_leaderboard(results, {}, ineligible={"seasonal_naive": reason})
+    with pytest.raises(InvalidParameterError, match="both in failures and ineligible"):
+        build_leaderboard(results, {"gee": "x"}, ineligible={"gee": reason})
 
 
 # --- issue 7: every SKU accounted for, inactive SKUs, quantiles, origins, recalibration ---

@@ -369,3 +369,27 @@ def test_figure_saves_to_png_without_pyplot(tmp_path, name):
 def test_non_dataframe_input_is_rejected():
     with pytest.raises(InvalidParameterError, match="polars DataFrame"):
         leaderboard_plot({"candidate": ["a"], "mase": [1.0]}, metric="mase")
+
+
+def test_category_effects_plot_orders_by_posterior_mean_and_checks_shape():
+    from poolcast.plots import category_effects_plot
+
+    rng = np.random.default_rng(0)
+    draws = rng.normal([0.5, -1.0, 0.0], 0.1, size=(400, 3))
+    fig = category_effects_plot(draws, ["A", "B", "C"])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["B", "C", "A"]  # ascending means
+    with pytest.raises(InvalidParameterError, match="shape"):
+        category_effects_plot(draws, ["A", "B"])
+
+
+def test_trace_rank_plot_has_a_trace_and_a_rank_panel_per_parameter():
+    from poolcast.plots import trace_rank_plot
+
+    rng = np.random.default_rng(1)
+    fig = trace_rank_plot({"sku_sd": rng.random((2, 50)), "alpha": rng.random((2, 50))}, bins=5)
+    assert len(fig.axes) == 4
+    # ranks of 100 draws in 5 bins: each chain's histogram sums to its 50 draws
+    steps = fig.axes[1].patches
+    assert len(steps) == 2
+    assert [float(np.sum(p.get_data().values)) for p in steps] == [50.0, 50.0]

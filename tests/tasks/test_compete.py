@@ -26,6 +26,17 @@ class Exploding(SeasonalNaive):
         raise ZeroDivisionError("the model blew up")
 
 
+class FailsItsDiagnostics(SeasonalNaive):
+    """Reports ineligibility after fitting, as the Bayesian candidate does when R-hat,
+    bulk ESS or divergences fail (one origin only: one bad origin is enough)."""
+
+    def fit(self, train, *, history=None):
+        super().fit(train, history=history)
+        first = str(train.get_column("month").max()) < "2022-02-01"  # origin 2022-01
+        self.ineligible_reason_ = "rhat_max=1.2 > 1.01" if first else None
+        return self
+
+
 @pytest.fixture(scope="module")
 def splits():
     panel = simulate_panel(4, 28, seed=6).frame.with_columns(
@@ -121,3 +132,15 @@ def test_eligibility_sets_aside_candidates_that_need_a_missing_plan():
     flat = panel.with_columns(pl.lit(0, pl.Int8).alias("promo")).drop("open_days")
     lineup = default_candidates(has_customers=False, has_promo=False, names=("glm_poisson_pooled",))
     assert compete.eligibility.fn(lineup, flat, None, CONFIG) == (lineup, {})
+
+
+def test_an_ineligible_candidate_keeps_its_metrics_and_cannot_be_champion(splits):
+    bad = compete.compete.fn("diag", FailsItsDiagnostics, splits, CONFIG)
+    assert isinstance(bad, CandidateRun) and bad.ineligible_reason == "rhat_max=1.2 > 1.01"
+    good = compete.compete.fn("moving_average", MovingAverage, splits, CONFIG)
+    assert good.ineligible_reason is None
+    board = compete.leaderboard.fn([bad, good], CONFIG)
+    row = board.filter(pl.col("candidate") == "diag").row(0, named=True)
+    assert row["status"] == "ineligible" and row["error"] == "rhat_max=1.2 > 1.01"
+    assert row["scaled_pinball"] == bad.result.metrics["scaled_pinball"]
+    assert compete.select.fn(board, CONFIG) == "moving_average"

@@ -15,6 +15,7 @@ from poolcast.models.registry import OPT_IN
 def test_promo_slope_candidates_only_with_promo_variation():
     with_promo = default_candidates(has_customers=True, has_promo=True)
     without = default_candidates(has_customers=True, has_promo=False)
+    # every candidate but the named-only ones (minutes per origin, or not yet measured)
     assert list(with_promo) == [n for n in CANDIDATE_NAMES if n not in OPT_IN]
     assert set(with_promo) - set(without) == {"glmm_poisson_ri_slope", "glmm_nb2_ri_slope"}
 

@@ -1,0 +1,414 @@
+"""The PyMC model behind :mod:`poolcast.models.bayes`: build, sample, diagnose, keep the draws.
+
+Kept apart from the candidate so that the truth-recovery and Laplace-agreement checks (and
+the benchmark) can fit the hierarchical model on any design matrix, without the feature
+pipeline. PyMC, nutpie and ArviZ are imported lazily: importing poolcast stays fast.
+
+The model (see :class:`~poolcast.models.bayes.BayesNegBinHierarchical` for the priors and
+their reasons), for observation t of SKU i in category c = c(i), with k = 1 (intercept) or
+k = 2 (intercept and promo slope) random coefficients :math:`z_{it} = (1, \\text{promo}_{it})`:
+
+.. math::
+   \\log\\mu_{it} = x_{it}^\\top\\beta + z_{it}^\\top (a_c + b_i),\\qquad
+   a_c = \\tau\\circ u_c,\\quad u_c \\sim N(0, I_k),\\qquad
+   b_i = L\\,v_i,\\quad v_i \\sim N(0, I_k),\\quad LL^\\top = \\Sigma,
+
+:math:`y_{it} \\sim \\text{NB2}(\\mu_{it}, \\alpha)` (Var = :math:`\\mu + \\alpha\\mu^2`) or
+Poisson. Both levels are non-centred (the sampler sees :math:`u, v` and scales, not
+:math:`a, b`), which removes the funnel between a scale and its effects when groups are thin.
+Without a category the :math:`a_c` term is absent (two levels).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "DIAGNOSTIC_THRESHOLDS",
+    "HierData",
+    "Posterior",
+    "build_model",
+    "diagnostics",
+    "fit_posterior",
+    "ineligibility",
+]
+
+#: Gate of the issue: R-hat above, bulk ESS below, divergences above -> not eligible.
+DIAGNOSTIC_THRESHOLDS: dict[str, float] = {
+    "rhat_max": 1.01,
+    "ess_bulk_min": 400.0,
+    "divergences": 0,
+}
+
+
+def configure_compiledir(work_dir: str | os.PathLike[str] | None) -> Path | None:
+    """Point PyTensor's compile cache at ``<work_dir>/pytensor`` (before PyTensor is imported).
+
+    PyTensor caches every compiled C op in its ``compiledir``; numba (nutpie's backend) caches
+    its own JIT output per process. Keeping PyTensor's cache under the run's work dir lets a
+    monthly job reuse the compiled ops of the previous month. Has no effect once PyTensor is
+    imported with another compiledir (then the default ``~/.pytensor`` stays in use).
+    """
+    if work_dir is None:
+        return None
+    path = Path(work_dir) / "pytensor"
+    path.mkdir(parents=True, exist_ok=True)
+    flags = os.environ.get("PYTENSOR_FLAGS", "")
+    if "base_compiledir" not in flags:
+        os.environ["PYTENSOR_FLAGS"] = ",".join(p for p in (flags, f"base_compiledir={path}") if p)
+    return path
+
+
+@dataclass(frozen=True)
+class HierData:
+    """Inputs of one hierarchical fit.
+
+    Fields
+    ------
+    y : (n,) int array
+        Counts.
+    X : (n, p) float array
+        Fixed-effect covariates, **without** the intercept (centred where it matters).
+    terms : tuple of str
+        Names of the columns of X.
+    sku_idx : (n,) int array
+        SKU code 0..n_sku-1 of each row.
+    sku_levels : tuple of str
+        SKU names by code.
+    sku_category : (n_sku,) int array or None
+        Category code of each SKU (None: no category, two levels).
+    category_levels : tuple of str
+        Category names by code (empty without categories).
+    slope : (n,) float array or None
+        The random-slope covariate (promo), or None for a random intercept only.
+    """
+
+    y: np.ndarray
+    X: np.ndarray
+    terms: tuple[str, ...]
+    sku_idx: np.ndarray
+    sku_levels: tuple[str, ...]
+    sku_category: np.ndarray | None = None
+    category_levels: tuple[str, ...] = ()
+    slope: np.ndarray | None = None
+
+    @property
+    def k(self) -> int:
+        """Number of random coefficients per group (1 or 2)."""
+        return 1 if self.slope is None else 2
+
+    @property
+    def has_categories(self) -> bool:
+        """True when the model has the category level."""
+        return self.sku_category is not None and len(self.category_levels) >= 1
+
+
+@dataclass
+class Posterior:
+    """Draws of one fit (flattened over chains), enough to forecast without PyMC.
+
+    Fields
+    ------
+    beta : (S, 1 + p)
+        Intercept then the fixed effects of ``terms``.
+    sku_effects : (S, n_sku, k)
+        :math:`b_i` (deviation of the SKU from its category).
+    category_effects : (S, n_cat, k) or None
+        :math:`a_c`.
+    sku_chol : (S, k, k)
+        Cholesky factor of the SKU covariance :math:`\\Sigma` (new SKUs).
+    category_sd : (S, k) or None
+        :math:`\\tau` (new categories).
+    alpha : (S,) or None
+        NB2 dispersion (None for Poisson).
+    method : str
+        ``"nuts"`` (nutpie) or ``"advi"`` (approximate fallback) or ``"nuts_pymc"``.
+    diagnostics : dict
+        :func:`diagnostics` of the fit.
+    idata : object
+        ArviZ DataTree of the fit (posterior and sample stats), for the MLflow artifact.
+    seconds : dict
+        ``compile`` and ``sample`` wall times.
+    """
+
+    beta: np.ndarray
+    sku_effects: np.ndarray
+    category_effects: np.ndarray | None
+    sku_chol: np.ndarray
+    category_sd: np.ndarray | None
+    alpha: np.ndarray | None
+    method: str
+    diagnostics: dict[str, float]
+    idata: Any = field(repr=False, default=None)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_draws(self) -> int:
+        """Number of stored draws S."""
+        return int(self.beta.shape[0])
+
+    def sku_sd(self) -> np.ndarray:
+        """(S, k) SDs of the SKU effects."""
+        return np.sqrt(np.einsum("sij,sij->si", self.sku_chol, self.sku_chol))
+
+    def sku_corr(self) -> np.ndarray | None:
+        """(S,) correlation of intercept and slope (None when k = 1)."""
+        if self.sku_chol.shape[1] < 2:
+            return None
+        cov = self.sku_chol @ np.swapaxes(self.sku_chol, 1, 2)
+        return cov[:, 0, 1] / np.sqrt(cov[:, 0, 0] * cov[:, 1, 1])
+
+
+def _prior_scales(data: HierData) -> dict[str, float]:
+    y = data.y.astype(float)
+    return {"intercept_centre": float(np.log(max(y.mean(), 1e-3)))}
+
+
+def build_model(
+    data: HierData,
+    *,
+    family: str = "negbin",
+    priors: dict[str, float] | None = None,
+    centred: bool = False,
+):
+    """The PyMC model of the module docstring (coordinates: term, sku, category, effect)."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    pri = {
+        "intercept_sd": 2.0,
+        "beta_sd": 1.0,
+        "sku_sd": 1.0,
+        "category_sd": 0.5,
+        "lkj_eta": 2.0,
+        "sqrt_alpha_sd": 1.0,
+    }
+    pri |= priors or {}
+    k = data.k
+    effects = ["intercept", "promo"][:k]
+    coords: dict[str, Any] = {
+        "term": list(data.terms),
+        "sku": list(data.sku_levels),
+        "effect": effects,
+    }
+    if data.has_categories:
+        coords["category"] = list(data.category_levels)
+    centre = _prior_scales(data)["intercept_centre"]
+    with pm.Model(coords=coords) as model:
+        X = pm.Data("X", data.X, dims=("obs", "term")) if data.terms else None
+        sku_idx = pm.Data("sku_idx", data.sku_idx.astype(np.int64), dims="obs")
+        intercept = pm.Normal("intercept", centre, pri["intercept_sd"])
+        eta = intercept
+        if data.terms:
+            beta = pm.Normal("beta", 0.0, pri["beta_sd"], dims="term")
+            eta = eta + pt.dot(X, beta)
+        # SKU level: b_i = L v_i, LKJ(eta) on the correlation, half-normal SDs
+        if k == 2:
+            chol, _, _ = pm.LKJCholeskyCov(
+                "sku_chol_cov",
+                n=2,
+                eta=pri["lkj_eta"],
+                sd_dist=pm.HalfNormal.dist(pri["sku_sd"], shape=2),
+                compute_corr=True,
+                store_in_trace=True,
+            )
+            if centred:
+                b = pm.MvNormal("sku_effect", mu=np.zeros(2), chol=chol, dims=("sku", "effect"))
+            else:
+                v = pm.Normal("sku_z", 0.0, 1.0, dims=("sku", "effect"))
+                b = pm.Deterministic("sku_effect", pt.dot(v, chol.T), dims=("sku", "effect"))
+        else:
+            sd = pm.HalfNormal("sku_sd", pri["sku_sd"], dims="effect")
+            if centred:
+                b = pm.Normal("sku_effect", 0.0, sd, dims=("sku", "effect"))
+            else:
+                v = pm.Normal("sku_z", 0.0, 1.0, dims=("sku", "effect"))
+                b = pm.Deterministic("sku_effect", v * sd, dims=("sku", "effect"))
+        coef = b
+        if data.has_categories:
+            tau = pm.HalfNormal("category_sd", pri["category_sd"], dims="effect")
+            if centred:
+                a = pm.Normal("category_effect", 0.0, tau, dims=("category", "effect"))
+            else:
+                u = pm.Normal("category_z", 0.0, 1.0, dims=("category", "effect"))
+                a = pm.Deterministic("category_effect", u * tau, dims=("category", "effect"))
+            coef = coef + a[np.asarray(data.sku_category, dtype=np.int64)]
+        eta = eta + coef[sku_idx, 0]
+        if k == 2:
+            slope = pm.Data("slope", data.slope.astype(float), dims="obs")
+            eta = eta + coef[sku_idx, 1] * slope
+        mu = pt.exp(eta)
+        if family == "negbin":
+            sqrt_alpha = pm.HalfNormal("sqrt_alpha", pri["sqrt_alpha_sd"])
+            alpha = pm.Deterministic("alpha", sqrt_alpha**2)
+            pm.NegativeBinomial("y", mu=mu, alpha=1.0 / alpha, observed=data.y, dims="obs")
+        else:
+            pm.Poisson("y", mu=mu, observed=data.y, dims="obs")
+    return model
+
+
+def diagnostics(idata: Any, *, method: str) -> dict[str, float]:
+    """Max R-hat, min bulk / tail ESS (over every scalar of the sampled parameters),
+    divergences and min E-BFMI over chains (NaN where they do not apply, e.g. ADVI)."""
+    nan = float("nan")
+    out = {
+        "rhat_max": nan,
+        "ess_bulk_min": nan,
+        "ess_tail_min": nan,
+        "divergences": nan,
+        "bfmi_min": nan,
+    }
+    if method == "advi":
+        return out
+    import arviz as az
+
+    post = (
+        idata["posterior"].to_dataset()
+        if hasattr(idata["posterior"], "to_dataset")
+        else idata.posterior
+    )
+    names = [v for v in post.data_vars if not v.endswith("_corr") and v != "alpha"]
+    ds = post[names]
+
+    def _extreme(values: Any, fn: Any) -> float:
+        arrs = [np.asarray(values[v]).ravel() for v in values.data_vars]
+        flat = np.concatenate([a[np.isfinite(a)] for a in arrs]) if arrs else np.array([])
+        return float(fn(flat)) if flat.size else nan
+
+    out["rhat_max"] = _extreme(az.rhat(ds), np.max)
+    out["ess_bulk_min"] = _extreme(az.ess(ds, method="bulk"), np.min)
+    out["ess_tail_min"] = _extreme(az.ess(ds, method="tail"), np.min)
+    stats = (
+        idata["sample_stats"].to_dataset()
+        if hasattr(idata["sample_stats"], "to_dataset")
+        else idata.sample_stats
+    )
+    if "diverging" in stats:
+        out["divergences"] = float(np.asarray(stats["diverging"]).sum())
+    if "energy" in stats:
+        energy = np.asarray(stats["energy"], dtype=float)  # (chain, draw)
+        num = np.sum(np.diff(energy, axis=1) ** 2, axis=1) / energy.shape[1]
+        den = np.var(energy, axis=1)
+        out["bfmi_min"] = float(np.min(num / den))
+    return out
+
+
+def ineligibility(diag: dict[str, float], *, method: str) -> str | None:
+    """The reason a fit is not eligible for champion (None = eligible), per the gate
+    R-hat > 1.01, bulk ESS < 400 or any divergence. ADVI fits have no such diagnostics
+    and are eligible, labelled ``approximate`` in the run."""
+    if method == "advi":
+        return None
+    reasons = []
+    if not np.isfinite(diag["rhat_max"]) or diag["rhat_max"] > DIAGNOSTIC_THRESHOLDS["rhat_max"]:
+        reasons.append(f"rhat_max={diag['rhat_max']:.4f} > 1.01")
+    if (
+        not np.isfinite(diag["ess_bulk_min"])
+        or diag["ess_bulk_min"] < DIAGNOSTIC_THRESHOLDS["ess_bulk_min"]
+    ):
+        reasons.append(f"ess_bulk_min={diag['ess_bulk_min']:.0f} < 400")
+    if diag["divergences"] and diag["divergences"] > 0:
+        reasons.append(f"divergences={int(diag['divergences'])} > 0")
+    return "; ".join(reasons) if reasons else None
+
+
+def _flat(post: Any, name: str) -> np.ndarray:
+    arr = np.asarray(post[name], dtype=float)
+    return arr.reshape(-1, *arr.shape[2:])
+
+
+def fit_posterior(
+    data: HierData,
+    *,
+    family: str = "negbin",
+    method: str = "nuts",
+    chains: int = 2,
+    tune: int = 500,
+    draws: int = 500,
+    seed: int = 0,
+    cores: int | None = None,
+    advi_iterations: int = 20_000,
+    priors: dict[str, float] | None = None,
+    centred: bool = False,
+) -> Posterior:
+    """Build the model, sample it (nutpie NUTS, PyMC's own NUTS, or ADVI) and keep the draws.
+
+    Parameters
+    ----------
+    method : {"nuts", "nuts_pymc", "advi"}
+        ``"nuts"``: nutpie (numba backend); ``"nuts_pymc"``: ``pm.sample`` (for the speed
+        benchmark); ``"advi"``: mean-field ADVI, ``draws * chains`` draws from the fitted
+        approximation (approximate: no R-hat / ESS).
+    """
+    import pymc as pm
+
+    model = build_model(data, family=family, priors=priors, centred=centred)
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if method == "nuts":
+        import nutpie
+
+        compiled = nutpie.compile_pymc_model(model)
+        seconds["compile"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        idata = nutpie.sample(
+            compiled,
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            cores=cores or min(chains, os.cpu_count() or 1),
+            seed=seed,
+            progress_bar=False,
+            save_warmup=False,
+        )
+        seconds["sample"] = time.perf_counter() - t1
+    elif method == "nuts_pymc":
+        with model:
+            idata = pm.sample(
+                draws=draws,
+                tune=tune,
+                chains=chains,
+                cores=cores or 1,
+                random_seed=seed,
+                progressbar=False,
+                compute_convergence_checks=False,
+            )
+        seconds["sample"] = time.perf_counter() - t0
+    elif method == "advi":
+        with model:
+            approx = pm.fit(n=advi_iterations, method="advi", random_seed=seed, progressbar=False)
+            seconds["compile_and_optimise"] = time.perf_counter() - t0
+            idata = approx.sample(draws * chains, random_seed=seed)
+        seconds["sample"] = time.perf_counter() - t0 - seconds["compile_and_optimise"]
+    else:  # pragma: no cover - validated by the candidate
+        raise ValueError(f"method={method!r}")
+    post = idata["posterior"]
+    intercept = _flat(post, "intercept").reshape(-1, 1)
+    beta = np.column_stack([intercept, _flat(post, "beta")]) if data.terms else intercept
+    sku = _flat(post, "sku_effect")
+    S = beta.shape[0]
+    if data.k == 2:
+        chol = _flat(post, "sku_chol_cov").reshape(S, -1)
+        L = np.zeros((S, 2, 2))
+        L[:, 0, 0], L[:, 1, 0], L[:, 1, 1] = chol[:, 0], chol[:, 1], chol[:, 2]
+    else:
+        L = _flat(post, "sku_sd").reshape(S, 1, 1)
+    diag = diagnostics(idata, method=method)
+    return Posterior(
+        beta=beta,
+        sku_effects=sku,
+        category_effects=_flat(post, "category_effect") if data.has_categories else None,
+        sku_chol=L,
+        category_sd=_flat(post, "category_sd") if data.has_categories else None,
+        alpha=_flat(post, "alpha") if family == "negbin" else None,
+        method=method,
+        diagnostics=diag,
+        idata=idata,
+        seconds=seconds,
+    )

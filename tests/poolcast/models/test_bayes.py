@@ -1,0 +1,319 @@
+"""Bayesian hierarchical GLMM candidate (``poolcast.models.bayes``).
+
+Fast tests check the pieces that need no sampler against theory: the diagnostics gate, the
+leaderboard's ``ineligible`` status, posterior-predictive draws from hand-made posteriors.
+Two small sampled fits (nutpie compiles each model with numba, tens of seconds, so they are
+marked slow and shared by module fixtures) check truth recovery, agreement with the Laplace
+GLMM, the gate on a real fit, forecasts for new SKUs and categories, and the pickled model.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import polars as pl
+import pytest
+
+from poolcast.backtest import CandidateBacktest, build_leaderboard, select_champion
+from poolcast.models import default_candidates, make_candidate
+from poolcast.models._bayes_core import HierData, Posterior, fit_posterior, ineligibility
+from poolcast.models._design import CovariateSpec
+from poolcast.models.bayes import BayesNegBinHierarchical, _BayesModel
+from poolcast.simulate import simulate_panel
+
+# ----------------------------------------------------------------------------- gate
+
+
+def _diag(**kw: float) -> dict[str, float]:
+    base = {
+        "rhat_max": 1.001,
+        "ess_bulk_min": 800.0,
+        "ess_tail_min": 700.0,
+        "divergences": 0.0,
+        "bfmi_min": 0.9,
+    }
+    return base | kw
+
+
+def test_gate_thresholds_of_the_issue() -> None:
+    assert ineligibility(_diag(), method="nuts") is None
+    assert "rhat_max" in ineligibility(_diag(rhat_max=1.02), method="nuts")
+    assert ineligibility(_diag(rhat_max=1.0099), method="nuts") is None
+    assert "ess_bulk_min" in ineligibility(_diag(ess_bulk_min=399.0), method="nuts")
+    assert "divergences=1" in ineligibility(_diag(divergences=1.0), method="nuts")
+    # NaN R-hat (sampler broke) is not a pass
+    assert ineligibility(_diag(rhat_max=float("nan")), method="nuts") is not None
+    # ADVI has no chains to compare: labelled approximate, not gated
+    assert ineligibility(_diag(rhat_max=float("nan")), method="advi") is None
+
+
+def _result(name: str, score: float) -> CandidateBacktest:
+    metrics = {"scaled_pinball": score, "mase": score}
+    return CandidateBacktest(
+        name, pl.DataFrame(), metrics, pl.DataFrame(), pl.DataFrame(), 1.0, 0.1, (0.5,)
+    )
+
+
+def test_ineligible_row_keeps_metrics_and_cannot_be_champion() -> None:
+    board = build_leaderboard(
+        [_result("bayes_nb2_hier", 0.5), _result("glmm_nb2_ri", 0.9)],
+        {"broken": "PoolcastError: x"},
+        ineligible={"bayes_nb2_hier": "rhat_max=1.05 > 1.01"},
+    )
+    rows = {r["candidate"]: r for r in board.iter_rows(named=True)}
+    assert board.get_column("candidate").to_list() == ["glmm_nb2_ri", "bayes_nb2_hier", "broken"]
+    assert rows["bayes_nb2_hier"]["status"] == "ineligible"
+    assert rows["bayes_nb2_hier"]["error"] == "rhat_max=1.05 > 1.01"
+    assert rows["bayes_nb2_hier"]["scaled_pinball"] == 0.5  # metrics kept
+    assert rows["broken"]["status"] == "failed" and rows["broken"]["scaled_pinball"] is None
+    assert select_champion(board) == "glmm_nb2_ri"  # the better score is ineligible
+
+
+def test_registry_named_only() -> None:
+    lineup = default_candidates(has_customers=True, has_promo=True)
+    assert "bayes_nb2_hier" not in lineup
+    named = default_candidates(has_customers=True, has_promo=True, names=("bayes_nb2_hier",))
+    cand = named["bayes_nb2_hier"]()
+    assert isinstance(cand, BayesNegBinHierarchical) and cand.ineligible_reason_ is None
+    assert make_candidate("bayes_nb2_hier", draws=50).draws == 50
+
+
+# ----------------------------------------------------------------------------- predictive draws
+
+
+def _handmade(*, k: int, alpha: float | None, sku_sd: float, cat_sd: float, S: int = 4000):
+    """A posterior with fixed draws: intercept log(5), no covariates, one known SKU with
+    effect 0.3 in category "A" with effect -0.2."""
+    chol = np.zeros((S, k, k))
+    chol[:, 0, 0] = sku_sd
+    if k == 2:
+        chol[:, 1, 1] = sku_sd
+    post = Posterior(
+        beta=np.full((S, 1), np.log(5.0)),
+        sku_effects=np.full((S, 1, k), 0.3),
+        category_effects=np.full((S, 1, k), -0.2),
+        sku_chol=chol,
+        category_sd=np.full((S, k), cat_sd),
+        alpha=None if alpha is None else np.full(S, alpha),
+        method="nuts",
+        diagnostics={},
+    )
+    model = _BayesModel(
+        spec=CovariateSpec((), (), ()),
+        data_terms=(),
+        slope=k == 2,
+        sku_index={"S1": 0},
+        category_index={"A": 0},
+        sku_category={"S1": "A"},
+        posterior=post,
+        levels=3,
+        category_note=None,
+        n_obs=10,
+    )
+    return model
+
+
+def _rows(skus: list[str], cats: list[str | None], promo: float = 0.0) -> pl.DataFrame:
+    n = len(skus)
+    return pl.DataFrame(
+        {
+            "sku": skus,
+            "category": pl.Series(cats, dtype=pl.String),
+            "promo": [promo] * n,
+            "horizon": [1] * n,
+        }
+    )
+
+
+def test_predictive_known_sku_poisson_mean_and_variance() -> None:
+    model = _handmade(k=1, alpha=None, sku_sd=0.5, cat_sd=0.4)
+    cand = BayesNegBinHierarchical()
+    mean, draws = cand._predict_horizon(
+        model, _rows(["S1"], ["A"]), 20000, np.random.default_rng(0)
+    )
+    mu = 5.0 * np.exp(0.3 - 0.2)  # no parameter uncertainty: Poisson(mu)
+    assert mean[0] == pytest.approx(mu, rel=1e-12)
+    assert draws.mean() == pytest.approx(mu, rel=0.03)
+    assert draws.var() == pytest.approx(mu, rel=0.06)
+
+
+def test_predictive_nb2_variance() -> None:
+    model = _handmade(k=1, alpha=0.5, sku_sd=0.5, cat_sd=0.4)
+    cand = BayesNegBinHierarchical()
+    _, draws = cand._predict_horizon(model, _rows(["S1"], ["A"]), 40000, np.random.default_rng(1))
+    mu = 5.0 * np.exp(0.1)
+    assert draws.mean() == pytest.approx(mu, rel=0.03)
+    assert draws.var() == pytest.approx(mu + 0.5 * mu**2, rel=0.06)
+
+
+def test_new_sku_and_new_category_draw_from_their_distribution() -> None:
+    """Poisson with log-normal mean: E[y] = 5 exp(m + v/2) with v the variance of the drawn
+    effects: v = sku_sd^2 for a new SKU of a known category (m = -0.2), sku_sd^2 + cat_sd^2
+    for a new SKU of a new category (m = 0)."""
+    model = _handmade(k=1, alpha=None, sku_sd=0.5, cat_sd=0.4)
+    cand = BayesNegBinHierarchical()
+    rng = np.random.default_rng(2)
+    n = 60000
+    _, in_known = cand._predict_horizon(model, _rows(["N1"], ["A"]), n, rng)
+    _, in_new = cand._predict_horizon(model, _rows(["N2"], ["Z"]), n, rng)
+    assert in_known.mean() == pytest.approx(5 * np.exp(-0.2 + 0.25 / 2), rel=0.03)
+    assert in_new.mean() == pytest.approx(5 * np.exp(0.0 + (0.25 + 0.16) / 2), rel=0.04)
+    # the extra spread: Var = E[mu] + Var[mu] > Poisson's
+    assert in_new.var() > 1.5 * in_new.mean()
+
+
+# ----------------------------------------------------------------------------- sampled fits
+
+
+def _design(frame: pl.DataFrame, *, categories: bool) -> HierData:
+    """The simulation's own covariates (its truth is on these), promo as the random slope."""
+    skus, sku_idx = np.unique(frame.get_column("sku").to_numpy(), return_inverse=True)
+    month = frame.get_column("month")
+    angle = 2 * np.pi * month.dt.month().to_numpy() / 12
+    first = month.min()
+    t = ((month.dt.year() - first.year) * 12 + month.dt.month() - first.month).to_numpy() / 12
+    promo = frame.get_column("promo").to_numpy().astype(float)
+    X = np.column_stack(
+        [
+            promo,
+            np.log1p(frame.get_column("customer_count").to_numpy()),
+            t,
+            np.sin(angle),
+            np.cos(angle),
+        ]
+    )
+    cat_codes, cat_levels = None, ()
+    if categories:
+        per_sku = frame.group_by("sku").agg(pl.col("category").first()).sort("sku")
+        levels, cat_codes = np.unique(
+            per_sku.get_column("category").to_numpy(), return_inverse=True
+        )
+        cat_levels = tuple(levels)
+    return HierData(
+        y=frame.get_column("sales").to_numpy(),
+        X=X - np.r_[0.0, X[:, 1:].mean(axis=0)],
+        terms=("promo", "log1p_customers", "t", "fourier_s1", "fourier_c1"),
+        sku_idx=sku_idx,
+        sku_levels=tuple(skus),
+        sku_category=cat_codes,
+        category_levels=cat_levels,
+        slope=promo,
+    )
+
+
+@pytest.fixture(scope="module")
+def two_level():
+    sim = simulate_panel(60, 24, family="negbin", seed=11, n_categories=1, sd_category=0.0)
+    data = _design(sim.frame, categories=False)
+    post = fit_posterior(data, family="negbin", chains=2, tune=300, draws=300, seed=3, centred=True)
+    return sim, data, post
+
+
+@pytest.mark.slow
+def test_two_level_agrees_with_laplace(two_level) -> None:
+    from poolcast.glmm import fit as glmm_fit
+
+    _sim, data, post = two_level
+    frame = pl.DataFrame(
+        {"sales": data.y, "sku": np.array(data.sku_levels)[data.sku_idx]}
+    ).with_columns([pl.Series(n, data.X[:, j]) for j, n in enumerate(data.terms)])
+    res = glmm_fit(
+        "sales ~ promo + log1p_customers + t + fourier_s1 + fourier_c1 + (1 + promo | sku)",
+        frame,
+        family="negbin",
+    )
+    laplace = np.array(list(res.fixef.values()))
+    mean, sd = post.beta.mean(axis=0), post.beta.std(axis=0)
+    # the posterior mean within one posterior SD of the ML estimate, every fixed effect
+    assert np.all(np.abs(mean - laplace) < sd), (mean, laplace, sd)
+    # the SKU intercept SD and NB2 dispersion too
+    assert (
+        abs(post.sku_sd()[:, 0].mean() - res.sd["sku"]["(Intercept)"])
+        < post.sku_sd()[:, 0].std() * 1.5
+    )
+    assert abs(post.alpha.mean() - 1 / res.theta) < 2 * post.alpha.std()
+
+
+@pytest.mark.slow
+def test_two_level_truth_inside_90_intervals(two_level) -> None:
+    """7 true values (5 slopes, the SKU intercept SD, NB2 alpha): with nominal 90% intervals
+    at least 5 must contain the truth (P(<= 4 of 7 | p = 0.9) = 0.026)."""
+    sim, data, post = two_level
+    fixed = sim.truth.fixed
+    truth = [fixed[n] for n in data.terms]
+    draws = [post.beta[:, 1 + j] for j in range(len(truth))]
+    truth += [sim.truth.sd["intercept"], 1 / sim.truth.theta]
+    draws += [post.sku_sd()[:, 0], post.alpha]
+    inside = [
+        np.quantile(d, 0.05) <= v <= np.quantile(d, 0.95) for d, v in zip(draws, truth, strict=True)
+    ]
+    assert sum(inside) >= 5, inside
+
+
+@pytest.fixture(scope="module")
+def candidate_fit():
+    from poolcast.backtest import prepare_splits
+    from poolcast.config import FeatureConfig
+
+    sim = simulate_panel(24, 24, family="negbin", seed=5, n_categories=3)
+    split = prepare_splits(sim.frame, feature_config=FeatureConfig(), n_origins=1)[0]
+    cand = BayesNegBinHierarchical(method="nuts", chains=2, tune=100, draws=100, seed=1)
+    cand.fit(split.train, history=split.history)
+    return split, cand
+
+
+@pytest.mark.slow
+def test_candidate_three_levels_gate_and_forecast(candidate_fit) -> None:
+    split, cand = candidate_fit
+    # 2 x 100 draws cannot give a bulk ESS of 400 for every parameter: the gate must trip
+    assert cand.diagnostics_["ess_bulk_min"] < 400
+    assert cand.ineligible_reason_ is not None and "ess_bulk_min" in cand.ineligible_reason_
+    report = cand.describe()
+    assert report.ineligible_reason == cand.ineligible_reason_
+    assert set(report.diagnostics) == {
+        "rhat_max",
+        "ess_bulk_min",
+        "ess_tail_min",
+        "divergences",
+        "bfmi_min",
+    }
+    conv = report.convergence["h=1"]
+    assert conv["levels"] == 3 and conv["sampler"] == "nuts"
+    assert cand.horizons_ == (1,)  # fit_horizons="first": one posterior serves every horizon
+    rows = split.test.with_columns(sales=pl.lit(None, pl.Int64))
+    new = rows.head(1).with_columns(sku=pl.lit("NEWSKU"), category=pl.lit("NEWCAT"))
+    rows = pl.concat([rows, new])
+    fc = cand.predict_distribution(
+        rows, quantiles=[0.05, 0.5, 0.95], n_samples=300, rng=np.random.default_rng(0)
+    )
+    assert fc.samples.shape == (rows.height, 300) and np.all(np.isfinite(fc.mean))
+    # the pickled candidate forecasts from its stored draws: same seed, same forecast
+    again = pickle.loads(pickle.dumps(cand)).predict_distribution(
+        rows, quantiles=[0.05, 0.5, 0.95], n_samples=300, rng=np.random.default_rng(0)
+    )
+    np.testing.assert_array_equal(again.samples, fc.samples)
+    # the truth of the test months mostly inside the central 90% predictive interval
+    y = split.test.get_column("sales").to_numpy()
+    lo, hi = fc.quantiles[0.05][:-1], fc.quantiles[0.95][:-1]
+    assert np.mean((lo <= y) & (y <= hi)) > 0.75
+
+
+@pytest.mark.slow
+def test_candidate_report_logs_to_mlflow(candidate_fit, tmp_path) -> None:
+    from poolcast.reporting import bayes_figures
+    from poolcast.tracking import _client, log_posterior
+
+    _, cand = candidate_fit
+    report = cand.describe()
+    figs = bayes_figures(report)
+    assert {"category_effects", "shrinkage_category", "variance_trace_rank"} <= set(figs)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = _client(uri)
+    exp = client.create_experiment("bayes", artifact_location=str(tmp_path / "art"))
+    run_id = client.create_run(exp).info.run_id
+    size = log_posterior(uri, run_id, report)
+    assert size > 0
+    names = [a.path for a in client.list_artifacts(run_id, "posterior")]
+    assert names == ["posterior/posterior.zarr.zip"]
+    assert client.get_run(run_id).data.tags["poolcast.sampler"] == "nuts"
