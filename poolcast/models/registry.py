@@ -16,6 +16,7 @@ from poolcast.models.glmm import (
     GlmmNegBinDynamic,
     GlmmNegBinRandomIntercept,
     GlmmNegBinRandomInterceptSlope,
+    GlmmNegBinSeasonal,
     GlmmPoissonRandomIntercept,
     GlmmPoissonRandomInterceptAgq,
     GlmmPoissonRandomInterceptSlope,
@@ -49,6 +50,7 @@ CANDIDATE_CLASSES: dict[str, type[Candidate]] = {
         GlmmNegBinDynamic,
         GlmmTweedieRandomIntercept,
         GlmmHurdleNegBin,
+        GlmmNegBinSeasonal,
     )
 }
 CANDIDATE_NAMES: tuple[str, ...] = tuple(CANDIDATE_CLASSES)
@@ -57,7 +59,7 @@ _BASELINES = frozenset({"seasonal_naive", "moving_average"})
 AGQ_MAX_SKUS = 3000
 #: Candidates that run only when named in ``[backtest] candidates`` (their cost on the
 #: bundled data is not yet measured against the 6-minute budget of ``make run``).
-OPT_IN = frozenset({"glmm_tweedie_ri", "glmm_hurdle_nb2"})
+OPT_IN = frozenset({"glmm_tweedie_ri", "glmm_hurdle_nb2", "glmm_nb2_seasonal"})
 
 
 @dataclass(frozen=True)
