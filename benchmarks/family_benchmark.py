@@ -11,6 +11,9 @@ fitted on the same rows in the same run:
 * ``hurdle``: the two parts of ``glmm_hurdle_nb2``, a logistic GLMM of ``y > 0`` on all rows
   and a zero-truncated NB2 GLMM of ``y`` on the positive rows, both with ``(1 | sku)``; the
   hurdle time is their sum; yardstick: a Poisson GLM on all rows;
+* ``nb2_seasonal_corr``: the same slopes with an unstructured 3 x 3 covariance,
+  ``(1 + fourier_s1 + fourier_c1 | sku)`` (one grouping term: the engine's block-diagonal
+  path; ``glmm_nb2_seasonal(correlated=True)``);
 * ``nb2_seasonal``: ``y ~ t + fourier_s1 + fourier_c1 + promo + (1 | sku) +
   (0 + fourier_s1 + fourier_c1 || sku)``, NB2 (the ``glmm_nb2_seasonal`` candidate's random
   part); yardstick: a Poisson GLM on the same rows.
@@ -61,6 +64,7 @@ FORMULAS = {
     "hurdle_zero": f"{FIXED.replace('y ~', 'sold ~')} + (1 | sku)",
     "hurdle_count": f"{FIXED} + (1 | sku)",
     "nb2_seasonal": f"{FIXED} + (1 | sku) + (0 + fourier_s1 + fourier_c1 || sku)",
+    "nb2_seasonal_corr": f"{FIXED} + (1 + fourier_s1 + fourier_c1 | sku)",
 }
 TRUTH = {
     "beta": {"(Intercept)": 0.8, "t": 0.05, "fourier_s1": 0.3, "fourier_c1": -0.2, "promo": 0.4},
@@ -78,6 +82,7 @@ PANEL_OF = {
     "hurdle_zero": "hurdle",
     "hurdle_count": "hurdle",
     "nb2_seasonal": "seasonal",
+    "nb2_seasonal_corr": "seasonal",
 }
 GLM_OF = {"tweedie": "tweedie", "hurdle": "poisson", "seasonal": "poisson"}
 

@@ -83,6 +83,20 @@ def test_seasonal_forecasts_beat_the_random_intercept_on_held_out_months(
     assert scores["seasonal"]["log_mse"] < 0.8 * scores["ri"]["log_mse"], scores
 
 
+def test_correlated_form_recovers_the_same_sds_and_zero_correlations(seasonal_panel):
+    """The simulated slopes A cos(phi), A sin(phi) and the intercept are independent."""
+    train, _ = seasonal_panel
+    est = GlmmNegBinSeasonal(customer_terms="none", include_promo=False, correlated=True)
+    est.fit(train)
+    report = est.describe()
+    assert report.formulas[1].endswith("+ (1 + fourier_s1 + fourier_c1 | sku)")
+    conv = report.convergence["h=1"]
+    for term in ("fourier_s1", "fourier_c1"):
+        assert conv["sd"]["sku"][term] == pytest.approx(SD_SEASONAL / np.sqrt(2), rel=0.25)
+    assert np.all(np.abs(conv["corr"]["sku"]) < 0.3)
+    assert set(report.random_effects["term"]) == {"(Intercept)", "fourier_s1", "fourier_c1"}
+
+
 def test_short_history_falls_back_to_the_random_intercept_and_says_why():
     sim = simulate_feature_frame(
         n_sku=40, n_months=30, horizons=(1,), sd_sku_seasonal=0.5, alpha=0.1, seed=4
