@@ -372,7 +372,7 @@ class GlmmNegBinSeasonal(GlmmNegBinRandomIntercept):
     correlated : bool
         Use ``(1 + fourier_s1 + fourier_c1 | sku)`` (an unstructured 3 x 3 covariance)
         instead. One grouping term goes through the engine's block-diagonal path, which is
-        much cheaper: at 1k SKUs x 36 months 0.55 CPU-s against 14.8 for the ``||`` form,
+        much cheaper: at 1k SKUs x 36 months 0.50 CPU-s against 14.8 for the ``||`` form,
         which the engine splits into three terms on the same factor and solves as a sparse
         system (benchmarks/README.md, ``family_benchmark.py``).
     customer_terms, include_promo, n_agq, include_fixef_uncertainty, control
