@@ -18,6 +18,7 @@ from poolcast.models.glmm import (
     GlmmNegBinDynamic,
     GlmmNegBinRandomIntercept,
     GlmmNegBinRandomInterceptSlope,
+    GlmmNegBinSeasonal,
     GlmmPoissonRandomIntercept,
     GlmmPoissonRandomInterceptAgq,
     GlmmPoissonRandomInterceptSlope,
@@ -57,6 +58,7 @@ CANDIDATE_CLASSES: dict[str, type[Candidate]] = {
         GlmmTweedieRandomIntercept,
         GlmmHurdleNegBin,
         BayesNegBinHierarchical,
+        GlmmNegBinSeasonal,
     )
 }
 CANDIDATE_NAMES: tuple[str, ...] = tuple(CANDIDATE_CLASSES)
@@ -71,7 +73,9 @@ AGQ_MAX_SKUS = 3000
 #: ``[backtest] candidates`` (their cost on the bundled data is beyond the budget of
 #: ``make run``: the Bayesian GLMM takes minutes per origin, the profiled Tweedie and the
 #: uncorrelated seasonal GLMM tens of seconds per fit; benchmarks/README.md).
-OPT_IN: frozenset[str] = frozenset({"glmm_tweedie_ri", "glmm_hurdle_nb2", "bayes_nb2_hier"})
+OPT_IN: frozenset[str] = frozenset(
+    {"glmm_tweedie_ri", "glmm_hurdle_nb2", "bayes_nb2_hier", "glmm_nb2_seasonal"}
+)
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,12 @@ def fitted(small_panel):
 
 def test_stable_candidate_names():
     """Names keep their order (MLflow child runs and dashboards use them); new ones append."""
-    assert CANDIDATE_NAMES[18:] == ("glmm_tweedie_ri", "glmm_hurdle_nb2", "bayes_nb2_hier")
+    assert CANDIDATE_NAMES[18:] == (
+        "glmm_tweedie_ri",
+        "glmm_hurdle_nb2",
+        "bayes_nb2_hier",
+        "glmm_nb2_seasonal",
+    )
     assert CANDIDATE_NAMES[:18] == (
         "seasonal_naive",
         "moving_average",
