@@ -234,7 +234,7 @@ def quarantine_by_rule(outputs: Outputs) -> Result:
         if "quarantine_summary" in present:
             cols = con.execute("DESCRIBE quarantine_summary").fetchall()
             names = [c[0] for c in cols]
-            count = "rows" if "rows" in names else None
+            count = next((c for c in ("n_rows", "rows") if c in names), None)
             if count is None:
                 ints = [
                     c[0]

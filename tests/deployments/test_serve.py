@@ -65,8 +65,15 @@ def _request(url: str, payload: dict | None = None):
         headers={"Content-Type": "application/json"},
         method="POST" if data is not None else "GET",
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read() or b"null")
+    for attempt in range(20):  # bounded: Prefect answers 503 while its SQLite is busy
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503 or attempt == 19:
+                raise
+            time.sleep(1.0)
+    return None  # pragma: no cover - the loop returns or raises
 
 
 def _wait(what: str, check, bound: float, procs=()):

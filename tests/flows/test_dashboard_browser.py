@@ -294,7 +294,7 @@ def test_runs_page_shows_the_published_data_quality(server, outputs_db, runs, tm
     assert may["rows_quarantined"] == "15"
     rules = {(r["run_id"], r["rule"]): r["rows"] for r in tables["quarantine-table"]}
     expected_rules = _q(
-        outputs_db, "SELECT run_id, rule, SUM(rows) FROM quarantine_summary GROUP BY ALL"
+        outputs_db, "SELECT run_id, rule, SUM(n_rows) FROM quarantine_summary GROUP BY ALL"
     )
     assert rules == {(run_id, rule): _int(n) for run_id, rule, n in expected_rules}
     assert rules[(summaries[0].mlflow_run_id, "month_after_as_of")] == "12"
