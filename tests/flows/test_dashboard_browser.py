@@ -266,7 +266,7 @@ def _int(v) -> str:
 
 
 def _num(v) -> str:
-    return f"{float(v):,.2f}"
+    return "-" if v is None else f"{float(v):,.2f}"  # the dashboard shows a NULL as "-"
 
 
 def test_runs_page_shows_the_published_data_quality(server, outputs_db, runs, tmp_path):
@@ -341,7 +341,9 @@ def test_forecast_page_shows_the_skus_quantiles_and_history(server, outputs_db, 
         "SELECT month, level, value FROM forecast_quantiles WHERE run_id = ? AND sku = ?",
         [latest, sku],
     )
-    assert len(quantiles) == 2 * len(LEVELS)
+    # every published level: the run's service levels and the default publication levels
+    assert {level for _, level, _ in quantiles} >= set(LEVELS)
+    assert len(quantiles) == 2 * len({level for _, level, _ in quantiles})
     for month, level, value in quantiles:
         column = "q_" + f"{level:g}".replace(".", "_")
         assert shown[month.isoformat()][column] == _num(value)
@@ -371,7 +373,9 @@ def test_inventory_page_shows_the_plan(server, outputs_db, tmp_path):
         assert (row["order_quantity"], row["service_level"]) == (_num(qty), _num(level))
     (totals,) = tables["inventory-totals"]
     assert totals["skus"] == "12"
-    assert totals["order_quantity"] == _num(sum(q for q, _ in plan.values()))
+    quantities = [q for q, _ in plan.values() if q is not None]  # NULL without on_hand
+    if quantities:
+        assert totals["order_quantity"] == _num(sum(quantities))
 
 
 def test_the_run_summary_links_the_dashboard_and_lists_last_months_changes(runs, outputs_db):

@@ -40,7 +40,7 @@ class Exploding(SeasonalNaive):
         raise RuntimeError("exploding candidate raised on purpose")
 
 
-def _lineup(*, has_customers: bool, has_promo: bool, names=None, n_skus=None):
+def _lineup(*, has_customers: bool, has_promo: bool, names=None, n_skus=None, **_):
     """Stands in for poolcast.models.default_candidates: two baselines and a raising candidate."""
     lineup = {
         "seasonal_naive": SeasonalNaive,

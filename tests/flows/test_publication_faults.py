@@ -43,7 +43,7 @@ service_level = 0.9
 """
 
 
-def _lineup(*, has_customers: bool, has_promo: bool, names=None, n_skus=None):
+def _lineup(*, has_customers: bool, has_promo: bool, names=None, n_skus=None, **_):
     lineup = {"seasonal_naive": SeasonalNaive, "moving_average": MovingAverage}
     return {name: lineup[name] for name in (names or lineup)}
 
