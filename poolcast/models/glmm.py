@@ -178,6 +178,14 @@ class GlmmCandidate(CovariateCandidate):
                 res = self._fit_glmm(formula, data, n_agq=n_agq, start=None, horizon=horizon)
                 start = None
         check_finite_coefficients(self.name, horizon, np.asarray(res.beta), list(res.fixef))
+        if not np.isfinite(res.loglik):
+            # a diverged fit (seen on Rossmann's euros): its modes and conditional SDs are
+            # garbage and its draws NaN; refuse it here with the reason, not at simulation
+            raise PoolcastError(
+                f"{self.name}: horizon {horizon}: the GLMM fit diverged (log-likelihood "
+                f"{res.loglik}, converged={res.converged}); rescale the response or "
+                "covariates, or leave this candidate out"
+            )
         opt = res.opt_summary
         self._warm_start = (
             horizon,

@@ -350,3 +350,38 @@ def test_hurdle_candidate_matches_the_zero_share_and_the_positive_sizes():
     report = est.describe()
     assert any(t.startswith("zero:") for t in report.coefficients["term"])
     assert any(t.startswith("count:") for t in report.coefficients["term"])
+
+
+def test_a_diverged_fit_is_refused_with_its_reason(shared_data_dir):
+    """Rossmann cut at 2015-04, origin 2014-09, horizon 1 (with the calendar): the NB2 GLMM's
+    optimum has a NaN log-likelihood (measured 2026-12-01). The candidate must fail with that
+    reason at fit time, not forecast NaN rates ("lam value too large")."""
+    from datetime import date
+
+    from poolcast.backtest import make_origin_split
+    from poolcast.config import FeatureConfig
+    from poolcast.errors import PoolcastError
+    from poolcast.features import panel_plan_columns
+    from poolcast.io import load_source
+    from poolcast.models.registry import default_candidates
+    from poolcast.validation import validate_panel
+
+    path = shared_data_dir / "rossmann-store-sales" / "rossmann_store_monthly.csv"
+    panel = validate_panel(load_source(path, "rossmann"), as_of=date(2015, 4, 1)).panel
+    split = make_origin_split(panel, date(2014, 9, 1), feature_config=FeatureConfig())
+    factory = default_candidates(
+        has_customers=True,
+        has_promo=True,
+        names=("glmm_nb2_ri",),
+        plan_columns=panel_plan_columns(panel),
+    )["glmm_nb2_ri"]
+    train = split.train.filter(pl.col("horizon") == 1)
+    try:
+        est = factory().fit(train)
+    except PoolcastError as exc:
+        assert "diverged" in str(exc) and "horizon 1" in str(exc)
+        return
+    # if the engine learns to fit it, the fit must be a real one
+    res = est.results_[1]
+    assert np.isfinite(res.loglik)
+    assert np.all(np.isfinite(res.ranef["sku"].get_column("cond_sd").to_numpy()))
