@@ -50,7 +50,6 @@ __all__ = [
     "backfill_guard",
     "current_champion",
     "ensure_experiment",
-    "fail_orphaned_runs",
     "fail_running_runs",
     "fail_stale_runs",
     "finish_run",
@@ -200,7 +199,6 @@ TAG_KIND = "poolcast.kind"
 
 
 def _pid_alive(pid: int) -> bool:
-    import os
 
     try:
         os.kill(pid, 0)
@@ -218,14 +216,15 @@ def fail_stale_runs(
     host: str | None = None,
     alive: Callable[[int], bool] = _pid_alive,
 ) -> list[str]:
-    """Mark FAILED the RUNNING retrain runs whose process on this host is gone; returns their ids.
+    """Mark FAILED the RUNNING retrain runs whose process on this host is gone (and their
+    RUNNING child runs); returns the parent run ids. Called once, when the next run starts
+    (``tasks.tracking.start_run``).
 
     A run killed with SIGKILL (or by a power cut) cannot mark itself; the next run does. A
     parent run records its host and process id (tags ``poolcast.host`` / ``poolcast.pid``);
     a RUNNING one from this host whose process no longer exists is stale. Runs from other
     hosts are left alone (this host cannot see their processes).
     """
-    import socket
 
     host = host or socket.gethostname()
     client = _client(tracking_uri)
@@ -243,6 +242,13 @@ def fail_stale_runs(
     for run in runs:
         pid = run.data.tags.get(TAG_PID, "")
         if pid.isdigit() and not alive(int(pid)):
+            children = client.search_runs(
+                [experiment.experiment_id],
+                filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}' "
+                "and attributes.status = 'RUNNING'",
+            )
+            for child in children:  # candidate runs the killed process left open
+                client.set_terminated(child.info.run_id, status="FAILED")
             client.set_tag(
                 run.info.run_id,
                 "poolcast.failed_reason",
@@ -276,7 +282,6 @@ def source_tags(source_name: str = "flows/monthly_retrain.py") -> dict[str, str]
     The git commit is the one of the checkout the ``poolcast`` package is imported from
     (absent when it is not a git checkout, e.g. an installed wheel).
     """
-    import os
     import socket
 
     tags = {
@@ -521,7 +526,6 @@ def _scoped_tracking_uri(uri: str) -> Iterator[None]:
     ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI``, which poolcast honours
     over the config file; left set, it would redirect the next run in this process.
     """
-    import os
 
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
@@ -640,7 +644,6 @@ def start_retrain(
         **{f"backtest.{k}": v for k, v in asdict(config.backtest).items()},
         **{f"validation.{k}": v for k, v in asdict(config.validation).items()},
     }
-    fail_orphaned_runs(uri, experiment_id)
     run_id = start_parent_run(
         uri,
         experiment_id,
@@ -653,44 +656,6 @@ def start_retrain(
 
 TAG_HOST = "poolcast.host"
 TAG_PID = "poolcast.pid"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def fail_orphaned_runs(tracking_uri: str, experiment_id: str) -> list[str]:
-    """Mark FAILED the RUNNING retrain runs (and their RUNNING children) whose process on this
-    host is gone: a run killed without its failure hook. Returns the parent run ids."""
-    client = _client(tracking_uri)
-    host = socket.gethostname()
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`poolcast.kind` = 'retrain' and tags.`{TAG_HOST}` = '{host}' "
-        "and attributes.status = 'RUNNING'",
-    )
-    orphaned = []
-    for run in runs:
-        pid = run.data.tags.get(TAG_PID, "")
-        if not pid.isdigit() or _alive(int(pid)):
-            continue
-        children = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}' "
-            "and attributes.status = 'RUNNING'",
-        )
-        for child in children:
-            client.set_terminated(child.info.run_id, status="FAILED")
-        client.set_tag(run.info.run_id, "poolcast.error", f"process {pid} on {host} ended")
-        client.set_terminated(run.info.run_id, status="FAILED")
-        orphaned.append(run.info.run_id)
-    return orphaned
 
 
 def log_candidate_outcome(run: RetrainRun, outcome: Any, history: pl.DataFrame) -> str:

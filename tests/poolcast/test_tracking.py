@@ -269,7 +269,7 @@ def test_runs_whose_process_died_are_marked_failed_by_the_next_run(store):
     alive = tracking.start_parent_run(
         uri, experiment_id, run_name="alive", tags=common | {tracking.TAG_PID: os.getpid()}
     )
-    assert tracking.fail_orphaned_runs(uri, experiment_id) == [killed]
+    assert tracking.fail_stale_runs(uri, "tests") == [killed]
     client = _client(uri)
     assert client.get_run(killed).info.status == "FAILED"
     assert client.get_run(child).info.status == "FAILED"
