@@ -178,22 +178,19 @@ class NegBin2(Poisson):
         return gammaln(y + th) - gammaln(th) + th * np.log(th)
 
     def derivs(self, eta, y, trials, nb_theta=None):
+        r"""With :math:`p = \mu/(\mu+\theta) = \operatorname{expit}(\eta - \log\theta)`:
+        :math:`g = y(1-p) - \theta p`, :math:`h = (y+\theta)p(1-p)`, :math:`h' = h(1-2p)`
+        (the textbook forms :math:`\theta(y-\mu)/s` etc. overflow for a large :math:`\eta`)."""
         th = float(nb_theta)
-        mu = self.linkinv(eta)
-        s = mu + th
-        g = th * (y - mu) / s
-        h = th * (y + th) * mu / s**2
-        h3 = h * (th - mu) / s
-        return g, h, h3
+        p = expit(eta - np.log(th))
+        h = (y + th) * p * (1.0 - p)
+        return y * (1.0 - p) - th * p, h, h * (1.0 - 2.0 * p)
 
     def evaluate(self, eta, y, trials, nb_theta=None):
-        th = float(nb_theta)
-        mu = self.linkinv(eta)
-        s = mu + th
-        ll = y * eta - (y + th) * np.log(s)
-        g = th * (y - mu) / s
-        h = th * (y + th) * mu / s**2
-        return ll, g, h, h * (th - mu) / s
+        # log(mu + th) without clamping mu: a clamped mu would let y * eta grow without
+        # bound and PIRLS run a random effect to infinity (seen on Rossmann's euros)
+        ll = self.loglik_eta(eta, y, trials, nb_theta)
+        return (ll, *self.derivs(eta, y, trials, nb_theta))
 
     def derivs_log_theta(self, eta, y, nb_theta):
         r"""Derivatives with respect to :math:`\psi = \log\theta` at fixed :math:`\eta`.
@@ -201,11 +198,13 @@ class NegBin2(Poisson):
         Returns :math:`(\partial\ell/\partial\psi, \partial g/\partial\psi, \partial h/\partial\psi)`.
         """
         th = float(nb_theta)
-        mu = self.linkinv(eta)
-        s = mu + th
-        dl = digamma(y + th) - digamma(th) + np.log(th) + 1.0 - np.log(s) - (y + th) / s
-        dg = mu * (y - mu) / s**2
-        dh = mu * (y * mu + 2.0 * th * mu - th * y) / s**3
+        log_th = np.log(th)
+        p = expit(eta - log_th)  # mu / s, and 1 / s = (1 - p) / th: no overflow
+        q = 1.0 - p
+        dl = digamma(y + th) - digamma(th) + log_th + 1.0 - np.logaddexp(eta, log_th)
+        dl -= (y + th) * q / th
+        dg = p * (y * q / th - p)  # mu (y - mu) / s^2
+        dh = p * (y * p * q / th + 2.0 * p * q - y * q * q / th)  # mu(y mu + 2 th mu - th y)/s^3
         return th * dl, th * dg, th * dh
 
 
