@@ -63,6 +63,7 @@ __all__ = [
     "make_origin_split",
     "months_since_sale",
     "origin_rng",
+    "pit_coverage",
     "pit_recalibrate",
     "prepare_splits",
     "randomized_pit",
@@ -633,6 +634,22 @@ def pit_recalibrate(
     return {float(q): float(m) for q, m in zip(levels, mapped, strict=True)}
 
 
+def pit_coverage(pit: np.ndarray, nominal: float) -> float:
+    """Share of randomised PITs in the central interval :math:`[(1-c)/2, (1+c)/2]`.
+
+    For counts an interval with integer end points cannot cover exactly :math:`c` (a SKU
+    with :math:`P(y = 0) = 0.9` has the 80% interval [0, 0], which covers 90%); the
+    randomised PIT of a calibrated forecast is uniform all the same, so this is the
+    coverage of the *distribution*, free of that discreteness. NaN without PITs (no draws).
+    """
+    pit = np.asarray(pit, dtype=float)
+    pit = pit[np.isfinite(pit)]
+    if pit.size == 0:
+        return math.nan
+    lo, hi = (1.0 - nominal) / 2.0, (1.0 + nominal) / 2.0
+    return float(((pit >= lo) & (pit <= hi)).mean())
+
+
 def randomized_pit(y: np.ndarray, samples: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Randomised PIT of counts from predictive draws.
 
@@ -861,7 +878,8 @@ def backtest_candidate(
     calibration : {"none", "auto", "conformal", "pit"}
         See :func:`conformal_shifts` and :func:`pit_recalibrate`; the raw forecasts of the
         earlier origins with a target month at or before the current origin are the
-        calibration set. ``metrics`` gain ``raw_coverage_80/95`` (before recalibration) and
+        calibration set. ``metrics`` gain ``raw_coverage_80/95`` (before recalibration),
+        ``pit_coverage_80/95`` (:func:`pit_coverage` of the raw forecasts) and
         ``recalibrated_origins``.
 
     Returns
@@ -947,6 +965,9 @@ def backtest_candidate(
     raw_cov = _raw_coverage(predictions)
     for nominal in INTERVALS:
         metrics[f"raw_coverage_{round(nominal * 100)}"] = raw_cov.get(nominal, math.nan)
+    pits = predictions.get_column("pit").drop_nulls().to_numpy().astype(float)
+    for nominal in INTERVALS:
+        metrics[f"pit_coverage_{round(nominal * 100)}"] = pit_coverage(pits, nominal)
     metrics["recalibrated_origins"] = float(n_recalibrated)
     return CandidateBacktest(
         name=name,

@@ -106,7 +106,7 @@ class Objective:
             control=self.control,
             u_start=u_start,
         )
-        if np.all(np.isfinite(pr.u)):
+        if np.isfinite(pr.pdev) and np.all(np.isfinite(pr.u)):
             self.u_warm = pr.u
             if vary:
                 self.beta_warm = pr.beta

@@ -93,8 +93,8 @@ def pirls(
     control : GlmmControl, optional
         Tolerances.
     u_start : np.ndarray or sequence of np.ndarray, optional
-        Warm start(s) for u; with several, the one with the smallest penalised deviance is used
-        (default zeros, lme4's deterministic start).
+        Warm start(s) for u; the one with the smallest penalised deviance among them and
+        zeros (lme4's deterministic start) is used.
 
     Returns
     -------
@@ -105,12 +105,14 @@ def pirls(
     sysm.set_theta(theta)
     X, y, tr, w, off = d.X, d.y, d.trials, d.weights, d.offset
     beta = np.array(beta, dtype=float)
-    if u_start is None:
-        candidates = [np.zeros(sysm.q)]
-    elif isinstance(u_start, tuple | list):
-        candidates = [np.asarray(c, dtype=float) for c in u_start]
-    else:
-        candidates = [np.asarray(u_start, dtype=float)]
+    # u = 0 is always a candidate: a warm start from a far-away theta (e.g. a trial near
+    # theta = 0, where u is barely penalised and runs to hundreds) can put eta beyond what
+    # exp() represents, and PIRLS cannot step back from there (seen on Rossmann's euros)
+    candidates = [np.zeros(sysm.q)]
+    if isinstance(u_start, tuple | list):
+        candidates += [np.asarray(c, dtype=float) for c in u_start]
+    elif u_start is not None:
+        candidates.append(np.asarray(u_start, dtype=float))
 
     ll_const = objective.ll_const_total
     shape = fam.loglik_shape(y, nb_theta)

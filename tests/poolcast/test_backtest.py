@@ -22,8 +22,10 @@ from poolcast.backtest import (
     default_n_origins,
     forecast_at_origin,
     months_since_sale,
+    pit_coverage,
     pit_recalibrate,
     prepare_splits,
+    randomized_pit,
     residual_column,
     rolling_origins,
     score_predictions,
@@ -620,3 +622,22 @@ def test_training_rows_of_a_sku_inactive_at_their_origin_are_left_out() -> None:
     assert dropped.sort("horizon", "origin").equals(expected.sort("horizon", "origin"))
     assert expected.height > 0
     assert active_training_rows(split, 0).equals(split.train)
+
+
+def test_pit_coverage_is_nominal_for_a_true_count_forecast_where_intervals_over_cover() -> None:
+    """y ~ Poisson(0.3) forecast by its own distribution: the 80% interval [q0.1, q0.9] is
+    [0, 1] and covers P(y <= 1) = e^-0.3 * 1.3 = 0.963 (closed form), while the randomised
+    PIT of the same draws is uniform, so its central 80% holds 80% of the rows."""
+    from scipy.stats import poisson
+
+    rng = np.random.default_rng(3)
+    n, lam = 20_000, 0.3
+    y = rng.poisson(lam, n).astype(float)
+    draws = rng.poisson(lam, (n, 400)).astype(float)
+    lo, hi = np.quantile(draws, 0.1, axis=1), np.quantile(draws, 0.9, axis=1)
+    interval = float(((lo <= y) & (y <= hi)).mean())
+    assert interval == pytest.approx(poisson.cdf(1, lam), abs=0.01)
+    pit = randomized_pit(y, draws, np.random.default_rng(4))
+    assert pit_coverage(pit, 0.8) == pytest.approx(0.8, abs=0.015)
+    assert pit_coverage(pit, 0.95) == pytest.approx(0.95, abs=0.01)
+    assert np.isnan(pit_coverage(np.array([np.nan]), 0.8))
