@@ -31,10 +31,16 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg
 
-__all__ = ["GeeFitResult", "fit_gee_poisson"]
+__all__ = ["GeeDivergedError", "GeeFitResult", "fit_gee_poisson"]
 
 _ETA_MAX = 30.0
 _STEP_TOL = 1e-10
+_MAX_STEP = 10.0
+"""A Fisher-scoring step larger than this (log scale: a factor e^10 in a mean) is divergence."""
+
+
+class GeeDivergedError(ValueError):
+    """The GEE iterations ran off: the message says at which iteration and how."""
 
 
 @dataclass(frozen=True)
@@ -164,13 +170,24 @@ def fit_gee_poisson(
     score_norm = np.inf
     converged = False
     it = 0
-    for it in range(1, max_iter + 1):  # noqa: B007
+    for it in range(1, max_iter + 1):
         mu = np.exp(np.minimum(x @ beta, _ETA_MAX))
         sq = np.sqrt(mu)
         xt = x * sq[:, None]
         rt = (y - mu) / sq
         h, u, _ = _info_score(xt, rt, clusters, cur_rho, corr)
+        if not (np.all(np.isfinite(h)) and np.all(np.isfinite(u))):
+            raise GeeDivergedError(
+                f"the GEE iterations diverged at iteration {it} (a fitted mean reached 0 or "
+                f"overflowed; working correlation {cur_rho:.3f})"
+            )
         update = linalg.solve(h, u, assume_a="pos")
+        if float(np.max(np.abs(update))) > _MAX_STEP:
+            raise GeeDivergedError(
+                f"the GEE iterations diverged at iteration {it} (a coefficient step of "
+                f"{float(np.max(np.abs(update))):.3g} on the log scale; working correlation "
+                f"{cur_rho:.3f}): no finite solution was found on these rows"
+            )
         beta = beta + update
         score_norm = float(np.sqrt(u @ u))
         small_step = float(np.max(np.abs(update))) < _STEP_TOL * (1.0 + float(np.max(np.abs(beta))))

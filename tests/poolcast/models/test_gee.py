@@ -83,3 +83,22 @@ def test_quasi_poisson_draws_have_variance_phi_mu(panel):
     )
     np.testing.assert_allclose(fc.samples.mean(axis=1), fc.mean, rtol=0.03)
     np.testing.assert_allclose(fc.samples.var(axis=1), phi * fc.mean, rtol=0.08)
+
+
+def test_a_diverging_gee_stops_with_its_reason_not_a_linear_algebra_error():
+    """A start where the fitted means are e^-30 against counts near 100: the first
+    Fisher-scoring step is about (y - mu) / mu ~ 1e15 on the log scale (closed form), so the
+    solver must stop with GeeDivergedError naming the iteration, not run on into inf/NaN and
+    fail inside scipy ("array must not contain infs or NaNs", as on Rossmann)."""
+    from poolcast.models._gee_solver import GeeDivergedError, fit_gee_poisson
+
+    rng = np.random.default_rng(0)
+    n_groups, n_time = 20, 6
+    g = np.repeat(np.arange(n_groups), n_time)
+    x = np.column_stack([np.ones(g.size), rng.normal(size=g.size)])
+    y = rng.poisson(100.0, g.size).astype(float)
+    with pytest.raises(GeeDivergedError, match="diverged at iteration 1"):
+        fit_gee_poisson(y, x, g, corr="ar1", start=np.array([-30.0, 0.0]))
+    # from a sane start the same rows fit (intercept log(mean y), closed form for x ~ noise)
+    res = fit_gee_poisson(y, x, g, corr="ar1", start=np.array([np.log(y.mean()), 0.0]))
+    assert res.beta[0] == pytest.approx(np.log(y.mean()), abs=0.05)
