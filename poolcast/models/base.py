@@ -378,6 +378,10 @@ class CovariateCandidate(Candidate):
     #: the data's plan columns (``default_candidates(plan_columns=...)``).
     plan_terms: tuple[str, ...] = ()
 
+    #: The seasonal covariates (:func:`poolcast.models._design.make_covariate_spec`):
+    #: month-of-year indicators from 18 training months on, Fourier terms before.
+    _seasonality: ClassVar[str] = "auto"
+
     @property
     def required_plan_columns(self) -> tuple[str, ...]:  # type: ignore[override]
         """``promo`` (when ``include_promo``) and the ``plan_terms``."""
@@ -404,4 +408,5 @@ class CovariateCandidate(Candidate):
             customer_terms=self.customer_terms,
             include_promo=self.include_promo,
             plan_terms=tuple(self.plan_terms),
+            seasonality=self._seasonality,
         )

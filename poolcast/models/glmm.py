@@ -419,6 +419,9 @@ class GlmmNegBinSeasonal(GlmmNegBinRandomIntercept):
         self.min_months = min_months
         self.correlated = correlated
 
+    # its SKU seasonal slopes are on the Fourier terms, so the fixed part keeps them too
+    _seasonality: ClassVar[str] = "fourier"
+
     def _fit_horizon(self, train_h: pl.DataFrame, horizon: int) -> _GlmmModel:
         self._n_months = int(train_h.get_column("month").n_unique())
         return super()._fit_horizon(train_h, horizon)

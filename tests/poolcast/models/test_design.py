@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
 import polars as pl
 import pytest
 
-from poolcast.errors import DataContractError
+from poolcast.errors import DataContractError, InvalidParameterError
 from poolcast.models import PooledPoissonGlm
 from poolcast.models._design import build_covariates, make_covariate_spec
 from tests.poolcast.models._frames import simulate_feature_frame, split_last_month
@@ -89,3 +91,41 @@ def test_forecast_rows_missing_a_fitted_covariate_raise_naming_it():
         )
     with pytest.raises(DataContractError, match="sales"):
         PooledPoissonGlm().fit(train.drop("sales"))
+
+
+def _monthly_frame(n_months: int) -> pl.DataFrame:
+    months = [date(2012 + (k // 12), k % 12 + 1, 1) for k in range(n_months)]
+    return pl.DataFrame(
+        {
+            "sku": ["a"] * n_months,
+            "month": months,
+            "month_of_year": [m.month for m in months],
+            "t": np.arange(n_months) / 12.0,
+            "fourier_s1": np.sin(2 * np.pi * np.arange(n_months) / 12),
+            "fourier_c1": np.cos(2 * np.pi * np.arange(n_months) / 12),
+            "fourier_s2": np.sin(4 * np.pi * np.arange(n_months) / 12),
+            "fourier_c2": np.cos(4 * np.pi * np.arange(n_months) / 12),
+            "sales": np.arange(n_months),
+        }
+    )
+
+
+def test_month_of_year_indicators_from_18_training_months_fourier_before():
+    short, long = _monthly_frame(17), _monthly_frame(30)
+    spec_short = make_covariate_spec(short, customer_terms="none", include_promo=False)
+    assert "fourier_s1" in spec_short.terms and "moy_12" not in spec_short.terms
+    spec = make_covariate_spec(long, customer_terms="none", include_promo=False)
+    assert "fourier_s1" not in spec.terms
+    assert [t for t in spec.terms if t.startswith("moy_")] == [f"moy_{k}" for k in range(2, 13)]
+    # the indicators are derived on any frame with month_of_year: one-hot, January baseline
+    rows = long.drop("sales").tail(14)
+    x = build_covariates(spec, rows)
+    onehot = np.eye(13)[rows.get_column("month_of_year").to_numpy()][:, 2:]
+    cols = [spec.terms.index(f"moy_{k}") for k in range(2, 13)]
+    np.testing.assert_array_equal(x[:, cols], onehot)
+    fixed = make_covariate_spec(
+        long, customer_terms="none", include_promo=False, seasonality="fourier"
+    )
+    assert "fourier_s1" in fixed.terms and "moy_2" not in fixed.terms
+    with pytest.raises(InvalidParameterError, match="seasonality"):
+        make_covariate_spec(long, seasonality="weekly")
