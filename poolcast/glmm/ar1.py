@@ -73,6 +73,7 @@ __all__ = [
     "Ar1Fit",
     "Ar1System",
     "ar1_gradient",
+    "ar1_latent_moments",
     "project_latent",
     "simulate_ar1",
     "split_ar1_term",
@@ -571,6 +572,30 @@ def ar1_eta_conditional(fit: Ar1Fit, idx: np.ndarray, step: np.ndarray) -> np.nd
     ahead = seen & (step > last)
     out[ahead] = fit.rho ** (step[ahead] - last) * fit.modes[idx[ahead], last]
     return out
+
+
+def ar1_latent_moments(
+    fit: Ar1Fit, idx: np.ndarray, step: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of each new row's latent value given the data.
+
+    Inside the calendar the conditional mode and variance of the cell; h steps beyond its end
+    :math:`\\rho^h\\tilde b_{gT}` and :math:`\\rho^{2h}V_{gT} + \\sigma^2(1-\\rho^{2h})`; a
+    level the fit never saw (``idx`` -1) the stationary N(0, σ²).
+    """
+    n = idx.shape[0]
+    mean = np.zeros(n)
+    var = np.full(n, fit.sigma**2)
+    seen = idx >= 0
+    last = fit.n_times - 1
+    inside = seen & (step <= last)
+    mean[inside] = fit.modes[idx[inside], step[inside]]
+    var[inside] = fit.cond_var[idx[inside], step[inside]]
+    ahead = seen & (step > last)
+    decay = fit.rho ** (step[ahead] - last)
+    mean[ahead] = decay * fit.modes[idx[ahead], last]
+    var[ahead] = decay**2 * fit.cond_var[idx[ahead], last] + fit.sigma**2 * (1.0 - decay**2)
+    return mean, var
 
 
 def project_latent(
