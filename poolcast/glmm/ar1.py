@@ -12,7 +12,9 @@ i.e. :math:`\operatorname{Cov}(b_{gs}, b_{gt}) = \sigma^2\rho^{|s-t|}`, and row 
 :math:`b_{g(i), t(i)}` to its linear predictor.
 
 **Parameters.** ``theta = (sigma, atanh(rho))`` (lower bound 0 on sigma, as on lme4's
-diagonals; :math:`\rho = \tanh` of the second entry, bounded to :math:`|\rho| < \tanh 8`).
+diagonals; :math:`\rho = \tanh` of the second entry, bounded to :math:`|\rho| \le \tanh 4.5
+= 0.99975`, :data:`RHO_PARAM_MAX`: a level that wanders like a random walk is fitted at that
+bound).
 
 **Linear algebra.** The engine works with spherical effects :math:`b = \Lambda u`,
 :math:`u \sim N(0, I)`, :math:`\Lambda = \sigma\tilde L` with :math:`\tilde L` the Cholesky
@@ -79,8 +81,10 @@ __all__ = [
     "split_ar1_term",
 ]
 
-#: Bound of the second theta entry atanh(rho): |rho| <= tanh(8) = 1 - 2.3e-7.
-RHO_PARAM_MAX = 8.0
+#: Bound of the second theta entry atanh(rho): |rho| <= tanh(4.5) = 0.99975 (1 - rho^2 = 4.9e-4).
+#: Closer to 1 the tridiagonal precision is too ill-conditioned for its Cholesky factor (seen
+#: at tanh(8) on Online Retail quantities: negative pivots from rounding).
+RHO_PARAM_MAX = 4.5
 
 _AR1_TERM = re.compile(r"\bar1\s*\(")
 
@@ -257,6 +261,10 @@ class Ar1Factor:
         for t in range(1, T):
             lsub[:, t] = -rho / ld[:, t - 1]
             ld[:, t] = np.sqrt(p[:, t] - lsub[:, t] * lsub[:, t])
+        if not np.all(np.isfinite(ld)) or not np.all(ld > 0):
+            # non-finite row weights (an overflowing mean) or a pivot lost to rounding: the
+            # optimiser treats this point as infinite deviance
+            raise np.linalg.LinAlgError("AR(1) Laplace system is not positive definite")
         self.ld, self.lsub = ld, lsub
         self.logdet = float(2.0 * np.log(ld).sum() - G * np.log(system.c2))
         self._sel = None
@@ -360,6 +368,23 @@ class Ar1System:
         Y[:, 1:] = X[:, 1:] / self.c
         Y[:, :-1] -= (self.rho / self.c) * X[:, 1:]
         return Y
+
+    def u_of_b(self, B: np.ndarray) -> np.ndarray | None:
+        """Spherical u (flat) of latent values B (G, T); None when sigma = 0."""
+        if self.sigma <= 0:
+            return None
+        return (self.ltinv(B) / self.sigma).ravel()
+
+    def warm_starts(self, u_prev: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, ...]:
+        """PIRLS starts at ``theta`` from the previous mode ``u_prev`` (at the current theta):
+        the same latent values b in the new coordinates, ``u_prev`` itself and zeros."""
+        b_prev = self.b_of_u(u_prev)
+        self.set_theta(theta)
+        starts = []
+        u_b = self.u_of_b(b_prev)
+        if u_b is not None and np.all(np.isfinite(u_b)):
+            starts.append(u_b)
+        return (*starts, u_prev, np.zeros(self.q))
 
     def b_of_u(self, u: np.ndarray) -> np.ndarray:
         """Latent values b (G, T) of flat spherical u."""

@@ -178,22 +178,27 @@ class NegBin2(Poisson):
         return gammaln(y + th) - gammaln(th) + th * np.log(th)
 
     def derivs(self, eta, y, trials, nb_theta=None):
+        # written with p = mu/s and q = th/s so that no product overflows for a huge mean
+        # (s**2 and th*(y+th)*mu overflowed to inf/inf = nan near the eta cap)
         th = float(nb_theta)
         mu = self.linkinv(eta)
         s = mu + th
-        g = th * (y - mu) / s
-        h = th * (y + th) * mu / s**2
-        h3 = h * (th - mu) / s
+        p, q = mu / s, th / s
+        g = th * (y / s) - th * p
+        h = (y + th) * p * q
+        h3 = h * (q - p)
         return g, h, h3
 
     def evaluate(self, eta, y, trials, nb_theta=None):
         th = float(nb_theta)
         mu = self.linkinv(eta)
         s = mu + th
-        ll = y * eta - (y + th) * np.log(s)
-        g = th * (y - mu) / s
-        h = th * (y + th) * mu / s**2
-        return ll, g, h, h * (th - mu) / s
+        # log(mu + th) from eta, not from the capped mu (beyond the cap y*eta would win)
+        ll = y * eta - (y + th) * np.logaddexp(eta, np.log(th))
+        p, q = mu / s, th / s
+        g = th * (y / s) - th * p
+        h = (y + th) * p * q
+        return ll, g, h, h * (q - p)
 
     def derivs_log_theta(self, eta, y, nb_theta):
         r"""Derivatives with respect to :math:`\psi = \log\theta` at fixed :math:`\eta`.
@@ -204,8 +209,9 @@ class NegBin2(Poisson):
         mu = self.linkinv(eta)
         s = mu + th
         dl = digamma(y + th) - digamma(th) + np.log(th) + 1.0 - np.log(s) - (y + th) / s
-        dg = mu * (y - mu) / s**2
-        dh = mu * (y * mu + 2.0 * th * mu - th * y) / s**3
+        p = mu / s
+        dg = p * (y / s - p)
+        dh = p / s * (y * p + 2.0 * th * p - th * y / s)
         return th * dl, th * dg, th * dh
 
 

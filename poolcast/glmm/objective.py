@@ -102,6 +102,11 @@ class Objective:
                 and self.x_last.shape == x.shape
             ):
                 u_start = (u_start + self.du_dx @ (x - self.x_last), u_start)
+        if u_start is not None and getattr(self.system, "ar1", False):
+            # warm-start an AR(1) term in b-space: the latent values move little when
+            # (sigma, rho) change, their spherical coordinates u a lot (rho near 1); PIRLS keeps
+            # the start with the smallest penalised deviance, so offer u = 0 as well
+            u_start = self.system.warm_starts(np.asarray(self.u_warm), np.asarray(theta, float))
         pr = pirls(
             self,
             np.asarray(theta, dtype=float),
