@@ -95,16 +95,23 @@ def test_forecast_starts_at_the_current_level_and_decays_to_the_pool(split):
     h = np.array([1, 2, 3, 60])
     m = a.rho**h * m_t
     v = a.rho ** (2 * h) * v_t + a.sigma**2 * (1 - a.rho ** (2 * h))
-    np.testing.assert_allclose(fc.mean[:4], np.exp(b0 + m + v / 2), rtol=1e-10)
-    pooled = np.exp(b0 + a.sigma**2 / 2)
+    # the point forecast is the conditional-mode plug-in exp(b0 + rho^h b_T)
+    np.testing.assert_allclose(fc.mean[:4], np.exp(b0 + m), rtol=1e-10)
+    pooled = np.exp(b0)
     assert abs(fc.mean[3] - pooled) < abs(fc.mean[0] - pooled)
     assert fc.mean[3] == pytest.approx(pooled, rel=0.01)
     assert fc.mean[4] == pytest.approx(pooled, rel=1e-12)
+    # the draws' spread follows the projected variance: wider far ahead than at h = 1
+    draws = model.predict_distribution(
+        rows[[0, 3]], quantiles=LEVELS, n_samples=4000, rng=np.random.default_rng(1)
+    ).samples
+    log_sd = np.log1p(draws).std(axis=1)
+    assert v[3] > v[0] and log_sd[1] > log_sd[0]
 
 
 def test_backtest_and_registry(split):
-    assert "glmm_nb2_ar1" in OPT_IN
-    assert "glmm_nb2_ar1" not in default_candidates(has_customers=True, has_promo=True)
+    assert "glmm_nb2_ar1" not in OPT_IN  # cheap enough for the default line-up
+    assert "glmm_nb2_ar1" in default_candidates(has_customers=True, has_promo=True)
     factory = default_candidates(has_customers=True, has_promo=True, names=("glmm_nb2_ar1",))
     assert isinstance(factory["glmm_nb2_ar1"](), GlmmNegBinAr1)
     result = backtest_candidate(
