@@ -182,9 +182,9 @@ class NegBin2(Poisson):
         # (s**2 and th*(y+th)*mu overflowed to inf/inf = nan near the eta cap)
         th = float(nb_theta)
         mu = self.linkinv(eta)
-        s = mu + th
-        p, q = mu / s, th / s
-        g = th * (y / s) - th * p
+        inv_s = 1.0 / (mu + th)
+        p, q = mu * inv_s, th * inv_s
+        g = th * (y * inv_s - p)
         h = (y + th) * p * q
         h3 = h * (q - p)
         return g, h, h3
@@ -193,10 +193,14 @@ class NegBin2(Poisson):
         th = float(nb_theta)
         mu = self.linkinv(eta)
         s = mu + th
-        # log(mu + th) from eta, not from the capped mu (beyond the cap y*eta would win)
-        ll = y * eta - (y + th) * np.logaddexp(eta, np.log(th))
-        p, q = mu / s, th / s
-        g = th * (y / s) - th * p
+        log_s = np.log(s)
+        beyond = eta > _ETA_MAX
+        if beyond.any():  # log(mu + th) from eta, not the capped mu (else y*eta would win)
+            log_s[beyond] = np.logaddexp(eta[beyond], np.log(th))
+        ll = y * eta - (y + th) * log_s
+        inv_s = 1.0 / s
+        p, q = mu * inv_s, th * inv_s
+        g = th * (y * inv_s - p)
         h = (y + th) * p * q
         return ll, g, h, h * (q - p)
 

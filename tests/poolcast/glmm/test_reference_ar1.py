@@ -102,7 +102,7 @@ def test_gradient_matches_finite_differences():
 
 
 def test_laplace_system_matches_dense_algebra():
-    """log det H and H^{-1} r against the dense T x T matrices."""
+    """log det H, H^{-1} r and Var(b | y) against the dense T x T matrices per SKU."""
     d = build_design("y_pois ~ x + ar1(month + 0 | sku)", _sim().head(300), family="poisson")
     ob = make_objective(d)
     theta = np.array([0.5, 0.6])
@@ -111,17 +111,21 @@ def test_laplace_system_matches_dense_algebra():
     sigma, rho = 0.5, np.tanh(0.6)
     t = np.arange(T)
     lam = sigma * np.linalg.cholesky(rho ** np.abs(t[:, None] - t[None, :]))
-    dcell = ob.system.cellsum(pr.h)
-    H = np.zeros((G * T, G * T))
+    dcell = ob.system.cellsum(pr.h)  # (T, G)
+    H = np.zeros((G * T, G * T))  # level-major
     for g in range(G):
-        H[g * T : (g + 1) * T, g * T : (g + 1) * T] = lam.T @ np.diag(dcell[g]) @ lam + np.eye(T)
+        H[g * T : (g + 1) * T, g * T : (g + 1) * T] = lam.T @ np.diag(dcell[:, g]) @ lam + np.eye(T)
     assert pr.factor.logdet == pytest.approx(np.linalg.slogdet(H)[1], rel=1e-10)
+    perm = (np.arange(T)[:, None] * G + np.arange(G)[None, :]).T.ravel()  # level-major -> u
     r = np.random.default_rng(0).normal(size=G * T)
-    np.testing.assert_allclose(pr.factor.solve(r), np.linalg.solve(H, r), atol=1e-10)
-    Hb_inv = np.linalg.inv(H)
-    var_b = np.stack([np.diag(lam @ Hb_inv[g * T : (g + 1) * T, g * T : (g + 1) * T] @ lam.T)
+    np.testing.assert_allclose(pr.factor.solve(r)[perm], np.linalg.solve(H, r[perm]), atol=1e-10)
+    Hinv = np.linalg.inv(H)
+    var_b = np.stack([np.diag(lam @ Hinv[g * T : (g + 1) * T, g * T : (g + 1) * T] @ lam.T)
                       for g in range(G)])  # fmt: skip
-    np.testing.assert_allclose(pr.factor.cond_var_b()[0], var_b, rtol=1e-8)
+    np.testing.assert_allclose(pr.factor.cond_cov()[0], var_b, rtol=1e-8)
+    b = ob.system.b_of_u(pr.u)  # (T, G)
+    u_level_major = pr.u[perm].reshape(G, T)
+    np.testing.assert_allclose(b.T, u_level_major @ lam.T, atol=1e-12)
 
 
 def test_projection_decays_to_the_pooled_level(fits):
