@@ -193,10 +193,14 @@ class NegBin2(Poisson):
         th = float(nb_theta)
         mu = self.linkinv(eta)
         s = mu + th
-        log_s = np.log(s)
-        beyond = eta > _ETA_MAX
-        if beyond.any():  # log(mu + th) from eta, not the capped mu (else y*eta would win)
-            log_s[beyond] = np.logaddexp(eta[beyond], np.log(th))
+        # log(mu + th) = log th + log1p(mu / th): exact for mu << th (a large size; log(s)
+        # loses mu there and the (y + th) factor amplifies the rounding), and from eta, not
+        # the capped mu, beyond the cap (else y*eta would win)
+        log_th = np.log(th)
+        log_s = log_th + np.log1p(mu / th)
+        beyond = (eta > _ETA_MAX) | ~np.isfinite(log_s)
+        if beyond.any():
+            log_s[beyond] = np.logaddexp(eta[beyond], log_th)
         ll = y * eta - (y + th) * log_s
         inv_s = 1.0 / s
         p, q = mu * inv_s, th * inv_s
