@@ -77,7 +77,7 @@ AGQ_MAX_SKUS = 3000
 #: ``[backtest] candidates`` (their cost on the bundled data is beyond the budget of
 #: ``make run``: the Bayesian GLMM takes minutes per origin, the profiled Tweedie and the
 #: uncorrelated seasonal GLMM tens of seconds per fit; benchmarks/README.md). The latent
-#: AR(1) GLMM ``glmm_nb2_ar1`` is in the default line-up: one fit per origin, ~4.4 CPU-s per
+#: AR(1) GLMM ``glmm_nb2_ar1`` is in the default line-up: one fit per origin, ~2.8 CPU-s per
 #: origin on the bundled Online Retail data (auto_ets: ~7.9).
 OPT_IN: frozenset[str] = frozenset(
     {"glmm_tweedie_ri", "glmm_hurdle_nb2", "bayes_nb2_hier", "glmm_nb2_seasonal"}
