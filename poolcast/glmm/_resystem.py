@@ -299,7 +299,12 @@ class SparseSystem:
 
 
 def make_system(design: GlmmDesign, dense_max: int = 3000) -> BlockSystem | SparseSystem:
-    """The block-diagonal system for one factor, the sparse one for several."""
+    """The block-diagonal system for one factor, the sparse one for several, the tridiagonal
+    one for an ar1 term."""
+    if design.ar1_block is not None:
+        from poolcast.glmm.ar1 import Ar1System
+
+        return Ar1System(design)
     if len(design.blocks) == 1:
         return BlockSystem(design)
     return SparseSystem(design, dense_max)

@@ -178,19 +178,35 @@ class NegBin2(Poisson):
         return gammaln(y + th) - gammaln(th) + th * np.log(th)
 
     def derivs(self, eta, y, trials, nb_theta=None):
-        r"""With :math:`p = \mu/(\mu+\theta) = \operatorname{expit}(\eta - \log\theta)`:
-        :math:`g = y(1-p) - \theta p`, :math:`h = (y+\theta)p(1-p)`, :math:`h' = h(1-2p)`
-        (the textbook forms :math:`\theta(y-\mu)/s` etc. overflow for a large :math:`\eta`)."""
+        # written with p = mu/s and q = th/s so that no product overflows for a huge mean
+        # (s**2 and th*(y+th)*mu overflowed to inf/inf = nan near the eta cap)
         th = float(nb_theta)
-        p = expit(eta - np.log(th))
-        h = (y + th) * p * (1.0 - p)
-        return y * (1.0 - p) - th * p, h, h * (1.0 - 2.0 * p)
+        mu = self.linkinv(eta)
+        inv_s = 1.0 / (mu + th)
+        p, q = mu * inv_s, th * inv_s
+        g = th * (y * inv_s - p)
+        h = (y + th) * p * q
+        h3 = h * (q - p)
+        return g, h, h3
 
     def evaluate(self, eta, y, trials, nb_theta=None):
-        # log(mu + th) without clamping mu: a clamped mu would let y * eta grow without
-        # bound and PIRLS run a random effect to infinity (seen on Rossmann's euros)
-        ll = self.loglik_eta(eta, y, trials, nb_theta)
-        return (ll, *self.derivs(eta, y, trials, nb_theta))
+        th = float(nb_theta)
+        mu = self.linkinv(eta)
+        s = mu + th
+        # log(mu + th) = log th + log1p(mu / th): exact for mu << th (a large size; log(s)
+        # loses mu there and the (y + th) factor amplifies the rounding), and from eta, not
+        # the capped mu, beyond the cap (else y*eta would win)
+        log_th = np.log(th)
+        log_s = log_th + np.log1p(mu / th)
+        beyond = (eta > _ETA_MAX) | ~np.isfinite(log_s)
+        if beyond.any():
+            log_s[beyond] = np.logaddexp(eta[beyond], log_th)
+        ll = y * eta - (y + th) * log_s
+        inv_s = 1.0 / s
+        p, q = mu * inv_s, th * inv_s
+        g = th * (y * inv_s - p)
+        h = (y + th) * p * q
+        return ll, g, h, h * (q - p)
 
     def derivs_log_theta(self, eta, y, nb_theta):
         r"""Derivatives with respect to :math:`\psi = \log\theta` at fixed :math:`\eta`.
@@ -198,13 +214,12 @@ class NegBin2(Poisson):
         Returns :math:`(\partial\ell/\partial\psi, \partial g/\partial\psi, \partial h/\partial\psi)`.
         """
         th = float(nb_theta)
-        log_th = np.log(th)
-        p = expit(eta - log_th)  # mu / s, and 1 / s = (1 - p) / th: no overflow
-        q = 1.0 - p
-        dl = digamma(y + th) - digamma(th) + log_th + 1.0 - np.logaddexp(eta, log_th)
-        dl -= (y + th) * q / th
-        dg = p * (y * q / th - p)  # mu (y - mu) / s^2
-        dh = p * (y * p * q / th + 2.0 * p * q - y * q * q / th)  # mu(y mu + 2 th mu - th y)/s^3
+        mu = self.linkinv(eta)
+        s = mu + th
+        dl = digamma(y + th) - digamma(th) + np.log(th) + 1.0 - np.log(s) - (y + th) / s
+        p = mu / s
+        dg = p * (y / s - p)
+        dh = p / s * (y * p + 2.0 * th * p - th * y / s)
         return th * dl, th * dg, th * dh
 
 

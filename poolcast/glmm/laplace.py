@@ -57,6 +57,10 @@ def laplace_gradient(
     -------
     (grad_theta, grad_beta, grad_log_nb_theta or None)
     """
+    if getattr(objective.system, "ar1", False):
+        from poolcast.glmm.ar1 import ar1_gradient
+
+        return ar1_gradient(objective, pr, nb_theta=nb_theta)
     if not objective.system.single:
         return _sparse_gradient(objective, pr, nb_theta=nb_theta)
     d, sysm, fam = objective.design, objective.system, objective.family

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from poolcast.errors import InvalidParameterError
 from poolcast.glmm._resystem import make_system
 from poolcast.glmm.control import GlmmControl
 from poolcast.glmm.families import Family, get_family
@@ -80,7 +81,11 @@ class Objective:
         """True when the exact gradient is available (Laplace; several factors need q <= grad_q_max)."""
         if self.n_agq != 1:
             return False
-        return self.system.single or self.system.q <= self.control.grad_q_max
+        return (
+            self.system.single
+            or getattr(self.system, "ar1", False)
+            or self.system.q <= self.control.grad_q_max
+        )
 
     def mode(self, theta, beta=None, nb_theta=None) -> PirlsResult:
         """Run PIRLS at (theta, beta); beta=None optimises beta jointly (nAGQ=0)."""
@@ -97,6 +102,11 @@ class Objective:
                 and self.x_last.shape == x.shape
             ):
                 u_start = (u_start + self.du_dx @ (x - self.x_last), u_start)
+        if u_start is not None and getattr(self.system, "ar1", False):
+            # warm-start an AR(1) term in b-space: the latent values move little when
+            # (sigma, rho) change, their spherical coordinates u a lot (rho near 1); PIRLS keeps
+            # the start with the smallest penalised deviance, so offer u = 0 as well
+            u_start = self.system.warm_starts(np.asarray(self.u_warm), np.asarray(theta, float))
         pr = pirls(
             self,
             np.asarray(theta, dtype=float),
@@ -153,6 +163,12 @@ def make_objective(
     Objective
     """
     control = control or GlmmControl()
+    if design.ar1_block is not None and n_agq != 1:
+        raise InvalidParameterError(
+            f"n_agq={n_agq}: a model with an ar1() term is fitted by the Laplace approximation "
+            "only (its latent values are correlated, so the integral does not factor into "
+            "one-dimensional ones; glmmTMB has no AGQ either); use method='laplace'."
+        )
     check_agq(design, n_agq)
     system = make_system(design, control.dense_q_max)
     family = design.family_object or get_family(design.family)

@@ -254,7 +254,7 @@ def _optimize(
     beta = np.asarray(start.get("beta", beta), dtype=float)
     nb = start.get("nb_theta", nb)
     theta = np.asarray(start.get("theta", d.theta_start()), dtype=float)
-    bounds_theta = [(lo if np.isfinite(lo) else None, None) for lo in d.theta_lower]
+    bounds_theta = d.theta_bounds()
 
     stage1_dev = None
     if control.stage1 and "theta" not in start:

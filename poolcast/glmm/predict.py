@@ -174,6 +174,11 @@ def compute_eta(
         eta = eta + np.asarray(new.offset, dtype=float)
     if level == "conditional":
         for block in new.blocks:
+            if block.time_index is not None:
+                from poolcast.glmm.ar1 import ar1_eta_conditional
+
+                eta = eta + ar1_eta_conditional(results.ar1, block.level_index, block.time_index)
+                continue
             modes = np.asarray(results.b_modes[block.factor], dtype=float)
             idx = np.asarray(block.level_index)
             seen = idx >= 0
@@ -193,6 +198,9 @@ def compute_marginal_variance(results: GlmmResults, new: NewDesign) -> np.ndarra
     """
     v = np.zeros(np.asarray(new.X).shape[0])
     for block in new.blocks:
+        if block.time_index is not None:  # stationary AR(1): variance sigma^2 at every step
+            v = v + results.ar1.sigma**2
+            continue
         z = np.asarray(block.Z, dtype=float)
         sigma = np.asarray(results.cov_re[block.factor], dtype=float)
         v = v + np.einsum("ik,kl,il->i", z, sigma, z)

@@ -135,7 +135,8 @@ class GlmmResults:
     b_modes : dict[str, np.ndarray]
         (G, k) conditional modes b = Λu.
     b_cond_cov : dict[str, np.ndarray]
-        (G, k, k) conditional covariance of b given y.
+        (G, k, k) conditional covariance of b given y; for an ar1 term (G, T) conditional
+        variances (its full conditional precision is tridiagonal, see ``ar1``).
     trials : np.ndarray or None
         Binomial trials of the fitted rows.
     converged : bool
@@ -144,6 +145,9 @@ class GlmmResults:
         grad_norm, scaled_grad, hessian_pd, singular, optimizer return code, messages.
     messages : tuple[str, ...]
         Check and convergence messages.
+    ar1 : poolcast.glmm.ar1.Ar1Fit or None
+        The latent AR(1) term (sigma, rho, conditional modes and variances of the latent
+        states) of a model with ``ar1(time + 0 | group)``; None otherwise.
     """
 
     design: GlmmDesign
@@ -171,6 +175,7 @@ class GlmmResults:
     converged: bool
     diagnostics: dict = field(repr=False)
     messages: tuple[str, ...] = ()
+    ar1: Any = None
 
     def __repr__(self) -> str:
         groups = ", ".join(f"{b.factor}: {b.n_levels}" for b in self.design.blocks)
@@ -194,6 +199,17 @@ class GlmmResults:
         """lme4-style summary tables (print it for the text)."""
         rows = []
         for b in self.design.blocks:
+            if self.ar1 is not None and b.factor == self.ar1.factor:
+                rows.append(
+                    {
+                        "group": b.factor,
+                        "name": f"ar1({self.ar1.time_var})",
+                        "variance": self.ar1.sigma**2,
+                        "std_dev": self.ar1.sigma,
+                        "corr": f"{self.ar1.rho:5.3f} (ar1)",
+                    }
+                )
+                continue
             S = self.cov_re[b.factor]
             sds = np.sqrt(np.diag(S))
             for i, t in enumerate(b.term_names):
@@ -262,8 +278,22 @@ class GlmmResults:
         offset: Any = None,
         trials: Any = None,
     ) -> np.ndarray:
-        """Predictive draws, shape (len(newdata), n) (delegates to :mod:`poolcast.glmm.simulate`)."""
+        """Predictive draws, shape (len(newdata), n) (delegates to :mod:`poolcast.glmm.simulate`,
+        or :func:`poolcast.glmm.ar1.simulate_ar1` for a model with an ar1 term)."""
         from poolcast.glmm.simulate import simulate
+
+        if self.ar1 is not None:
+            from poolcast.glmm.ar1 import simulate_ar1
+
+            return simulate_ar1(
+                self,
+                newdata,
+                n,
+                rng=rng,
+                include_fixef_uncertainty=include_fixef_uncertainty,
+                offset=offset,
+                trials=trials,
+            )
 
         return simulate(
             self,
@@ -314,8 +344,17 @@ def make_results(design: GlmmDesign, objective: Objective, opt: OptSummary) -> G
     vcov, hess_pd = _vcov(hessian, nt, p)
     se = np.sqrt(np.maximum(np.diag(vcov), 0.0))
     pr = objective.mode(opt.theta, opt.beta, opt.nb_theta)
-    cond = pr.factor.cond_cov()
-    if objective.system.single:
+    ar1_fit = None
+    if design.ar1_block is not None:
+        from poolcast.glmm.ar1 import ar1_results_tables, make_ar1_fit
+
+        ar1_fit = make_ar1_fit(design, objective, pr, opt.theta)
+        cond = []
+    else:
+        cond = pr.factor.cond_cov()
+    if ar1_fit is not None:
+        u_blocks, cond_blocks = [], []
+    elif objective.system.single:
         cond_blocks = cond
         u_blocks = [pr.u.reshape(design.blocks[0].n_levels, design.blocks[0].k)]
     else:
@@ -325,7 +364,8 @@ def make_results(design: GlmmDesign, objective: Objective, opt: OptSummary) -> G
             u_blocks.append(pr.u[start : start + G * k].reshape(G, k))
 
     sd, corr, cov_re, ranef, b_modes, b_cond = {}, {}, {}, {}, {}, {}
-    for b, U, C in zip(design.blocks, u_blocks, cond_blocks, strict=True):
+    plain = [] if ar1_fit is not None else design.blocks
+    for b, U, C in zip(plain, u_blocks, cond_blocks, strict=True):
         lam = b.lambda_block(opt.theta)
         S = lam @ lam.T
         sds = np.sqrt(np.diag(S))
@@ -349,6 +389,11 @@ def make_results(design: GlmmDesign, objective: Objective, opt: OptSummary) -> G
                 "cond_sd": csd.ravel(),
             }
         )
+    if ar1_fit is not None:
+        tables = ar1_results_tables(ar1_fit)
+        f = ar1_fit.factor
+        sd[f], corr[f], cov_re[f] = tables["sd"], tables["corr"], tables["cov_re"]
+        ranef[f], b_modes[f], b_cond[f] = tables["ranef"], tables["b_modes"], tables["b_cond_cov"]
 
     diag_theta = np.isfinite(design.theta_lower)
     singular = bool(np.any(opt.theta[diag_theta] < control.singular_tol))
@@ -432,4 +477,5 @@ def make_results(design: GlmmDesign, objective: Objective, opt: OptSummary) -> G
             "n_evals": opt.n_evals,
         },
         messages=tuple(messages),
+        ar1=ar1_fit,
     )

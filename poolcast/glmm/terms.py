@@ -266,8 +266,26 @@ class GlmmDesign:
         return len(self.theta_lower)
 
     def theta_start(self) -> np.ndarray:
-        """lme4's start: 1 on Λ diagonals, 0 elsewhere."""
+        """lme4's start: 1 on Λ diagonals, 0 elsewhere (an ar1 term: sigma = 1, rho = 0)."""
         return np.where(np.isfinite(self.theta_lower), 1.0, 0.0)
+
+    def theta_bounds(self) -> list[tuple[float | None, float | None]]:
+        """(lower, upper) of each theta entry for the optimiser (None = unbounded)."""
+        bounds = [(lo if np.isfinite(lo) else None, None) for lo in self.theta_lower]
+        for b in self.blocks:
+            if getattr(b, "time_var", None):
+                from poolcast.glmm.ar1 import RHO_PARAM_MAX
+
+                bounds[b.theta_slice.start + 1] = (-RHO_PARAM_MAX, RHO_PARAM_MAX)
+        return bounds
+
+    @property
+    def ar1_block(self) -> Any:
+        """The ar1 term's block, None when the model has none."""
+        for b in self.blocks:
+            if getattr(b, "time_var", None):
+                return b
+        return None
 
 
 def _to_pandas(data: Any, argument: str = "data") -> pd.DataFrame:
@@ -495,7 +513,10 @@ def build_design(
     control = control or GlmmControl()
     family_object = get_family(family)
     fam = family_object.name
-    parsed = parse_formula(formula)
+    from poolcast.glmm.ar1 import split_ar1_term
+
+    ar1_term = split_ar1_term(formula)
+    parsed = parse_formula(ar1_term[0] if ar1_term else formula)
     df = _to_pandas(data)
     n = len(df)
     messages: list[str] = []
@@ -586,6 +607,8 @@ def build_design(
             "check.nobs.vs.nRE). Simplify the random part, e.g. drop a random slope.",
             messages,
         )
+    if ar1_term:
+        blocks, lower, theta_names = _ar1_blocks(blocks, ar1_term, df, formula)
     return GlmmDesign(
         family_object=family_object if getattr(family_object, "power", None) else None,
         formula=formula,
@@ -607,6 +630,20 @@ def build_design(
     )
 
 
+def _ar1_blocks(blocks: list[ReBlock], ar1_term: tuple[str, str, str], df, formula: str):
+    """Swap the placeholder (1 | group) block of an ar1 term for the Ar1Block."""
+    from poolcast.glmm.ar1 import make_ar1_block
+
+    if len(blocks) != 1:
+        raise ModelSpecificationError(
+            f"formula {formula!r} combines ar1() with other random-effects terms; the engine "
+            "fits an ar1(time + 0 | group) term alone (with any fixed effects). Drop the other "
+            "random terms (the AR(1) process already gives each group its own level)."
+        )
+    block = make_ar1_block(blocks[0], ar1_term[1], df)
+    return [block], [0.0, -np.inf], [f"{block.factor}.sd", f"{block.factor}.atanh(rho)"]
+
+
 @dataclass(frozen=True)
 class NewBlock:
     """Random-effects rows of new data for one block.
@@ -619,11 +656,15 @@ class NewBlock:
         (n,) int index into the fitted levels, -1 for a level not seen in the fit.
     Z : np.ndarray
         (n, k) raw random-effects model matrix.
+    time_index : np.ndarray or None
+        (n,) calendar step of each row for an ar1 term (beyond the calendar's end for a
+        forecast), None otherwise.
     """
 
     factor: str
     level_index: np.ndarray
     Z: np.ndarray
+    time_index: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -715,5 +756,10 @@ def design_for_newdata(
         Z = np.asarray(b.spec.get_model_matrix(df), dtype=float).reshape(n, -1)
         keys = _group_keys(df, b.group_vars)
         idx = pd.Index(list(b.levels)).get_indexer(keys).astype(np.int64)
-        blocks.append(NewBlock(factor=b.factor, level_index=idx, Z=Z))
+        steps = None
+        if getattr(b, "time_var", None):
+            from poolcast.glmm.ar1 import newdata_steps
+
+            steps = newdata_steps(b, df)
+        blocks.append(NewBlock(factor=b.factor, level_index=idx, Z=Z, time_index=steps))
     return NewDesign(X=X, offset=off, trials=tr, blocks=blocks)

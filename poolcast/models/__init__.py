@@ -30,6 +30,7 @@ from poolcast.models.glmm import (
     GlmmPoissonRandomInterceptAgq,
     GlmmPoissonRandomInterceptSlope,
 )
+from poolcast.models.glmm_ar1 import GlmmNegBinAr1
 from poolcast.models.registry import (
     CANDIDATE_CLASSES,
     CANDIDATE_NAMES,
@@ -54,6 +55,7 @@ __all__ = [
     "GeePoissonAR1",
     "GeePoissonExchangeable",
     "GlmmCandidate",
+    "GlmmNegBinAr1",
     "GlmmNegBinDynamic",
     "GlmmNegBinRandomIntercept",
     "GlmmNegBinRandomInterceptSlope",

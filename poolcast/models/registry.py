@@ -24,6 +24,7 @@ from poolcast.models.glmm import (
     GlmmPoissonRandomInterceptSlope,
     GlmmTweedieRandomIntercept,
 )
+from poolcast.models.glmm_ar1 import GlmmNegBinAr1
 
 __all__ = [
     "AGQ_MAX_SKUS",
@@ -59,6 +60,7 @@ CANDIDATE_CLASSES: dict[str, type[Candidate]] = {
         GlmmHurdleNegBin,
         BayesNegBinHierarchical,
         GlmmNegBinSeasonal,
+        GlmmNegBinAr1,
     )
 }
 CANDIDATE_NAMES: tuple[str, ...] = tuple(CANDIDATE_CLASSES)
@@ -68,11 +70,15 @@ _BASELINES = frozenset({"seasonal_naive", "moving_average"})
 _CLASSICAL = frozenset({"naive", "auto_ets", "croston", "tsb", "adida"})
 #: In the default line-up only when the data are intermittent (classical.is_intermittent).
 _INTERMITTENT = frozenset({"croston", "tsb", "adida"})
+#: Fitted once on the monthly panel with their own fixed part: no customer / promo parameters.
+_PANEL_ONLY = frozenset({"glmm_nb2_ar1"})
 AGQ_MAX_SKUS = 3000
 #: Named-only candidates: never in the default line-up, run when named in
 #: ``[backtest] candidates`` (their cost on the bundled data is beyond the budget of
 #: ``make run``: the Bayesian GLMM takes minutes per origin, the profiled Tweedie and the
-#: uncorrelated seasonal GLMM tens of seconds per fit; benchmarks/README.md).
+#: uncorrelated seasonal GLMM tens of seconds per fit; benchmarks/README.md). The latent
+#: AR(1) GLMM ``glmm_nb2_ar1`` is in the default line-up: one fit per origin, ~2.8 CPU-s per
+#: origin on the bundled Online Retail data (auto_ets: ~7.9).
 OPT_IN: frozenset[str] = frozenset(
     {"glmm_tweedie_ri", "glmm_hurdle_nb2", "bayes_nb2_hier", "glmm_nb2_seasonal"}
 )
@@ -175,7 +181,7 @@ def default_candidates(
     factories: dict[str, Callable[[], Candidate]] = {}
     for name in chosen:
         cls = CANDIDATE_CLASSES[name]
-        if name in _BASELINES or name in _CLASSICAL:
+        if name in _BASELINES or name in _CLASSICAL or name in _PANEL_ONLY:
             factories[name] = cls
         elif extra_plan:
             factories[name] = PlanFactory(

@@ -8,7 +8,9 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("module", ["poolcast.glmm.terms", "poolcast.glmm.quadrature"])
+@pytest.mark.parametrize(
+    "module", ["poolcast.glmm.terms", "poolcast.glmm.quadrature", "poolcast.glmm.ar1"]
+)
 def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0

@@ -66,3 +66,21 @@ def test_nb2_variance_and_linkinv():
 def test_unknown_family():
     with pytest.raises(InvalidParameterError, match="family='inverse_gaussian'"):
         get_family("inverse_gaussian")
+
+
+def test_nb2_derivatives_stay_finite_for_a_huge_mean():
+    """Near and beyond the eta cap (a wild PIRLS step from a far outer trial point) the NB2
+    weights are finite and the log-likelihood follows eta (it once gave h = inf/inf = nan, and
+    y * eta outgrew the capped log(mu + theta), a huge positive log-likelihood)."""
+    from poolcast.glmm.families import get_family
+
+    fam = get_family("negbin")
+    eta = np.array([2.0, 400.0, 699.0, 750.0, 1e4])
+    y = np.full(5, 74215.0)
+    ll, g, h, h3 = fam.evaluate(eta, y, None, 262.5)
+    assert np.all(np.isfinite(g)) and np.all(np.isfinite(h)) and np.all(np.isfinite(h3))
+    assert np.all(h >= 0)
+    np.testing.assert_allclose(ll, fam.loglik_eta(eta, y, None, 262.5), rtol=1e-12)
+    assert ll[-1] < ll[-2] < ll[-3]  # decreasing in eta far beyond the mode
+    g2, h2, h32 = fam.derivs(eta, y, None, 262.5)
+    np.testing.assert_allclose(np.c_[g2, h2, h32], np.c_[g, h, h3])

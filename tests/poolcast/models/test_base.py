@@ -49,6 +49,7 @@ def test_stable_candidate_names():
         "glmm_hurdle_nb2",
         "bayes_nb2_hier",
         "glmm_nb2_seasonal",
+        "glmm_nb2_ar1",
     )
     assert CANDIDATE_NAMES[:18] == (
         "seasonal_naive",
@@ -174,7 +175,8 @@ def test_describe_report(name, fitted):
         assert report.random_effects is not None
         assert {"sku", "term", "mode", "cond_sd", "horizon"} <= set(report.random_effects.columns)
         assert report.shrinkage is not None and "sku" in report.shrinkage.columns
-        assert "(1" in report.formulas[1] and "| sku)" in report.formulas[1]
+        assert "| sku)" in report.formulas[1]
+        assert "(1" in report.formulas[1] or "ar1(" in report.formulas[1]
     else:
         assert report.random_effects is None
 

@@ -12,12 +12,18 @@ from poolcast.errors import PoolcastError
 from poolcast.models import PooledNegBinGlm, PooledPoissonGlm, SkuFixedEffectsNegBinGlm
 from tests.poolcast.models._frames import simulate_feature_frame, split_last_month
 
-COVARIATES = ["t", "fourier_s1", "fourier_c1", "fourier_s2", "fourier_c2", "log_customers", "promo"]
+# 36 simulated months: the candidates use month-of-year indicators (January the baseline)
+COVARIATES = ["t", *(f"moy_{k}" for k in range(2, 13)), "log_customers", "promo"]
 
 
 def _raw_design(frame: pl.DataFrame, cols=COVARIATES) -> np.ndarray:
     """The reference path: raw (uncentred) columns, intercept first, built independently."""
-    return sm.add_constant(frame.select(cols).to_numpy().astype(float), has_constant="add")
+    moy = frame.get_column("month_of_year").to_numpy()
+    x = [
+        (moy == int(c[4:])).astype(float) if c.startswith("moy_") else frame[c].to_numpy()
+        for c in cols
+    ]
+    return sm.add_constant(np.column_stack(x).astype(float), has_constant="add")
 
 
 def test_pooled_poisson_matches_statsmodels(poisson_panel, nb2_panel):
@@ -92,9 +98,9 @@ def test_sku_fixed_effects_match_statsmodels_dummy_glm_at_the_same_alpha():
     est = SkuFixedEffectsNegBinGlm().fit(train)
     report = est.describe()
     alpha = report.convergence["h=1"]["nb2_alpha"]
-    cols = ["t", "fourier_s1", "fourier_c1", "fourier_s2", "fourier_c2", "promo"]
+    cols = ["t", *(f"moy_{k}" for k in range(2, 13)), "promo"]  # 30 months: month indicators
     dummies = train.get_column("sku").to_dummies().to_numpy().astype(float)
-    x = np.column_stack([dummies, train.select(cols).to_numpy().astype(float)])
+    x = np.column_stack([dummies, _raw_design(train, cols)[:, 1:]])
     y = train.get_column("sales").to_numpy()
     ref = sm.GLM(y, x, family=sm.families.NegativeBinomial(alpha=alpha)).fit(tol=1e-12)
     coefs = report.coefficients

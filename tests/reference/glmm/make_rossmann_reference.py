@@ -85,7 +85,7 @@ def rossmann_frame(shared_data: Path, key: str) -> tuple[str, pl.DataFrame]:
     from poolcast.config import FeatureConfig
     from poolcast.features import panel_plan_columns
     from poolcast.io import load_source
-    from poolcast.models._design import build_covariate_frame
+    from poolcast.models._design import build_covariate_frame, make_covariate_spec
     from poolcast.models.registry import default_candidates
     from poolcast.validation import validate_panel
 
@@ -100,7 +100,15 @@ def rossmann_frame(shared_data: Path, key: str) -> tuple[str, pl.DataFrame]:
         plan_columns=panel_plan_columns(panel),
     )[name]()
     train = split.train.filter(pl.col("horizon") == 1)
-    spec = est._covariate_spec(train)
+    # the designs as they failed: Fourier seasonality (the candidates now switch to
+    # month-of-year indicators from 18 training months on)
+    spec = make_covariate_spec(
+        train,
+        customer_terms=est.customer_terms,
+        include_promo=est.include_promo,
+        plan_terms=tuple(est.plan_terms),
+        seasonality="fourier",
+    )
     return spec.formula(random=random), build_covariate_frame(spec, train)
 
 
