@@ -39,6 +39,7 @@ from poolcast.glmm import fit as glmm_fit
 from poolcast.glmm.ar1 import ar1_latent_moments
 from poolcast.glmm.simulate import MAX_POISSON_RATE
 from poolcast.glmm.terms import design_for_newdata
+from poolcast.models._design import build_covariate_frame, make_covariate_spec
 from poolcast.models._validation import validate_parameters
 from poolcast.models.base import Candidate, HorizonReport, record_warnings
 from poolcast.models.classical import _history_from_train
@@ -50,14 +51,18 @@ _TIME = "month_index"
 
 
 def _features(frame: pl.DataFrame) -> pl.DataFrame:
-    """``month_index`` (year * 12 + month - 1) and the yearly Fourier pair of ``month``."""
+    """``month_index`` (year * 12 + month - 1), ``month_of_year`` and the two yearly Fourier
+    pairs of ``month`` (as :mod:`poolcast.features` defines them)."""
     moy = pl.col("month").dt.month().cast(pl.Float64)
     return frame.with_columns(
         (pl.col("month").dt.year().cast(pl.Int64) * 12 + pl.col("month").dt.month() - 1)
         .cast(pl.Int64)
         .alias(_TIME),
+        pl.col("month").dt.month().cast(pl.Int64).alias("month_of_year"),
         (2 * np.pi * moy / 12).sin().alias("fourier_s1"),
         (2 * np.pi * moy / 12).cos().alias("fourier_c1"),
+        (4 * np.pi * moy / 12).sin().alias("fourier_s2"),
+        (4 * np.pi * moy / 12).cos().alias("fourier_c2"),
         pl.col("sku").cast(pl.String),
     )
 
@@ -128,10 +133,19 @@ class _Ar1Model:
 class GlmmNegBinAr1(Candidate):
     """NB2 GLMM with a latent AR(1) SKU level, fitted once per origin and projected h ahead.
 
+    The fixed part is the shared covariate layout of :func:`poolcast.models._design.make_covariate_spec`
+    on the panel's months (no trend: the latent level carries the drift; no customers): the
+    seasonality (Fourier terms, or month-of-year indicators from 18 months on), ``promo`` and
+    the plan columns at the month (``plan_terms``, set by the registry to the data's plan
+    columns), each kept only when it varies; a forecast row takes them from the plan of its
+    target month, so the candidate needs those plan columns (``required_plan_columns``).
+
     Parameters
     ----------
     seasonal : bool
-        Add the yearly Fourier pair (sin, cos of the month of year) as fixed effects.
+        Seasonal fixed effects (``False``: none).
+    include_promo : bool
+        Use ``promo`` when it varies in the panel.
     include_fixef_uncertainty : bool
         Also draw beta from its estimated sampling distribution in the predictive draws.
     control : GlmmControl or None
@@ -143,6 +157,7 @@ class GlmmNegBinAr1(Candidate):
     _required_columns: ClassVar[tuple[str, ...]] = ("sku", "horizon")
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "seasonal": [bool],
+        "include_promo": [bool],
         "include_fixef_uncertainty": [bool],
         "control": [None, GlmmControl],
     }
@@ -151,21 +166,33 @@ class GlmmNegBinAr1(Candidate):
         self,
         *,
         seasonal: bool = True,
+        include_promo: bool = True,
         include_fixef_uncertainty: bool = False,
         control: GlmmControl | None = None,
     ) -> None:
         self.seasonal = seasonal
+        self.include_promo = include_promo
         self.include_fixef_uncertainty = include_fixef_uncertainty
         self.control = control
 
     def _validate_params(self) -> None:
         validate_parameters(self._parameter_constraints, self.get_params(), caller=self.name)
 
+    #: Plan columns used as covariates besides ``promo`` (the registry sets them).
+    plan_terms: tuple[str, ...] = ()
+
+    @property
+    def required_plan_columns(self) -> tuple[str, ...]:  # type: ignore[override]
+        """``promo`` (when ``include_promo``) and the ``plan_terms``."""
+        promo = ("promo",) if self.include_promo else ()
+        return promo + tuple(c for c in self.plan_terms if c != "promo")
+
     @property
     def formula(self) -> str:
-        """The engine formula."""
-        fixed = "fourier_s1 + fourier_c1" if self.seasonal else "1"
-        return f"sales ~ {fixed} + ar1({_TIME} + 0 | sku)"
+        """The engine formula of the fit (before fitting: the one without covariates)."""
+        spec = getattr(self, "spec_", None)
+        fixed = spec.formula(random=f"ar1({_TIME} + 0 | sku)") if spec is not None else None
+        return fixed or f"sales ~ 1 + ar1({_TIME} + 0 | sku)"
 
     def fit(self, train: pl.DataFrame, *, history: pl.DataFrame | None = None) -> Self:
         """Fit the AR(1) GLMM once on the monthly panel up to the origin.
@@ -201,6 +228,14 @@ class GlmmNegBinAr1(Candidate):
                 "total is 0; a log-link model has no finite estimate (the baselines forecast 0)"
             )
         panel = panel.with_columns(pl.col("sales").cast(pl.Int64)).sort("sku", _TIME)
+        self.spec_ = make_covariate_spec(
+            panel,
+            customer_terms="none",
+            include_promo=self.include_promo,
+            plan_terms=tuple(self.plan_terms),
+            seasonality="auto" if self.seasonal else "none",
+        )
+        panel = build_covariate_frame(self.spec_, panel).with_columns(panel.get_column(_TIME))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
@@ -268,7 +303,8 @@ class GlmmNegBinAr1(Candidate):
             )
         self._check_columns(rows, [*KEY_COLUMNS], "forecast")
         res = self.results_
-        data = _features(rows.select("sku", "month"))
+        data = _features(rows.drop("sales", strict=False))
+        data = build_covariate_frame(self.spec_, data).with_columns(data.get_column(_TIME))
         try:
             new = design_for_newdata(res.design, data)
             (block,) = new.blocks

@@ -70,7 +70,7 @@ _BASELINES = frozenset({"seasonal_naive", "moving_average"})
 _CLASSICAL = frozenset({"naive", "auto_ets", "croston", "tsb", "adida"})
 #: In the default line-up only when the data are intermittent (classical.is_intermittent).
 _INTERMITTENT = frozenset({"croston", "tsb", "adida"})
-#: Fitted once on the monthly panel with their own fixed part: no customer / promo parameters.
+#: Fitted once on the monthly panel: promo and plan columns, no customer parameter.
 _PANEL_ONLY = frozenset({"glmm_nb2_ar1"})
 AGQ_MAX_SKUS = 3000
 #: Named-only candidates: never in the default line-up, run when named in
@@ -181,8 +181,10 @@ def default_candidates(
     factories: dict[str, Callable[[], Candidate]] = {}
     for name in chosen:
         cls = CANDIDATE_CLASSES[name]
-        if name in _BASELINES or name in _CLASSICAL or name in _PANEL_ONLY:
+        if name in _BASELINES or name in _CLASSICAL:
             factories[name] = cls
+        elif name in _PANEL_ONLY:
+            factories[name] = PlanFactory(cls, (("include_promo", has_promo),), extra_plan)
         elif extra_plan:
             factories[name] = PlanFactory(
                 cls,

@@ -146,3 +146,41 @@ def test_bundled_online_retail_first_origin_fits():
     assert 2.0 < res.ar1.sigma < 4.0 and 0.85 < res.ar1.rho < 0.99
     fc = forecast_at_origin(model, split, levels=LEVELS, n_samples=50, seed=0, inactive_months=0)
     assert np.all(np.isfinite(fc.frame.get_column("mean").to_numpy()))
+
+
+def test_promo_and_plan_columns_enter_the_fixed_part_and_come_from_the_plan_at_t():
+    """A panel whose promo multiplies sales by e^0.5 and whose ``open_days`` plan column is
+    pure noise: the candidate named through the registry with that plan column needs both
+    columns, recovers the promo effect (truth 0.5), and a forecast row's promo at its target
+    month scales its mean by exactly exp(beta_promo) (same SKU, month and latent path)."""
+    rng = np.random.default_rng(11)
+    panel = ar1_panel(n_sku=60, n_month=30, seed=5)
+    promo = rng.binomial(1, 0.3, panel.height)
+    # promo months sell e^0.5 times as much (thinned draws of the same NB2 month: binomial)
+    extra = rng.poisson(
+        np.nan_to_num(panel.get_column("sales").cast(pl.Float64).to_numpy()) * (np.e**0.5 - 1)
+    )
+    panel = panel.with_columns(
+        (pl.col("sales") + pl.Series(np.where(promo == 1, extra, 0))).alias("sales"),
+        pl.Series("promo", promo, dtype=pl.Int64),
+        pl.Series("open_days", rng.integers(24, 28, panel.height), dtype=pl.Float64),
+    )
+    split = prepare_splits(panel, feature_config=FeatureConfig(horizons=2), n_origins=1)[0]
+    factory = default_candidates(
+        has_customers=False, has_promo=True, names=("glmm_nb2_ar1",), plan_columns=("open_days",)
+    )["glmm_nb2_ar1"]
+    model = factory()
+    assert set(model.required_plan_columns) == {"promo", "open_days"}
+    model.fit(split.train, history=split.history)
+    assert "promo" in model.formula and "open_days" in model.formula
+    beta = model.results_.fixef
+    se = model.results_.fixef_se["promo"]
+    assert 0.0 < se < 0.05 and abs(beta["promo"] - 0.5) < 4 * se  # truth within 4 SEs
+    rows = split.test.filter(pl.col("horizon") == 1).head(1).drop("sales")
+    both = pl.concat(
+        [rows.with_columns(pl.lit(0).alias("promo")), rows.with_columns(pl.lit(1).alias("promo"))]
+    )
+    fc = model.predict_distribution(
+        both, quantiles=(0.5,), n_samples=10, rng=np.random.default_rng(0)
+    )
+    assert fc.mean[1] / fc.mean[0] == pytest.approx(np.exp(beta["promo"]), rel=1e-9)
