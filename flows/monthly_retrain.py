@@ -99,8 +99,9 @@ def monthly_retrain(
 
     champion = compete.select(board, config)
     forecaster = forecast.refit(champion, factories, validated.panel, config, outcomes)
-    predicted = forecast.forecast(forecaster, validated.panel, planned)
-    inventory_plan = publish.inventory(forecaster, validated, config, planned)
+    distribution = forecast.forecast(forecaster, validated.panel, planned)
+    predicted = distribution.frame
+    inventory_plan = publish.inventory(forecaster, distribution, validated, config)
     registration = tracking.register(
         run,
         forecaster,

@@ -9,7 +9,7 @@ import polars as pl
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from poolcast.backtest import OriginSplit
+from poolcast.backtest import OriginForecast, OriginSplit
 from poolcast.champion import (
     ChampionForecaster,
     backtest_fingerprint,
@@ -56,11 +56,16 @@ def refit(
 @task(cache_policy=NO_CACHE)
 def forecast(
     forecaster: ChampionForecaster, panel: pl.DataFrame, plan: Any | None = None
-) -> pl.DataFrame:
+) -> OriginForecast:
     """Forecast distribution for the next horizons from the end of the panel (the as-of),
     through the backtest's path (``poolcast.backtest.forecast_at_origin``); the plan
-    columns at the target months come from the validated ``--plan`` (a PlanResult)."""
-    frame = forecaster.forecast(panel, future=plan.frame if plan is not None else None)
+    columns at the target months come from the validated ``--plan`` (a PlanResult). The
+    published table is its ``frame``; the inventory plan uses its ``samples`` (one forecast,
+    computed once)."""
+    distribution = forecaster.forecast_distribution(
+        panel, future=plan.frame if plan is not None else None
+    )
+    frame = distribution.frame
     inactive = frame.filter(pl.col("reason").is_not_null())
     get_run_logger().info(
         "forecast: %d rows (%d SKUs; %d SKUs inactive, forecast 0)",
@@ -68,7 +73,7 @@ def forecast(
         frame.get_column("sku").n_unique(),
         inactive.get_column("sku").n_unique(),
     )
-    return frame
+    return distribution
 
 
 @task(cache_policy=NO_CACHE)

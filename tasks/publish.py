@@ -8,6 +8,7 @@ import polars as pl
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from poolcast.backtest import OriginForecast
 from poolcast.champion import ChampionForecaster
 from poolcast.config import PipelineConfig
 from poolcast.errors import PoolcastError
@@ -23,21 +24,18 @@ __all__ = ["inventory", "publication_tables", "publish"]
 @task(cache_policy=NO_CACHE)
 def inventory(
     forecaster: ChampionForecaster,
+    distribution: OriginForecast,
     validated: ValidationResult,
     config: PipelineConfig,
-    planned: Any | None = None,
 ) -> pl.DataFrame:
-    """The inventory plan per SKU from the champion's predictive samples (``[inventory]``),
-    with the same plan (``--plan``) as the published forecast."""
+    """The inventory plan per SKU from the predictive samples of the published forecast
+    (``distribution``, from :func:`tasks.forecast.forecast`; ``[inventory]``)."""
     inv = config.inventory
     policy = InventoryPolicy(
         lead_time_months=inv.lead_time_months,
         review_period_months=inv.review_period_months,
         service_level=inv.service_level,
         service_level_by_category=dict(inv.service_level_by_category),
-    )
-    distribution = forecaster.forecast_distribution(
-        validated.panel, future=planned.frame if planned is not None else None
     )
     if distribution.samples is None:
         raise PoolcastError(

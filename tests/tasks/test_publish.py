@@ -9,7 +9,7 @@ from poolcast.champion import fit_champion
 from poolcast.config import FeatureConfig
 from poolcast.inventory import sku_policy
 from poolcast.simulate import simulate_panel
-from tasks import data, publish
+from tasks import data, forecast, publish
 
 
 def _validated(tmp_path, toml: str):
@@ -55,10 +55,12 @@ def test_the_inventory_task_uses_the_champion_samples_and_the_config(tmp_path):
         n_samples=300,
         seed=1,
     )
-    plan = publish.inventory.fn(forecaster, validated, config)
+    # one forecast, computed once by the forecast task: its frame is published, its samples
+    # feed the inventory plan
+    dist = forecast.forecast.fn(forecaster, validated.panel)
+    plan = publish.inventory.fn(forecaster, dist, validated, config)
     assert plan.height == 4 and set(plan.get_column("lead_time_months")) == {2}
-    dist = forecaster.forecast_distribution(validated.panel)
-    # the same draws as the published forecast (same seed): its mean column is the samples' mean
+    # the same draws as the champion's own forecast (same seed)
     published = forecaster.forecast(validated.panel).sort("sku", "horizon")
     keys = dist.frame.with_row_index("i").sort("sku", "horizon")
     np.testing.assert_allclose(published["mean"].to_numpy(), keys["mean"].to_numpy())
