@@ -413,6 +413,9 @@ def test_candidate_three_levels_gate_and_forecast(candidate_fit) -> None:
     }
     conv = report.convergence["h=1"]
     assert conv["levels"] == 3 and conv["sampler"] == "nuts"
+    # auto: 24 months per SKU (>= CENTRED_MIN_ROWS_PER_SKU training rows) -> centred, recorded
+    assert conv["parameterization_requested"] == "auto"
+    assert conv["parameterization"] == "centred"
     assert cand.horizons_ == (1,)  # fit_horizons="first": one posterior serves every horizon
     rows = split.test.with_columns(sales=pl.lit(None, pl.Int64))
     new = rows.head(1).with_columns(sku=pl.lit("NEWSKU"), category=pl.lit("NEWCAT"))
