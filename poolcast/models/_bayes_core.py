@@ -33,7 +33,9 @@ import numpy as np
 
 __all__ = [
     "CENTRED_MIN_ROWS_PER_SKU",
+    "CENTRED_MIN_SKUS_PER_CATEGORY",
     "DIAGNOSTIC_THRESHOLDS",
+    "PARAMETERIZATIONS",
     "HierData",
     "Posterior",
     "build_model",
@@ -166,17 +168,35 @@ def _prior_scales(data: HierData) -> dict[str, float]:
 #: hierarchically centred model (``benchmarks/README.md``, "Bayesian hierarchical GLMM").
 CENTRED_MIN_ROWS_PER_SKU = 12
 
+#: Median SKUs per category at or above which ``"auto"`` centres the category level too.
+CENTRED_MIN_SKUS_PER_CATEGORY = 10
+
+#: The parameterisations :func:`build_model` knows (``"auto"`` picks one of them).
+PARAMETERIZATIONS = ("centred", "centred_sku", "noncentred")
+
 
 def choose_parameterization(data: HierData, requested: str = "auto") -> str:
-    """``"centred"`` or ``"noncentred"``: ``requested`` unless it is ``"auto"``, then centred
-    when the median SKU has at least :data:`CENTRED_MIN_ROWS_PER_SKU` rows (its own history
-    pins its effects down, the regime where centring mixes better), non-centred below."""
-    if requested in ("centred", "noncentred"):
+    """``"centred"``, ``"centred_sku"`` or ``"noncentred"``: ``requested`` unless it is
+    ``"auto"``, then non-centred when the median SKU has fewer than
+    :data:`CENTRED_MIN_ROWS_PER_SKU` rows; else the SKU level centred (its own history pins
+    a SKU's effects down, the regime where centring mixes better), and the category level
+    too when the median category has at least :data:`CENTRED_MIN_SKUS_PER_CATEGORY` SKUs
+    (``"centred"``), else only the SKU level (``"centred_sku"``: a category of two or three
+    SKUs is a thin group, where a centred level is a funnel)."""
+    if requested in PARAMETERIZATIONS:
         return requested
     if requested != "auto":
         raise ValueError(f"parameterization={requested!r}")
     counts = np.bincount(data.sku_idx, minlength=len(data.sku_levels))
-    return "centred" if float(np.median(counts)) >= CENTRED_MIN_ROWS_PER_SKU else "noncentred"
+    if float(np.median(counts)) < CENTRED_MIN_ROWS_PER_SKU:
+        return "noncentred"
+    if data.has_categories:
+        per_cat = np.bincount(
+            np.asarray(data.sku_category, dtype=np.int64), minlength=len(data.category_levels)
+        )
+        if float(np.median(per_cat[per_cat > 0])) < CENTRED_MIN_SKUS_PER_CATEGORY:
+            return "centred_sku"
+    return "centred"
 
 
 def _slope_column(data: HierData) -> tuple[int | None, float]:
@@ -213,6 +233,8 @@ def build_model(
     With a random slope the category *slopes* stay non-centred
     (:math:`m_{c1} = \\beta_{promo} + \\tau_1 u_{c1}`) unless ``centre_category_slope``:
     their scale is often near 0, where a centred level is a funnel (``benchmarks/README.md``).
+    ``"centred_sku"``: the SKU level centred, the category level non-centred
+    (:math:`m_c = \\mu + \\tau\\circ u_c`), for categories of few SKUs.
     """
     import pymc as pm
     import pytensor.tensor as pt
@@ -226,7 +248,7 @@ def build_model(
         "sqrt_alpha_sd": 1.0,
     }
     pri |= priors or {}
-    if parameterization not in ("centred", "noncentred"):
+    if parameterization not in PARAMETERIZATIONS:
         raise ValueError(f"parameterization={parameterization!r}")
     k = data.k
     effects = ["intercept", "promo"][:k]
@@ -240,7 +262,7 @@ def build_model(
     centre = _prior_scales(data)["intercept_centre"]
     cat_of_sku = np.asarray(data.sku_category, dtype=np.int64) if data.has_categories else None
     j_slope, shift = _slope_column(data) if k == 2 else (None, 0.0)
-    hier_centred = parameterization == "centred"
+    hier_centred = parameterization in ("centred", "centred_sku")
     with pm.Model(coords=coords) as model:
         sku_idx = pm.Data("sku_idx", data.sku_idx.astype(np.int64), dims="obs")
         # SKU covariance: LKJ(eta) on the correlation, half-normal SDs (k = 2) / SDs (k = 1)
@@ -296,7 +318,10 @@ def build_model(
                 beta_other = pm.Normal("beta_fixed", 0.0, pri["beta_sd"], dims="fixed_term")
                 eta = pt.dot(X, beta_other)
             if data.has_categories:
-                if k == 2 and not centre_category_slope:
+                if parameterization == "centred_sku":  # thin categories: non-centred level
+                    u = pm.Normal("category_z", 0.0, 1.0, dims=("category", "effect"))
+                    m = mean_vec + u * tau
+                elif k == 2 and not centre_category_slope:
                     # the category intercepts centred (each is the mean of many SKUs), the
                     # category slopes non-centred: their scale tau_1 is often near 0 (no
                     # category differences in promo lift), the funnel centring walks into

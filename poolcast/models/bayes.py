@@ -35,9 +35,11 @@ Priors (weakly informative, on the log scale of the mean) and why:
   the prior on :math:`1/\\sqrt{\\theta}` recommended by the Stan prior-choice notes: it
   shrinks towards Poisson (:math:`\\alpha = 0`) without excluding strong overdispersion.
 
-Parameterisation: ``parameterization="auto"`` (default) picks ``"centred"`` when the median
-SKU has at least 12 training rows (``CENTRED_MIN_ROWS_PER_SKU``), else ``"noncentred"``; the
-choice is in ``describe()`` (``parameterization``). ``"noncentred"`` samples
+Parameterisation: ``parameterization="auto"`` (default) picks ``"noncentred"`` when the
+median SKU has fewer than 12 training rows (``CENTRED_MIN_ROWS_PER_SKU``), else ``"centred"``
+when the median category has at least 10 SKUs, else ``"centred_sku"`` (the SKU level centred,
+the category level non-centred: small categories are thin groups); the choice is in
+``describe()`` (``parameterization``). ``"noncentred"`` samples
 :math:`b_i = L v_i`, :math:`a_c = \\tau\\circ u_c` with standard-normal :math:`v, u` and a
 separate intercept (removes the funnel of thin groups). ``"centred"`` is hierarchical
 centring: the sampler sees each SKU's total coefficients :math:`\\theta_i = m_{c(i)} + b_i`
@@ -178,10 +180,10 @@ class BayesHierarchical(CovariateCandidate):
         ``"auto"``: nutpie NUTS up to ``advi_threshold`` training rows, ADVI above.
     advi_threshold : int
         Training rows per fit above which ``"auto"`` falls back to ADVI.
-    parameterization : {"auto", "centred", "noncentred"}
-        ``"auto"``: centred when the median SKU has at least
-        :data:`~poolcast.models._bayes_core.CENTRED_MIN_ROWS_PER_SKU` training rows, else
-        non-centred; the choice is recorded in the report (``parameterization``).
+    parameterization : {"auto", "centred", "centred_sku", "noncentred"}
+        ``"auto"``: :func:`~poolcast.models._bayes_core.choose_parameterization` (by training
+        rows per SKU and SKUs per category); the choice is recorded in the report
+        (``parameterization``).
     fit_horizons : {"first", "all"}
         ``"first"``: one posterior per origin (horizon 1) serves every horizon.
     max_stored_draws : int
@@ -207,7 +209,7 @@ class BayesHierarchical(CovariateCandidate):
         "seed": [Interval(int, 0, None)],
         "method": [Options(frozenset({"auto", "nuts", "advi", "nuts_pymc"}))],
         "advi_threshold": [Interval(int, 1, None)],
-        "parameterization": [Options(frozenset({"auto", "centred", "noncentred"}))],
+        "parameterization": [Options(frozenset({"auto", "centred", "centred_sku", "noncentred"}))],
         "fit_horizons": [Options(frozenset({"first", "all"}))],
         "max_stored_draws": [Interval(int, 10, None)],
     }

@@ -19,6 +19,7 @@ from poolcast.backtest import CandidateBacktest, build_leaderboard, select_champ
 from poolcast.models import default_candidates, make_candidate
 from poolcast.models._bayes_core import (
     CENTRED_MIN_ROWS_PER_SKU,
+    CENTRED_MIN_SKUS_PER_CATEGORY,
     HierData,
     Posterior,
     _slope_column,
@@ -113,10 +114,13 @@ def _tiny(rows_per_sku: list[int], *, slope_shift: float | None = None) -> HierD
     )
 
 
-def test_auto_parameterization_by_median_rows_per_sku() -> None:
-    m = CENTRED_MIN_ROWS_PER_SKU
-    assert choose_parameterization(_tiny([m, m, m - 1])) == "centred"  # median = m
-    assert choose_parameterization(_tiny([m - 1, m - 1, 3 * m])) == "noncentred"
+def test_auto_parameterization_by_rows_per_sku_and_skus_per_category() -> None:
+    m, c = CENTRED_MIN_ROWS_PER_SKU, CENTRED_MIN_SKUS_PER_CATEGORY
+    # _tiny puts SKUs alternately in 2 categories: 2c SKUs -> c per category
+    assert choose_parameterization(_tiny([m] * (c + 1) + [m - 1] * (c - 1))) == "centred"
+    assert choose_parameterization(_tiny([m - 1] * c + [m - 1] + [3 * m] * c)) == "noncentred"
+    # long histories but thin categories: the SKU level centred, the category level not
+    assert choose_parameterization(_tiny([m, m, m - 1])) == "centred_sku"
     assert choose_parameterization(_tiny([2, 2]), "centred") == "centred"
     assert choose_parameterization(_tiny([40, 40]), "noncentred") == "noncentred"
     with pytest.raises(ValueError):
@@ -413,9 +417,10 @@ def test_candidate_three_levels_gate_and_forecast(candidate_fit) -> None:
     }
     conv = report.convergence["h=1"]
     assert conv["levels"] == 3 and conv["sampler"] == "nuts"
-    # auto: 24 months per SKU (>= CENTRED_MIN_ROWS_PER_SKU training rows) -> centred, recorded
+    # auto: >= CENTRED_MIN_ROWS_PER_SKU training rows per SKU but 8 SKUs per category ->
+    # the SKU level centred, the category level not; recorded
     assert conv["parameterization_requested"] == "auto"
-    assert conv["parameterization"] == "centred"
+    assert conv["parameterization"] == "centred_sku"
     assert cand.horizons_ == (1,)  # fit_horizons="first": one posterior serves every horizon
     rows = split.test.with_columns(sales=pl.lit(None, pl.Int64))
     new = rows.head(1).with_columns(sku=pl.lit("NEWSKU"), category=pl.lit("NEWCAT"))
