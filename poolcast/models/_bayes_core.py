@@ -127,7 +127,7 @@ class Posterior:
     seconds : dict
         ``compile`` and ``sample`` wall times.
     parameterization : str
-        ``"centred"`` or ``"noncentred"`` (what ``"auto"`` resolved to).
+        ``"centred"``, ``"centred_sku"`` or ``"noncentred"`` (what ``"auto"`` resolved to).
     """
 
     beta: np.ndarray
@@ -454,7 +454,7 @@ def fit_posterior(
         ``"nuts"``: nutpie (numba backend); ``"nuts_pymc"``: ``pm.sample`` (for the speed
         benchmark); ``"advi"``: mean-field ADVI, ``draws * chains`` draws from the fitted
         approximation (approximate: no R-hat / ESS).
-    parameterization : {"auto", "centred", "noncentred"}
+    parameterization : {"auto", "centred", "centred_sku", "noncentred"}
         See :func:`build_model`; ``"auto"`` resolves with :func:`choose_parameterization`.
     centred : bool, optional
         Older spelling: True / False = ``"centred"`` / ``"noncentred"`` (overrides).
