@@ -1,22 +1,31 @@
 """Benchmark and checks of the Bayesian hierarchical GLMM (``poolcast.models.bayes``).
 
-Two parts, results to ``benchmarks/bayes_results.json`` (and ``benchmarks/README.md``):
+Parts, results to ``benchmarks/bayes_results.json`` (and ``benchmarks/README.md``):
 
 ``speed``     1k SKUs x 36 months (simulated NB2, promo slope, 8 categories), the
-              candidate's default sampler settings (nutpie, 2 chains x 500 tune + 500 draws):
-              compile and sampling wall time, draws/s, min bulk ESS/s; the Laplace GLMM
-              (``poolcast.glmm.fit``, two levels, the same covariates) on the same data in
-              the same run; PyMC's own NUTS with ``--pymc``.
+              candidate's default sampler settings (nutpie, 2 chains x 500 tune + 500 draws,
+              ``parameterization="auto"``): compile and sampling wall time, draws/s, min bulk
+              ESS/s, the gate; the Laplace GLMM (``poolcast.glmm.fit``, two levels, the same
+              covariates) on the same data in the same run; PyMC's own NUTS with ``--pymc``
+              (fewer draws: ``--pymc-draws``, one chain).
+``advi``      NUTS (defaults) against mean-field ADVI (the candidate's 20,000 iterations) at
+              several panel sizes (``--rows 10000,36000,80000``: SKUs x 36 months): wall time,
+              and how far ADVI's fixed-effect means are from NUTS's, in NUTS posterior SDs.
 ``recovery``  several seeds of a smaller panel: does the 90% posterior interval of each fixed
               effect and variance component contain the truth (nominal rate 0.9)?
+``laplace``   a two-level NB2 panel (no category level): posterior means against
+              ``poolcast.glmm.fit``'s ML estimates, in posterior SDs.
 
-Run: ``PYTHONPATH=. python benchmarks/bayes_benchmark.py [speed|recovery|all] [--pymc]
-[--seeds 5] [--skus 150] [--out FILE]``.
+Every part records the load average next to its times (the machine is shared).
+
+Run: ``PYTHONPATH=. python benchmarks/bayes_benchmark.py [speed|advi|recovery|laplace|all]
+[--pymc] [--pymc-draws 200] [--seeds 5] [--skus 100] [--months 36] [--rows ...] [--out FILE]``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from poolcast.models._bayes_core import HierData, fit_posterior
+from poolcast.models._bayes_core import HierData, fit_posterior, ineligibility
 from poolcast.simulate import simulate_panel
 
 OUT = Path(__file__).with_name("bayes_results.json")
@@ -64,42 +73,94 @@ def design(frame: pl.DataFrame, *, categories: bool) -> HierData:
     )
 
 
-def speed(pymc: bool) -> dict:
-    sim = simulate_panel(1000, 36, family="negbin", seed=1)
-    data = design(sim.frame, categories=True)
-    out: dict = {"skus": 1000, "months": 36, "rows": int(data.y.size)}
-    runs = [("nuts", "nutpie")] + ([("nuts_pymc", "pymc")] if pymc else [])
-    for method, label in runs:
-        t0 = time.perf_counter()
-        post = fit_posterior(
-            data, method=method, chains=2, tune=500, draws=500, seed=1, centred=True
-        )
-        wall = time.perf_counter() - t0
-        sample_s = post.seconds.get("sample", wall)
-        out[label] = {
-            "wall_seconds": wall,
-            "seconds": post.seconds,
-            "draws_per_second": 1000 / sample_s,
-            "ess_bulk_min": post.diagnostics["ess_bulk_min"],
-            "ess_bulk_min_per_second": post.diagnostics["ess_bulk_min"] / sample_s,
-            "diagnostics": post.diagnostics,
-            "sku_sd": post.sku_sd().mean(axis=0).tolist(),
-            "category_sd": post.category_sd.mean(axis=0).tolist(),
-        }
-        print(label, json.dumps(out[label], default=float), flush=True)
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _timed_fit(data: HierData, **kw) -> tuple[dict, object]:
+    load0 = _load()
+    t0 = time.perf_counter()
+    post = fit_posterior(data, **kw)
+    wall = time.perf_counter() - t0
+    sample_s = post.seconds.get("sample", wall)
+    n_draws = kw.get("chains", 2) * kw.get("draws", 500)
+    row = {
+        "method": post.method,
+        "parameterization": post.parameterization,
+        "chains": kw.get("chains", 2),
+        "tune": kw.get("tune", 500),
+        "draws": kw.get("draws", 500),
+        "wall_seconds": wall,
+        "seconds": post.seconds,
+        "draws_per_second": n_draws / sample_s,
+        "ess_bulk_min": post.diagnostics["ess_bulk_min"],
+        "ess_bulk_min_per_second": post.diagnostics["ess_bulk_min"] / sample_s,
+        "diagnostics": post.diagnostics,
+        "ineligible_reason": ineligibility(post.diagnostics, method=post.method),
+        "load_before": load0,
+        "load_after": _load(),
+    }
+    return row, post
+
+
+def _laplace(data: HierData) -> tuple[dict, object]:
     from poolcast.glmm import fit as glmm_fit
 
     frame = pl.DataFrame(
         {"sales": data.y, "sku": np.array(data.sku_levels)[data.sku_idx]}
     ).with_columns([pl.Series(n, data.X[:, j]) for j, n in enumerate(TERMS)])
+    load0 = _load()
     t0 = time.perf_counter()
     res = glmm_fit(f"sales ~ {' + '.join(TERMS)} + (1 + promo | sku)", frame, family="negbin")
-    out["laplace_glmm"] = {
+    return {
         "wall_seconds": time.perf_counter() - t0,
         "fixef": res.fixef,
         "sd": res.sd,
+        "nb_theta": res.nb_theta,
+        "load_before": load0,
+        "load_after": _load(),
+    }, res
+
+
+def speed(pymc: bool, pymc_draws: int) -> dict:
+    sim = simulate_panel(1000, 36, family="negbin", seed=1)
+    data = design(sim.frame, categories=True)
+    out: dict = {"skus": 1000, "months": 36, "rows": int(data.y.size)}
+    row, post = _timed_fit(data, method="nuts", chains=2, tune=500, draws=500, seed=1)
+    row |= {
+        "sku_sd": post.sku_sd().mean(axis=0).tolist(),
+        "category_sd": post.category_sd.mean(axis=0).tolist(),
+        "beta_mean": post.beta.mean(axis=0).tolist(),
     }
+    out["nutpie"] = row
+    print("nutpie", json.dumps(row, default=float), flush=True)
+    if pymc:
+        row, _ = _timed_fit(
+            data, method="nuts_pymc", chains=1, tune=pymc_draws, draws=pymc_draws, seed=1
+        )
+        out["pymc"] = row
+        print("pymc", json.dumps(row, default=float), flush=True)
+    out["laplace_glmm"], _ = _laplace(data)
     print("laplace", out["laplace_glmm"], flush=True)
+    return out
+
+
+def advi(rows: list[int]) -> dict:
+    out = {}
+    for n in rows:
+        skus = max(1, round(n / 36))
+        sim = simulate_panel(skus, 36, family="negbin", seed=2)
+        data = design(sim.frame, categories=True)
+        nuts, post_n = _timed_fit(data, method="nuts", chains=2, tune=500, draws=500, seed=2)
+        print(n, "nuts", json.dumps(nuts, default=float), flush=True)
+        vi, post_a = _timed_fit(data, method="advi", chains=2, tune=500, draws=500, seed=2)
+        sd = post_n.beta.std(axis=0)
+        vi["fixef_gap_in_nuts_sd"] = (
+            np.abs(post_a.beta.mean(axis=0) - post_n.beta.mean(axis=0)) / sd
+        ).tolist()
+        vi["fixef_sd_ratio_advi_over_nuts"] = (post_a.beta.std(axis=0) / sd).tolist()
+        print(n, "advi", json.dumps(vi, default=float), flush=True)
+        out[str(skus * 36)] = {"skus": skus, "months": 36, "nuts": nuts, "advi": vi}
     return out
 
 
@@ -109,8 +170,7 @@ def recovery(seeds: range, n_skus: int, n_months: int) -> dict:
     for seed in seeds:
         sim = simulate_panel(n_skus, n_months, family="negbin", seed=seed)
         data = design(sim.frame, categories=True)
-        t0 = time.perf_counter()
-        post = fit_posterior(data, chains=2, tune=500, draws=500, seed=seed, centred=True)
+        row_fit, post = _timed_fit(data, chains=2, tune=500, draws=500, seed=seed)
         truth = {n: sim.truth.fixed[n] for n in TERMS}
         draws = {n: post.beta[:, 1 + j] for j, n in enumerate(TERMS)}
         sd = post.sku_sd()
@@ -128,7 +188,14 @@ def recovery(seeds: range, n_skus: int, n_months: int) -> dict:
             "sd_category": post.category_sd[:, 0],
             "alpha": post.alpha,
         }
-        row = {"seed": seed, "seconds": time.perf_counter() - t0, "diagnostics": post.diagnostics}
+        row = {
+            "seed": seed,
+            "seconds": row_fit["wall_seconds"],
+            "load": row_fit["load_after"],
+            "parameterization": post.parameterization,
+            "diagnostics": post.diagnostics,
+            "ineligible_reason": row_fit["ineligible_reason"],
+        }
         for name, value in truth.items():
             lo, hi = np.quantile(draws[name], [0.05, 0.95])
             hits.setdefault(name, []).append(bool(lo <= value <= hi))
@@ -145,6 +212,35 @@ def recovery(seeds: range, n_skus: int, n_months: int) -> dict:
     }
 
 
+def laplace_agreement(n_skus: int, n_months: int) -> dict:
+    sim = simulate_panel(
+        n_skus, n_months, family="negbin", seed=11, n_categories=1, sd_category=0.0
+    )
+    data = design(sim.frame, categories=False)
+    row, post = _timed_fit(data, chains=2, tune=500, draws=500, seed=3)
+    lap, res = _laplace(data)
+    mean, sd = post.beta.mean(axis=0), post.beta.std(axis=0)
+    ml = np.array(list(res.fixef.values()))
+    names = list(res.fixef)
+    ssd = post.sku_sd()
+    comps = {
+        "sd_intercept": (ssd[:, 0], res.sd["sku"]["(Intercept)"]),
+        "sd_promo": (ssd[:, 1], res.sd["sku"]["promo"]),
+        "alpha": (post.alpha, 1 / res.nb_theta),
+    }
+    gaps = {n: float(abs(m - v) / s) for n, m, v, s in zip(names, mean, ml, sd, strict=True)}
+    gaps |= {n: float(abs(d.mean() - v) / d.std()) for n, (d, v) in comps.items()}
+    out = {
+        "panel": f"{n_skus} SKUs x {n_months} months, two levels, NB2 theta=5",
+        "bayes": row,
+        "laplace": lap,
+        "gap_in_posterior_sd": gaps,
+        "max_gap": max(gaps.values()),
+    }
+    print(json.dumps(out, default=float), flush=True)
+    return out
+
+
 def _arg(flag: str, default: str) -> str:
     return sys.argv[sys.argv.index(flag) + 1] if flag in sys.argv else default
 
@@ -153,13 +249,24 @@ def main() -> None:
     part = sys.argv[1] if len(sys.argv) > 1 else "all"
     out = Path(_arg("--out", str(OUT)))
     results = json.loads(out.read_text()) if out.exists() else {}
-    if part in ("speed", "all"):
-        results["speed"] = speed("--pymc" in sys.argv)
+
+    def save(key: str, value: dict) -> None:
+        results[key] = value
         out.write_text(json.dumps(results, indent=2, default=float))
+
+    if part in ("speed", "all"):
+        save("speed", speed("--pymc" in sys.argv, int(_arg("--pymc-draws", "200"))))
+    if part in ("advi", "all"):
+        rows = [int(r) for r in _arg("--rows", "10000,36000,80000").split(",")]
+        save("advi", advi(rows))
     if part in ("recovery", "all"):
         seeds = int(_arg("--seeds", "5"))
-        results["recovery"] = recovery(range(1, seeds + 1), int(_arg("--skus", "150")), 24)
-        out.write_text(json.dumps(results, indent=2, default=float))
+        save(
+            "recovery",
+            recovery(range(1, seeds + 1), int(_arg("--skus", "100")), int(_arg("--months", "36"))),
+        )
+    if part in ("laplace", "all"):
+        save("laplace", laplace_agreement(int(_arg("--skus", "100")), int(_arg("--months", "36"))))
     print(json.dumps(results, indent=2, default=float))
 
 

@@ -14,9 +14,12 @@ k = 2 (intercept and promo slope) random coefficients :math:`z_{it} = (1, \\text
    b_i = L\\,v_i,\\quad v_i \\sim N(0, I_k),\\quad LL^\\top = \\Sigma,
 
 :math:`y_{it} \\sim \\text{NB2}(\\mu_{it}, \\alpha)` (Var = :math:`\\mu + \\alpha\\mu^2`) or
-Poisson. Both levels are non-centred (the sampler sees :math:`u, v` and scales, not
-:math:`a, b`), which removes the funnel between a scale and its effects when groups are thin.
-Without a category the :math:`a_c` term is absent (two levels).
+Poisson. Two parameterisations of the same model (:func:`build_model`): non-centred (the
+sampler sees :math:`u, v` and scales, not :math:`a, b`: no funnel between a scale and its
+effects when groups are thin) and hierarchically centred (the sampler sees the SKU and
+category totals: no additive trade-off between the levels when every SKU has a long history);
+:func:`choose_parameterization` picks one by rows per SKU. Without a category the :math:`a_c`
+term is absent (two levels).
 """
 
 from __future__ import annotations
@@ -24,16 +27,19 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "CENTRED_MIN_ROWS_PER_SKU",
+    "CENTRED_MIN_SKUS_PER_CATEGORY",
     "DIAGNOSTIC_THRESHOLDS",
+    "PARAMETERIZATIONS",
     "HierData",
     "Posterior",
     "build_model",
+    "choose_parameterization",
     "diagnostics",
     "fit_posterior",
     "ineligibility",
@@ -45,24 +51,6 @@ DIAGNOSTIC_THRESHOLDS: dict[str, float] = {
     "ess_bulk_min": 400.0,
     "divergences": 0,
 }
-
-
-def configure_compiledir(work_dir: str | os.PathLike[str] | None) -> Path | None:
-    """Point PyTensor's compile cache at ``<work_dir>/pytensor`` (before PyTensor is imported).
-
-    PyTensor caches every compiled C op in its ``compiledir``; numba (nutpie's backend) caches
-    its own JIT output per process. Keeping PyTensor's cache under the run's work dir lets a
-    monthly job reuse the compiled ops of the previous month. Has no effect once PyTensor is
-    imported with another compiledir (then the default ``~/.pytensor`` stays in use).
-    """
-    if work_dir is None:
-        return None
-    path = Path(work_dir) / "pytensor"
-    path.mkdir(parents=True, exist_ok=True)
-    flags = os.environ.get("PYTENSOR_FLAGS", "")
-    if "base_compiledir" not in flags:
-        os.environ["PYTENSOR_FLAGS"] = ",".join(p for p in (flags, f"base_compiledir={path}") if p)
-    return path
 
 
 @dataclass(frozen=True)
@@ -87,6 +75,8 @@ class HierData:
         Category names by code (empty without categories).
     slope : (n,) float array or None
         The random-slope covariate (promo), or None for a random intercept only.
+    slope_term : str
+        The name of the slope's column in X (its fixed effect is the mean of the SKU slopes).
     """
 
     y: np.ndarray
@@ -97,6 +87,7 @@ class HierData:
     sku_category: np.ndarray | None = None
     category_levels: tuple[str, ...] = ()
     slope: np.ndarray | None = None
+    slope_term: str = "promo"
 
     @property
     def k(self) -> int:
@@ -135,6 +126,8 @@ class Posterior:
         ArviZ DataTree of the fit (posterior and sample stats), for the MLflow artifact.
     seconds : dict
         ``compile`` and ``sample`` wall times.
+    parameterization : str
+        ``"centred"``, ``"centred_sku"`` or ``"noncentred"`` (what ``"auto"`` resolved to).
     """
 
     beta: np.ndarray
@@ -147,6 +140,7 @@ class Posterior:
     diagnostics: dict[str, float]
     idata: Any = field(repr=False, default=None)
     seconds: dict[str, float] = field(default_factory=dict)
+    parameterization: str = "noncentred"
 
     @property
     def n_draws(self) -> int:
@@ -170,14 +164,78 @@ def _prior_scales(data: HierData) -> dict[str, float]:
     return {"intercept_centre": float(np.log(max(y.mean(), 1e-3)))}
 
 
+#: Median training rows per SKU at or above which ``parameterization="auto"`` picks the
+#: hierarchically centred model (``benchmarks/README.md``, "Bayesian hierarchical GLMM").
+CENTRED_MIN_ROWS_PER_SKU = 12
+
+#: Median SKUs per category at or above which ``"auto"`` centres the category level too.
+CENTRED_MIN_SKUS_PER_CATEGORY = 10
+
+#: The parameterisations :func:`build_model` knows (``"auto"`` picks one of them).
+PARAMETERIZATIONS = ("centred", "centred_sku", "noncentred")
+
+
+def choose_parameterization(data: HierData, requested: str = "auto") -> str:
+    """``"centred"``, ``"centred_sku"`` or ``"noncentred"``: ``requested`` unless it is
+    ``"auto"``, then non-centred when the median SKU has fewer than
+    :data:`CENTRED_MIN_ROWS_PER_SKU` rows; else the SKU level centred (its own history pins
+    a SKU's effects down, the regime where centring mixes better), and the category level
+    too when the median category has at least :data:`CENTRED_MIN_SKUS_PER_CATEGORY` SKUs
+    (``"centred"``), else only the SKU level (``"centred_sku"``: a category of two or three
+    SKUs is a thin group, where a centred level is a funnel)."""
+    if requested in PARAMETERIZATIONS:
+        return requested
+    if requested != "auto":
+        raise ValueError(f"parameterization={requested!r}")
+    counts = np.bincount(data.sku_idx, minlength=len(data.sku_levels))
+    if float(np.median(counts)) < CENTRED_MIN_ROWS_PER_SKU:
+        return "noncentred"
+    if data.has_categories:
+        per_cat = np.bincount(
+            np.asarray(data.sku_category, dtype=np.int64), minlength=len(data.category_levels)
+        )
+        if float(np.median(per_cat[per_cat > 0])) < CENTRED_MIN_SKUS_PER_CATEGORY:
+            return "centred_sku"
+    return "centred"
+
+
+def _slope_column(data: HierData) -> tuple[int | None, float]:
+    """Index j of the random-slope covariate among the fixed terms, and the constant c with
+    ``slope = X[:, j] + c`` (None when the slope is not one of the fixed terms up to a shift)."""
+    if data.slope is None or data.slope_term not in data.terms:
+        return None, 0.0
+    j = data.terms.index(data.slope_term)
+    diff = np.asarray(data.slope, dtype=float) - data.X[:, j]
+    if diff.size and np.allclose(diff, diff[0]):
+        return j, float(diff[0])
+    return None, 0.0
+
+
 def build_model(
     data: HierData,
     *,
     family: str = "negbin",
     priors: dict[str, float] | None = None,
-    centred: bool = False,
+    parameterization: str = "noncentred",
+    centre_category_slope: bool = False,
 ):
-    """The PyMC model of the module docstring (coordinates: term, sku, category, effect)."""
+    """The PyMC model of the module docstring (coordinates: term, sku, category, effect).
+
+    ``parameterization="noncentred"``: :math:`a_c = \\tau\\circ u_c`, :math:`b_i = L v_i`
+    with standard-normal :math:`u, v` and a separate intercept. ``"centred"`` is hierarchical
+    centring (Gelfand, Sahu & Carlin 1995): the sampler sees each category's total coefficient
+    :math:`m_c = (\\beta_0, \\beta_{promo}) + a_c` and each SKU's :math:`\\theta_i = m_{c(i)}
+    + b_i` directly, :math:`\\theta_i \\sim N(m_{c(i)}, \\Sigma)`, :math:`m_c \\sim
+    N(\\mu, \\operatorname{diag}\\tau^2)`, so the additive trade-offs intercept vs. mean
+    category effect and category effect vs. mean SKU effect (the slow directions of the
+    non-centred model) are not in the sampled space. The same model, the same priors; the
+    outputs ``intercept``, ``beta``, ``category_effect``, ``sku_effect`` are deterministics.
+    With a random slope the category *slopes* stay non-centred
+    (:math:`m_{c1} = \\beta_{promo} + \\tau_1 u_{c1}`) unless ``centre_category_slope``:
+    their scale is often near 0, where a centred level is a funnel (``benchmarks/README.md``).
+    ``"centred_sku"``: the SKU level centred, the category level non-centred
+    (:math:`m_c = \\mu + \\tau\\circ u_c`), for categories of few SKUs.
+    """
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -190,6 +248,8 @@ def build_model(
         "sqrt_alpha_sd": 1.0,
     }
     pri |= priors or {}
+    if parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"parameterization={parameterization!r}")
     k = data.k
     effects = ["intercept", "promo"][:k]
     coords: dict[str, Any] = {
@@ -200,15 +260,12 @@ def build_model(
     if data.has_categories:
         coords["category"] = list(data.category_levels)
     centre = _prior_scales(data)["intercept_centre"]
+    cat_of_sku = np.asarray(data.sku_category, dtype=np.int64) if data.has_categories else None
+    j_slope, shift = _slope_column(data) if k == 2 else (None, 0.0)
+    hier_centred = parameterization in ("centred", "centred_sku")
     with pm.Model(coords=coords) as model:
-        X = pm.Data("X", data.X, dims=("obs", "term")) if data.terms else None
         sku_idx = pm.Data("sku_idx", data.sku_idx.astype(np.int64), dims="obs")
-        intercept = pm.Normal("intercept", centre, pri["intercept_sd"])
-        eta = intercept
-        if data.terms:
-            beta = pm.Normal("beta", 0.0, pri["beta_sd"], dims="term")
-            eta = eta + pt.dot(X, beta)
-        # SKU level: b_i = L v_i, LKJ(eta) on the correlation, half-normal SDs
+        # SKU covariance: LKJ(eta) on the correlation, half-normal SDs (k = 2) / SDs (k = 1)
         if k == 2:
             chol, _, _ = pm.LKJCholeskyCov(
                 "sku_chol_cov",
@@ -218,27 +275,78 @@ def build_model(
                 compute_corr=True,
                 store_in_trace=True,
             )
-            if centred:
-                b = pm.MvNormal("sku_effect", mu=np.zeros(2), chol=chol, dims=("sku", "effect"))
-            else:
-                v = pm.Normal("sku_z", 0.0, 1.0, dims=("sku", "effect"))
-                b = pm.Deterministic("sku_effect", pt.dot(v, chol.T), dims=("sku", "effect"))
         else:
             sd = pm.HalfNormal("sku_sd", pri["sku_sd"], dims="effect")
-            if centred:
-                b = pm.Normal("sku_effect", 0.0, sd, dims=("sku", "effect"))
-            else:
-                v = pm.Normal("sku_z", 0.0, 1.0, dims=("sku", "effect"))
-                b = pm.Deterministic("sku_effect", v * sd, dims=("sku", "effect"))
-        coef = b
-        if data.has_categories:
-            tau = pm.HalfNormal("category_sd", pri["category_sd"], dims="effect")
-            if centred:
-                a = pm.Normal("category_effect", 0.0, tau, dims=("category", "effect"))
-            else:
+        tau = (
+            pm.HalfNormal("category_sd", pri["category_sd"], dims="effect")
+            if data.has_categories
+            else None
+        )
+        if not hier_centred:
+            X = pm.Data("X", data.X, dims=("obs", "term")) if data.terms else None
+            intercept = pm.Normal("intercept", centre, pri["intercept_sd"])
+            eta = intercept
+            if data.terms:
+                beta = pm.Normal("beta", 0.0, pri["beta_sd"], dims="term")
+                eta = eta + pt.dot(X, beta)
+            v = pm.Normal("sku_z", 0.0, 1.0, dims=("sku", "effect"))
+            b = pm.Deterministic(
+                "sku_effect", pt.dot(v, chol.T) if k == 2 else v * sd, dims=("sku", "effect")
+            )
+            coef = b
+            if data.has_categories:
                 u = pm.Normal("category_z", 0.0, 1.0, dims=("category", "effect"))
                 a = pm.Deterministic("category_effect", u * tau, dims=("category", "effect"))
-            coef = coef + a[np.asarray(data.sku_category, dtype=np.int64)]
+                coef = coef + a[cat_of_sku]
+        else:
+            # population mean of the SKU coefficients: (intercept, promo slope)
+            level0 = pm.Normal("level_intercept", centre, pri["intercept_sd"])
+            means = [level0]
+            other = [j for j in range(len(data.terms)) if j != j_slope]
+            if k == 2:
+                level1 = (
+                    pm.Normal("level_slope", 0.0, pri["beta_sd"])
+                    if j_slope is not None
+                    else pt.as_tensor_variable(0.0)
+                )
+                means.append(level1)
+            mean_vec = pt.stack(means)
+            eta = 0.0
+            if other:
+                model.add_coord("fixed_term", [data.terms[j] for j in other])
+                X = pm.Data("X", data.X[:, other], dims=("obs", "fixed_term"))
+                beta_other = pm.Normal("beta_fixed", 0.0, pri["beta_sd"], dims="fixed_term")
+                eta = pt.dot(X, beta_other)
+            if data.has_categories:
+                if parameterization == "centred_sku":  # thin categories: non-centred level
+                    u = pm.Normal("category_z", 0.0, 1.0, dims=("category", "effect"))
+                    m = mean_vec + u * tau
+                elif k == 2 and not centre_category_slope:
+                    # the category intercepts centred (each is the mean of many SKUs), the
+                    # category slopes non-centred: their scale tau_1 is often near 0 (no
+                    # category differences in promo lift), the funnel centring walks into
+                    m0 = pm.Normal("category_level", level0, tau[0], dims="category")
+                    u1 = pm.Normal("category_slope_z", 0.0, 1.0, dims="category")
+                    m = pt.stack([m0, level1 + tau[1] * u1], axis=1)
+                else:
+                    m = pm.Normal("category_level", mean_vec, tau, dims=("category", "effect"))
+                sku_mean = m[cat_of_sku]
+                pm.Deterministic("category_effect", m - mean_vec, dims=("category", "effect"))
+            else:
+                sku_mean = pt.zeros((len(data.sku_levels), k)) + mean_vec
+            if k == 2:
+                theta = pm.MvNormal("sku_level", mu=sku_mean, chol=chol, dims=("sku", "effect"))
+            else:
+                theta = pm.Normal("sku_level", sku_mean, sd, dims=("sku", "effect"))
+            pm.Deterministic("sku_effect", theta - sku_mean, dims=("sku", "effect"))
+            coef = theta
+            # the intercept and slopes of the non-centred model, as deterministics
+            pm.Deterministic("intercept", level0 + (level1 * shift if j_slope is not None else 0.0))
+            if data.terms:
+                parts = []
+                for j in range(len(data.terms)):
+                    parts.append(level1 if j == j_slope else beta_other[other.index(j)])
+                pm.Deterministic("beta", pt.stack(parts), dims="term")
         eta = eta + coef[sku_idx, 0]
         if k == 2:
             slope = pm.Data("slope", data.slope.astype(float), dims="obs")
@@ -335,7 +443,8 @@ def fit_posterior(
     cores: int | None = None,
     advi_iterations: int = 20_000,
     priors: dict[str, float] | None = None,
-    centred: bool = False,
+    parameterization: str = "auto",
+    centred: bool | None = None,
 ) -> Posterior:
     """Build the model, sample it (nutpie NUTS, PyMC's own NUTS, or ADVI) and keep the draws.
 
@@ -345,10 +454,17 @@ def fit_posterior(
         ``"nuts"``: nutpie (numba backend); ``"nuts_pymc"``: ``pm.sample`` (for the speed
         benchmark); ``"advi"``: mean-field ADVI, ``draws * chains`` draws from the fitted
         approximation (approximate: no R-hat / ESS).
+    parameterization : {"auto", "centred", "centred_sku", "noncentred"}
+        See :func:`build_model`; ``"auto"`` resolves with :func:`choose_parameterization`.
+    centred : bool, optional
+        Older spelling: True / False = ``"centred"`` / ``"noncentred"`` (overrides).
     """
     import pymc as pm
 
-    model = build_model(data, family=family, priors=priors, centred=centred)
+    if centred is not None:  # the older boolean spelling
+        parameterization = "centred" if centred else "noncentred"
+    param = choose_parameterization(data, parameterization)
+    model = build_model(data, family=family, priors=priors, parameterization=param)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     if method == "nuts":
@@ -411,4 +527,5 @@ def fit_posterior(
         diagnostics=diag,
         idata=idata,
         seconds=seconds,
+        parameterization=param,
     )

@@ -17,7 +17,17 @@ import pytest
 
 from poolcast.backtest import CandidateBacktest, build_leaderboard, select_champion
 from poolcast.models import default_candidates, make_candidate
-from poolcast.models._bayes_core import HierData, Posterior, fit_posterior, ineligibility
+from poolcast.models._bayes_core import (
+    CENTRED_MIN_ROWS_PER_SKU,
+    CENTRED_MIN_SKUS_PER_CATEGORY,
+    HierData,
+    Posterior,
+    _slope_column,
+    build_model,
+    choose_parameterization,
+    fit_posterior,
+    ineligibility,
+)
 from poolcast.models._design import CovariateSpec
 from poolcast.models.bayes import BayesNegBinHierarchical, _BayesModel
 from poolcast.simulate import simulate_panel
@@ -77,6 +87,133 @@ def test_registry_named_only() -> None:
     cand = named["bayes_nb2_hier"]()
     assert isinstance(cand, BayesNegBinHierarchical) and cand.ineligible_reason_ is None
     assert make_candidate("bayes_nb2_hier", draws=50).draws == 50
+
+
+# ----------------------------------------------------------------------------- parameterisation
+
+
+def _tiny(rows_per_sku: list[int], *, slope_shift: float | None = None) -> HierData:
+    rng = np.random.default_rng(0)
+    sku_idx = np.repeat(np.arange(len(rows_per_sku)), rows_per_sku)
+    n = sku_idx.size
+    promo = (rng.random(n) < 0.3).astype(float)
+    X = rng.normal(size=(n, 1))
+    terms: tuple[str, ...] = ("x",)
+    if slope_shift is not None:
+        X = np.column_stack([X, promo - slope_shift])
+        terms = ("x", "promo")
+    return HierData(
+        y=rng.poisson(3.0, size=n),
+        X=X,
+        terms=terms,
+        sku_idx=sku_idx,
+        sku_levels=tuple(f"S{i}" for i in range(len(rows_per_sku))),
+        sku_category=np.arange(len(rows_per_sku)) % 2,
+        category_levels=("A", "B"),
+        slope=promo if slope_shift is not None else None,
+    )
+
+
+def test_auto_parameterization_by_rows_per_sku_and_skus_per_category() -> None:
+    m, c = CENTRED_MIN_ROWS_PER_SKU, CENTRED_MIN_SKUS_PER_CATEGORY
+    # _tiny puts SKUs alternately in 2 categories: 2c SKUs -> c per category
+    assert choose_parameterization(_tiny([m] * (c + 1) + [m - 1] * (c - 1))) == "centred"
+    assert choose_parameterization(_tiny([m - 1] * c + [m - 1] + [3 * m] * c)) == "noncentred"
+    # long histories but thin categories: the SKU level centred, the category level not
+    assert choose_parameterization(_tiny([m, m, m - 1])) == "centred_sku"
+    assert choose_parameterization(_tiny([2, 2]), "centred") == "centred"
+    assert choose_parameterization(_tiny([40, 40]), "noncentred") == "noncentred"
+    with pytest.raises(ValueError):
+        choose_parameterization(_tiny([2]), "other")
+
+
+def test_slope_column_found_up_to_a_shift() -> None:
+    assert _slope_column(_tiny([5, 5], slope_shift=0.25)) == (1, pytest.approx(0.25))
+    assert _slope_column(_tiny([5, 5])) == (None, 0.0)  # random intercept only
+
+
+def test_centred_model_log_density_is_the_closed_form() -> None:
+    """Hierarchical centring changes the coordinates, not the model: at a point, PyMC's log
+    density (no Jacobian) of the centred NB2 model equals the sum of the scipy densities of
+    the priors, the category levels m_c ~ N(mu, tau), the SKU levels theta_i ~ N(m_c, sd)
+    and the NB2 likelihood with log mu = x beta + theta_i."""
+    from scipy import stats
+
+    data = _tiny([6, 6, 6, 6])
+    model = build_model(data, family="negbin", parameterization="centred")
+    centre = np.log(data.y.mean())
+    point = {
+        "level_intercept": 1.1,
+        "beta_fixed": np.array([0.3]),
+        "sku_sd": np.array([0.4]),
+        "category_sd": np.array([0.2]),
+        "category_level": np.array([[1.0], [1.3]]),
+        "sku_level": np.array([[0.9], [1.5], [1.2], [1.1]]),
+        "sqrt_alpha": 0.5,
+    }
+    values = {}
+    for rv in model.free_RVs:
+        value = model.rvs_to_values[rv]
+        tr = model.rvs_to_transforms.get(rv)
+        x = np.asarray(point[rv.name], dtype=float)
+        values[value.name] = np.log(x) if tr is not None else x
+    # FAST_COMPILE: the Python implementations, no C compile (seconds, not a minute)
+    logp = float(model.compile_fn(model.logp(jacobian=False), mode="FAST_COMPILE")(values))
+    cat = data.sku_category
+    theta = point["sku_level"][:, 0]
+    m = point["category_level"][:, 0]
+    mu = np.exp(data.X[:, 0] * 0.3 + theta[data.sku_idx])
+    alpha = 0.25
+    expected = (
+        stats.norm.logpdf(1.1, centre, 2.0)
+        + stats.norm.logpdf(0.3, 0.0, 1.0)
+        + stats.halfnorm.logpdf(0.4, scale=1.0)
+        + stats.halfnorm.logpdf(0.2, scale=0.5)
+        + stats.norm.logpdf(m, 1.1, 0.2).sum()
+        + stats.norm.logpdf(theta, m[cat], 0.4).sum()
+        + stats.halfnorm.logpdf(0.5, scale=1.0)
+        + stats.nbinom.logpmf(data.y, 1 / alpha, (1 / alpha) / (1 / alpha + mu)).sum()
+    )
+    assert logp == pytest.approx(expected, rel=1e-9)
+
+
+def test_centred_outputs_map_back_to_the_noncentred_coordinates() -> None:
+    """The deterministics of the centred model: category_effect = m_c - mu, sku_effect =
+    theta_i - m_c(i), beta[promo] = the mean slope, intercept = mu_0 + mean slope * shift
+    (the slope column of X is promo - shift); the category slopes are non-centred,
+    m_c1 = mean slope + tau_1 z_c."""
+    data = _tiny([4, 4, 4, 4], slope_shift=0.25)
+    model = build_model(data, family="poisson", parameterization="centred")
+    ip = model.initial_point()
+    ip["level_intercept"] = np.array(0.7)
+    ip["level_slope"] = np.array(0.4)
+    ip["beta_fixed"] = np.array([-0.2])
+    ip["category_level"] = np.array([0.5, 0.9])  # category intercepts, centred
+    ip["category_sd_log__"] = np.log([0.3, 0.5])
+    ip["category_slope_z"] = np.array([-0.6, 0.4])  # slopes 0.4 + 0.5 z = 0.1, 0.6
+    ip["sku_level"] = np.array([[0.4, 0.0], [1.0, 0.5], [0.8, 0.3], [1.2, 0.8]])
+    names = ["intercept", "beta", "category_effect", "sku_effect"]
+    sampled = [
+        "level_intercept",
+        "level_slope",
+        "beta_fixed",
+        "category_level",
+        "category_sd_log__",
+        "category_slope_z",
+        "sku_level",
+    ]
+    values = {v.name: v for v in model.value_vars}
+    fn = model.compile_fn(
+        model.replace_rvs_by_values([model[n] for n in names]),
+        inputs=[values[k] for k in sampled],
+        mode="FAST_COMPILE",
+    )
+    out = dict(zip(names, fn({k: ip[k] for k in sampled}), strict=True))
+    np.testing.assert_allclose(out["intercept"], 0.7 + 0.4 * 0.25)
+    np.testing.assert_allclose(out["beta"], [-0.2, 0.4])  # terms ("x", "promo")
+    np.testing.assert_allclose(out["category_effect"], [[-0.2, -0.3], [0.2, 0.2]])
+    m = np.array([[0.5, 0.1], [0.9, 0.6]])[data.sku_category]
+    np.testing.assert_allclose(out["sku_effect"], ip["sku_level"] - m)
 
 
 # ----------------------------------------------------------------------------- predictive draws
@@ -206,7 +343,7 @@ def _design(frame: pl.DataFrame, *, categories: bool) -> HierData:
 def two_level():
     sim = simulate_panel(60, 24, family="negbin", seed=11, n_categories=1, sd_category=0.0)
     data = _design(sim.frame, categories=False)
-    post = fit_posterior(data, family="negbin", chains=2, tune=300, draws=300, seed=3, centred=True)
+    post = fit_posterior(data, family="negbin", chains=2, tune=300, draws=300, seed=3)
     return sim, data, post
 
 
@@ -280,6 +417,10 @@ def test_candidate_three_levels_gate_and_forecast(candidate_fit) -> None:
     }
     conv = report.convergence["h=1"]
     assert conv["levels"] == 3 and conv["sampler"] == "nuts"
+    # auto: >= CENTRED_MIN_ROWS_PER_SKU training rows per SKU but 8 SKUs per category ->
+    # the SKU level centred, the category level not; recorded
+    assert conv["parameterization_requested"] == "auto"
+    assert conv["parameterization"] == "centred_sku"
     assert cand.horizons_ == (1,)  # fit_horizons="first": one posterior serves every horizon
     rows = split.test.with_columns(sales=pl.lit(None, pl.Int64))
     new = rows.head(1).with_columns(sku=pl.lit("NEWSKU"), category=pl.lit("NEWCAT"))
