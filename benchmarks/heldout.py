@@ -1,6 +1,6 @@
 """Held-out check of a published run: cut a data set at month C, run ``poolcast run`` on the
 cut, score the **published** forecasts on the three months after C against Naive, seasonal
-naive and AutoETS fitted by this script on the same cut.
+naive, AutoETS, Croston and TSB fitted by this script on the same cut.
 
 Steps
 -----
@@ -13,7 +13,7 @@ Steps
 3. Read the published forecasts of the latest run from ``W/outputs.duckdb``: ``forecasts``
    (``mean``) and ``forecast_quantiles`` (long: ``level``, ``value``); only the columns
    ``sku, month, horizon`` are relied on as keys.
-4. Fit Naive, seasonal naive and AutoETS (``poolcast.models``) on the validated cut panel,
+4. Fit Naive, seasonal naive, AutoETS, Croston and TSB (``poolcast.models``) on the validated cut panel,
    completed to C for every SKU under ``gap_policy = "zero"`` (trailing months = 0; under
    "missing" they stay unknown), and forecast C+1..C+3 for every SKU.
 5. Truth: the full file, validated with the same mapping. Every published (sku, month) is
@@ -67,7 +67,7 @@ SOURCES: dict[str, Path] = {
 PLAN_COLUMNS = ("Days", "OpenDays", "PromoDays", "StateHolidayDays", "SchoolHolidayDays")
 SERVICE = (0.5, 0.9, 0.95)
 HORIZONS = 3
-BASELINES = ("naive", "seasonal_naive", "auto_ets")
+BASELINES = ("naive", "seasonal_naive", "auto_ets", "croston", "tsb")
 
 
 def _month_text(d: date) -> str:
@@ -203,7 +203,7 @@ def _qcol(level: float) -> str:
 def baseline_forecasts(
     panel: pl.DataFrame, cutoff: date, levels: list[float]
 ) -> dict[str, pl.DataFrame]:
-    """Naive, seasonal naive and AutoETS fitted on the panel up to C: forecasts for C+1..C+3."""
+    """The BASELINES fitted on the panel up to C: forecasts for C+1..C+3."""
     spec = make_feature_spec(panel, FeatureConfig(horizons=HORIZONS))
     train, rows = build_origin_frames(panel, spec, origin=cutoff)
     out = {}
