@@ -232,6 +232,30 @@ class Candidate:
         nearest = min(self.horizons_, key=lambda k: (abs(k - h), -k))
         return self.models_[nearest]
 
+    def _check_predict_arguments(
+        self, rows: pl.DataFrame, quantiles: Sequence[float], n_samples: Any, rng: Any
+    ) -> list[float]:
+        """The checks every ``predict_distribution`` makes (fitted, levels in (0, 1), an int
+        number of draws >= 1, a numpy Generator, the key columns); returns the levels."""
+        self._check_is_fitted()
+        levels = [float(q) for q in quantiles]
+        if not levels or any(not 0.0 < q < 1.0 for q in levels):
+            raise InvalidParameterError(
+                f"{self.name}: quantiles={list(quantiles)!r} must be a non-empty list of levels in (0, 1)"
+            )
+        if (
+            isinstance(n_samples, bool)
+            or not isinstance(n_samples, int | np.integer)
+            or n_samples < 1
+        ):
+            raise InvalidParameterError(f"{self.name}: n_samples={n_samples!r} must be an int >= 1")
+        if not isinstance(rng, np.random.Generator):
+            raise InvalidParameterError(
+                f"{self.name}: rng={rng!r} must be a numpy.random.Generator (np.random.default_rng(seed))"
+            )
+        self._check_columns(rows, [*KEY_COLUMNS], "forecast")
+        return levels
+
     def predict_distribution(
         self,
         rows: pl.DataFrame,
@@ -256,23 +280,7 @@ class Candidate:
         rng : numpy.random.Generator
             The only source of randomness.
         """
-        self._check_is_fitted()
-        levels = [float(q) for q in quantiles]
-        if not levels or any(not 0.0 < q < 1.0 for q in levels):
-            raise InvalidParameterError(
-                f"{self.name}: quantiles={list(quantiles)!r} must be a non-empty list of levels in (0, 1)"
-            )
-        if (
-            isinstance(n_samples, bool)
-            or not isinstance(n_samples, int | np.integer)
-            or n_samples < 1
-        ):
-            raise InvalidParameterError(f"{self.name}: n_samples={n_samples!r} must be an int >= 1")
-        if not isinstance(rng, np.random.Generator):
-            raise InvalidParameterError(
-                f"{self.name}: rng={rng!r} must be a numpy.random.Generator (np.random.default_rng(seed))"
-            )
-        self._check_columns(rows, [*KEY_COLUMNS], "forecast")
+        levels = self._check_predict_arguments(rows, quantiles, n_samples, rng)
         n = rows.height
         mean = np.zeros(n)
         samples = np.zeros((n, int(n_samples)), dtype=np.int64)

@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import polars as pl
 
-from poolcast.errors import DataContractError, InvalidParameterError, PoolcastError
+from poolcast.errors import DataContractError, PoolcastError
 from poolcast.glmm import GlmmControl
 from poolcast.glmm import fit as glmm_fit
 from poolcast.glmm.ar1 import ar1_latent_moments
@@ -285,23 +285,7 @@ class GlmmNegBinAr1(Candidate):
         rng : numpy.random.Generator
             The only source of randomness.
         """
-        self._check_is_fitted()
-        levels = [float(q) for q in quantiles]
-        if not levels or any(not 0.0 < q < 1.0 for q in levels):
-            raise InvalidParameterError(
-                f"{self.name}: quantiles={list(quantiles)!r} must be a non-empty list of levels in (0, 1)"
-            )
-        if (
-            isinstance(n_samples, bool)
-            or not isinstance(n_samples, int | np.integer)
-            or n_samples < 1
-        ):
-            raise InvalidParameterError(f"{self.name}: n_samples={n_samples!r} must be an int >= 1")
-        if not isinstance(rng, np.random.Generator):
-            raise InvalidParameterError(
-                f"{self.name}: rng={rng!r} must be a numpy.random.Generator (np.random.default_rng(seed))"
-            )
-        self._check_columns(rows, [*KEY_COLUMNS], "forecast")
+        levels = self._check_predict_arguments(rows, quantiles, n_samples, rng)
         res = self.results_
         data = _features(rows.drop("sales", strict=False))
         data = build_covariate_frame(self.spec_, data).with_columns(data.get_column(_TIME))
