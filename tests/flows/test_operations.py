@@ -62,9 +62,11 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _panel(root: Path, n_skus: int) -> Path:
+def _panel(root: Path, n_skus: int, *, promo: bool = True) -> Path:
+    """A simulated panel; without `promo` no candidate needs a plan, so the run is long."""
     path = root / "panel.parquet"
-    simulate_panel(n_skus, 36, family="negbin", seed=3).frame.write_parquet(path)
+    frame = simulate_panel(n_skus, 36, family="negbin", seed=3).frame
+    (frame if promo else frame.drop("promo")).write_parquet(path)
     return path
 
 
@@ -145,7 +147,7 @@ def _flow_run_states(work: Path) -> list[str]:
 
 
 def test_sigterm_fails_the_runs_and_leaves_no_prefect_server(tmp_path):
-    source = _panel(tmp_path, 400)
+    source = _panel(tmp_path, 400, promo=False)
     proc = _start(tmp_path, source, SLOW_CONFIG)
     work = tmp_path / "work"
     try:
@@ -169,7 +171,7 @@ def test_sigterm_fails_the_runs_and_leaves_no_prefect_server(tmp_path):
 
 
 def test_a_run_killed_with_sigkill_is_marked_failed_by_the_next_run(tmp_path):
-    source = _panel(tmp_path, 400)
+    source = _panel(tmp_path, 400, promo=False)
     proc = _start(tmp_path, source, SLOW_CONFIG)
     work = tmp_path / "work"
     try:
