@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +71,7 @@ __all__ = [
     "rolling_origins",
     "score_predictions",
     "select_champion",
+    "stated_coverage",
 ]
 
 INTERVALS: tuple[float, ...] = (0.8, 0.95)
@@ -115,6 +116,10 @@ class OriginSplit:
     activity : pl.DataFrame or None
         ``sku, months_since_sale`` at the origin (:func:`months_since_sale`), for the
         inactive rule; None: every SKU is active.
+    scored : bool
+        False for a *calibration origin* (:func:`prepare_splits` ``calibration_origins``):
+        forecast like any other, but only so that the scored origins after it have earlier
+        errors to recalibrate on; never in the metrics, the predictions or the coverage.
     """
 
     origin: date
@@ -124,6 +129,7 @@ class OriginSplit:
     scale: pl.DataFrame
     history: pl.DataFrame
     activity: pl.DataFrame | None = None
+    scored: bool = True
 
 
 @dataclass(frozen=True)
@@ -159,6 +165,10 @@ class CandidateBacktest:
         ``inactive_months``.
     inactive : pl.DataFrame or None
         The inactive SKUs' rows (same columns as ``predictions`` plus ``reason``).
+    calibration_history : pl.DataFrame or None
+        ``month, pit`` and the ``res_<level>`` residuals of every forecast row with known
+        truth, calibration origins included: the recalibration set of the published
+        forecast (all its targets are at or before the as-of).
     """
 
     name: str
@@ -171,6 +181,7 @@ class CandidateBacktest:
     quantiles: tuple[float, ...]
     coverage: pl.DataFrame | None = None
     inactive: pl.DataFrame | None = None
+    calibration_history: pl.DataFrame | None = None
 
 
 # --------------------------------------------------------------------------- splits
@@ -385,6 +396,7 @@ def prepare_splits(
     feature_config: FeatureConfig,
     n_origins: int | None = None,
     plan: pl.DataFrame | None = None,
+    calibration_origins: int | None = 0,
 ) -> list[OriginSplit]:
     """Build train and test rows for each rolling origin, from data up to that origin only.
 
@@ -399,11 +411,19 @@ def prepare_splits(
     plan : pl.DataFrame, optional
         Known-future covariates for every origin's target months; None: the panel's own
         rows after each origin (see :func:`make_origin_split`).
+    calibration_origins : int or None
+        C in 0..12 further origins *before* the K scored ones, forecast only for the
+        recalibration set (``scored=False``): without them the first scored origins have
+        no earlier errors, so their intervals stay uncalibrated while the published
+        forecast (calibrated on the whole backtest) always has them. None: H (so the
+        first scored origin has earlier errors at every horizon), lowered to what the
+        panel allows; 0: none.
 
     Returns
     -------
     list of OriginSplit
-        One per origin, ascending (:func:`make_origin_split` at each).
+        One per origin, ascending (:func:`make_origin_split` at each); the first C are the
+        calibration origins.
     """
     horizons = feature_config.horizons
     if n_origins is None:
@@ -428,10 +448,40 @@ def prepare_splits(
             f"n_origins={n_origins!r}: must be an integer in 1..{MAX_ORIGINS} "
             "([backtest] n_origins; omit it for the seasonal default)"
         )
-    origins = rolling_origins(panel, n_origins=n_origins, horizons=horizons)
+    span = (
+        _month_index(panel.get_column("month").max())
+        - _month_index(panel.get_column("month").min())
+        + 1
+        if panel.height
+        else 0
+    )
+    room = span - 2 * horizons - n_origins  # months left before the first scored origin
+    if calibration_origins is None:
+        calibration_origins = max(0, min(horizons, room))
+    elif (
+        isinstance(calibration_origins, bool)
+        or not isinstance(calibration_origins, int)
+        or not (0 <= calibration_origins <= MAX_ORIGINS)
+    ):
+        raise InvalidParameterError(
+            f"calibration_origins={calibration_origins!r}: must be an integer in "
+            f"0..{MAX_ORIGINS} ([backtest] calibration_origins; omit it for H)"
+        )
+    elif calibration_origins > max(room, 0) and room >= 0:
+        raise InvalidParameterError(
+            f"calibration_origins={calibration_origins}: the panel spans {span} months, which "
+            f"leaves room for {room} before the {n_origins} scored origins (horizons="
+            f"{horizons}); lower calibration_origins or n_origins, or omit it"
+        )
+    origins = rolling_origins(
+        panel, n_origins=n_origins + calibration_origins, horizons=horizons
+    )
     return [
-        make_origin_split(panel, origin, feature_config=feature_config, plan=plan)
-        for origin in origins
+        replace(
+            make_origin_split(panel, origin, feature_config=feature_config, plan=plan),
+            scored=k >= calibration_origins,
+        )
+        for k, origin in enumerate(origins)
     ]
 
 
@@ -493,6 +543,26 @@ def calibration_residuals(
         residual_column(lv): (np.asarray(y, dtype=float) - raw_quantiles[:, j]) / w
         for j, lv in enumerate(levels)
     }
+
+
+def stated_column(nominal: float) -> str:
+    """Column of :func:`stated_coverage` in the predictions (``stated_80``)."""
+    return f"stated_{round(nominal * 100)}"
+
+
+def stated_coverage(frame: pl.DataFrame, samples: np.ndarray, nominal: float) -> np.ndarray:
+    """The forecast's own probability of its published central interval, per row.
+
+    :math:`\hat P_i(\hat q_{i,lo} \le Y \le \hat q_{i,hi})` from the predictive draws, with
+    the interval's published (recalibrated, clipped) end points. For a continuous forecast
+    it is the nominal level; for counts it is higher, because an interval with integer end
+    points cannot hold exactly the nominal probability (a part with :math:`P(y=0) = 0.9`
+    has the 80% interval [0, 0], which holds 0.9). A calibrated count forecast's interval
+    coverage equals the mean of this, not the nominal level.
+    """
+    lo, hi = (frame.get_column(quantile_column(b)).to_numpy() for b in interval_levels(nominal))
+    s = np.asarray(samples, dtype=float)
+    return ((s >= lo[:, None]) & (s <= hi[:, None])).mean(axis=1)
 
 
 def _raw_coverage(history: pl.DataFrame) -> dict[float, float]:
@@ -799,7 +869,7 @@ def backtest_coverage(splits: Sequence[OriginSplit], *, inactive_months: int) ->
     :attr:`CandidateBacktest.coverage`.
     """
     rows = []
-    for split in splits:
+    for split in (s for s in splits if s.scored):
         dead: set[str] = set()
         if inactive_months and inactive_months > 0 and split.activity is not None:
             dead = set(
@@ -863,7 +933,8 @@ def backtest_candidate(
         Returns a new unfitted candidate (``fit(train, history=) -> self``,
         ``predict_distribution(rows, *, quantiles, n_samples, rng) -> Forecast``).
     splits : sequence of OriginSplit
-        From :func:`prepare_splits`.
+        From :func:`prepare_splits`; a calibration origin (``scored=False``) is fitted and
+        forecast like the others, but its rows only join the recalibration set.
     quantiles : sequence of float
         Service quantiles (pinball losses); the interval bounds 0.025, 0.1, 0.9 and 0.975
         and ``publish_quantiles`` are requested as well.
@@ -879,8 +950,9 @@ def backtest_candidate(
         See :func:`conformal_shifts` and :func:`pit_recalibrate`; the raw forecasts of the
         earlier origins with a target month at or before the current origin are the
         calibration set. ``metrics`` gain ``raw_coverage_80/95`` (before recalibration),
-        ``pit_coverage_80/95`` (:func:`pit_coverage` of the raw forecasts) and
-        ``recalibrated_origins``.
+        ``pit_coverage_80/95`` (:func:`pit_coverage` of the raw forecasts),
+        ``stated_coverage_80/95`` (:func:`stated_coverage`, NaN without draws),
+        ``recalibrated_origins`` and ``calibration_origins``.
 
     Returns
     -------
@@ -892,15 +964,17 @@ def backtest_candidate(
         Whatever the candidate raises; :class:`~poolcast.errors.PoolcastError` when its
         forecast is non-finite or does not cover the requested rows.
     """
-    if not splits:
-        raise InvalidParameterError("splits is empty: prepare_splits gives one per origin")
+    if not any(s.scored for s in splits):
+        raise InvalidParameterError(
+            "splits has no scored origin: prepare_splits gives one per origin"
+        )
     service = tuple(sorted({float(q) for q in quantiles}))
     levels = all_levels(service, publish_quantiles)
     fit_seconds = predict_seconds = 0.0
     frames: list[pl.DataFrame] = []
     coverage_rows: list[dict[str, Any]] = []
     calibration_history: pl.DataFrame | None = None
-    n_recalibrated = 0
+    n_recalibrated = n_calibration = 0
     for split in splits:
         model = factory()
         start = time.perf_counter()
@@ -919,17 +993,21 @@ def backtest_candidate(
             name=name,
         )
         predict_seconds += time.perf_counter() - start
-        n_recalibrated += fc.recalibrated
+        n_recalibrated += fc.recalibrated and split.scored
+        n_calibration += not split.scored
         y = split.test.get_column("sales").cast(pl.Float64).to_numpy()
         y = np.where(split.test.get_column("sales").is_null().to_numpy(), np.nan, y)
         known = ~np.isnan(y)
         crps = np.full(y.shape, np.nan)
         pit = np.full(y.shape, np.nan)
+        stated = {nominal: np.full(y.shape, np.nan) for nominal in INTERVALS}
         if fc.samples is not None:
             s = np.asarray(fc.samples, dtype=float)
             crps[known] = crps_from_samples(y[known], s[known])
             pit_rng = np.random.default_rng([int(seed), _month_index(split.origin), 1])
             pit[known] = randomized_pit(y[known], s[known], pit_rng)
+            for nominal, p_in in stated.items():
+                p_in[:] = stated_coverage(fc.frame, s, nominal)
         else:
             qd = {lv: fc.frame.get_column(quantile_column(lv)).to_numpy() for lv in levels}
             crps[known] = crps_from_quantiles(y[known], {lv: v[known] for lv, v in qd.items()})
@@ -940,10 +1018,12 @@ def backtest_candidate(
             pl.Series("y", y).fill_nan(None),
             pl.Series("crps", crps).fill_nan(None),
             pl.Series("pit", pit).fill_nan(None),
+            *(pl.Series(stated_column(n), v).fill_nan(None) for n, v in stated.items()),
             *(pl.Series(k, v).fill_nan(None) for k, v in residuals.items()),
         ).join(split.scale.select("sku", "mase_scale"), on="sku", how="left")
-        coverage_rows.append(_coverage_row(split, frame, inactive_months))
-        frames.append(frame)
+        if split.scored:
+            coverage_rows.append(_coverage_row(split, frame, inactive_months))
+            frames.append(frame)
         new = frame.filter(pl.col("reason").is_null() & pl.col("y").is_not_null()).select(
             "month", "pit", *residuals
         )
@@ -953,7 +1033,7 @@ def backtest_candidate(
     columns = [
         "sku", "origin", "horizon", "month", "y", "mean",
         *(quantile_column(q) for q in levels), "crps", "pit", "mase_scale",
-        *(residual_column(q) for q in levels),
+        *(stated_column(n) for n in INTERVALS), *(residual_column(q) for q in levels),
     ]  # fmt: skip
     everything = pl.concat(frames).sort("origin", "horizon", "sku")
     predictions = everything.filter(pl.col("reason").is_null() & pl.col("y").is_not_null()).select(
@@ -968,7 +1048,13 @@ def backtest_candidate(
     pits = predictions.get_column("pit").drop_nulls().to_numpy().astype(float)
     for nominal in INTERVALS:
         metrics[f"pit_coverage_{round(nominal * 100)}"] = pit_coverage(pits, nominal)
+    for nominal in INTERVALS:
+        p_in = predictions.get_column(stated_column(nominal)).drop_nulls()
+        metrics[f"stated_coverage_{round(nominal * 100)}"] = (
+            float(p_in.mean()) if p_in.len() else math.nan
+        )
     metrics["recalibrated_origins"] = float(n_recalibrated)
+    metrics["calibration_origins"] = float(n_calibration)
     return CandidateBacktest(
         name=name,
         predictions=predictions,
@@ -980,6 +1066,7 @@ def backtest_candidate(
         quantiles=service,
         coverage=pl.DataFrame(coverage_rows),
         inactive=inactive,
+        calibration_history=calibration_history,
     )
 
 

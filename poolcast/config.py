@@ -196,6 +196,11 @@ class BacktestConfig:
         widening only, at an origin where the candidate's raw 80% or 95% coverage on those
         earlier rows is more than 5 points below nominal; "pit" remaps the levels instead
         (:func:`poolcast.backtest.pit_recalibrate`); "none" never.
+    calibration_origins : int or None
+        Origins in 0..12 before the scored ones whose forecasts only join the
+        recalibration set, so the first scored origins are calibrated as the published
+        forecast is (:func:`poolcast.backtest.prepare_splits`). None (default): H, lowered
+        to what the panel allows; unused (0) with ``calibration = "none"``.
     n_samples : int
         Predictive samples drawn per row by candidates that simulate.
     candidates : tuple of str or None
@@ -214,6 +219,7 @@ class BacktestConfig:
     )
     inactive_months: NonNegativeInt = 12
     calibration: Literal["auto", "conformal", "pit", "none"] = "auto"
+    calibration_origins: Annotated[int, Field(strict=True, ge=0, le=12)] | None = None
     n_samples: PositiveInt = 500
     candidates: tuple[str, ...] | None = None
     selection_metric: str = "scaled_pinball"

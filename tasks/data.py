@@ -108,11 +108,22 @@ def save_quarantine(result: ValidationResult, work_dir: Path) -> Path:
 @task(cache_policy=NO_CACHE)
 def build_backtest(panel, config: PipelineConfig) -> list[OriginSplit]:
     """Rolling-origin splits with leakage-safe features rebuilt at every origin."""
+    b = config.backtest
     splits = prepare_splits(
-        panel, feature_config=config.features, n_origins=config.backtest.n_origins
+        panel,
+        feature_config=config.features,
+        n_origins=b.n_origins,
+        calibration_origins=0 if b.calibration == "none" else b.calibration_origins,
     )
+    scored = [str(s.origin) for s in splits if s.scored]
+    calibration = [str(s.origin) for s in splits if not s.scored]
     get_run_logger().info(
-        "backtest origins (%d): %s", len(splits), ", ".join(str(s.origin) for s in splits)
+        "backtest origins (%d): %s; calibration origins (%d, forecast for recalibration "
+        "only): %s",
+        len(scored),
+        ", ".join(scored),
+        len(calibration),
+        ", ".join(calibration) or "none",
     )
     return splits
 

@@ -36,8 +36,13 @@ def refit(
     calibration_history = None
     for outcome in outcomes:
         result = getattr(outcome, "result", None)
-        if result is not None and result.name == name and "month" in result.predictions.columns:
-            calibration_history = result.predictions.select("month", "pit", pl.col("^res_.*$"))
+        if result is not None and result.name == name:
+            if result.calibration_history is not None:
+                calibration_history = result.calibration_history
+            elif "month" in result.predictions.columns:
+                calibration_history = result.predictions.select(
+                    "month", "pit", pl.col("^res_.*$")
+                )
     return fit_champion(
         name,
         factories[name],

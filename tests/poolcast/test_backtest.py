@@ -30,6 +30,7 @@ from poolcast.backtest import (
     rolling_origins,
     score_predictions,
     select_champion,
+    stated_coverage,
 )
 from poolcast.config import FeatureConfig
 from poolcast.errors import InvalidParameterError, PoolcastError
@@ -641,3 +642,99 @@ def test_pit_coverage_is_nominal_for_a_true_count_forecast_where_intervals_over_
     assert pit_coverage(pit, 0.8) == pytest.approx(0.8, abs=0.015)
     assert pit_coverage(pit, 0.95) == pytest.approx(0.95, abs=0.01)
     assert np.isnan(pit_coverage(np.array([np.nan]), 0.8))
+
+
+def test_calibration_origins_calibrate_the_first_scored_origin_and_are_never_scored() -> None:
+    panel = make_panel(n_sku=40, n_month=36, seed=8, season=0.0)
+    plain = prepare_splits(panel, feature_config=CONFIG, n_origins=4)
+    warm = prepare_splits(panel, feature_config=CONFIG, n_origins=4, calibration_origins=None)
+    h = CONFIG.horizons
+    # None: H further origins, contiguous and before the same scored ones
+    assert [s.origin for s in warm if s.scored] == [s.origin for s in plain]
+    assert [s.origin for s in warm if not s.scored] == [
+        _add_months(plain[0].origin, k) for k in range(-h, 0)
+    ]
+    assert all(s.scored for s in plain)
+    kwargs = {"quantiles": QUANTILES, "n_samples": 200, "seed": 2, "inactive_months": 0}
+    before = backtest_candidate("narrow", _TooNarrow, plain, calibration="auto", **kwargs)
+    after = backtest_candidate("narrow", _TooNarrow, warm, calibration="auto", **kwargs)
+    # the calibration origins are in neither the predictions nor the coverage report
+    assert after.predictions.get_column("origin").unique().sort().to_list() == [
+        s.origin for s in plain
+    ]
+    assert after.coverage.equals(before.coverage)
+    assert after.coverage.equals(backtest_coverage(warm, inactive_months=0))
+    # same fits and draws at the scored origins: only the recalibration differs
+    assert after.predictions.get_column("mean").equals(before.predictions.get_column("mean"))
+    assert after.metrics["calibration_origins"] == h and before.metrics["calibration_origins"] == 0
+    # every scored origin is recalibrated now, the first one included
+    assert after.metrics["recalibrated_origins"] == 4
+    assert before.metrics["recalibrated_origins"] < 4
+
+    def first_origin_cov(result: CandidateBacktest) -> float:
+        p = result.predictions.filter(pl.col("origin") == plain[0].origin)
+        return float(((p["q_0.1"] <= p["y"]) & (p["y"] <= p["q_0.9"])).mean())
+
+    assert first_origin_cov(before) < 0.5  # as built: far too narrow, nothing to learn from
+    assert abs(first_origin_cov(after) - 0.8) < 0.1
+    # the recalibration set (what the published forecast calibrates on) holds every origin
+    hist = after.calibration_history
+    known = sum(s.test.get_column("sales").is_not_null().sum() for s in warm if not s.scored)
+    assert known > 0 and hist.height == known + after.predictions.height
+    assert hist.get_column("month").min() == _add_months(warm[0].origin, 1)
+
+
+def test_calibration_origins_are_lowered_when_implicit_and_refused_when_they_do_not_fit() -> None:
+    panel = make_panel(n_sku=5, n_month=14, seed=1)
+    # 14 months, H = 3, K = 6: room for 14 - 6 - 6 = 2 calibration origins
+    splits = prepare_splits(panel, feature_config=CONFIG, n_origins=6, calibration_origins=None)
+    assert sum(not s.scored for s in splits) == 2
+    with pytest.raises(InvalidParameterError, match="calibration_origins=3: the panel spans 14"):
+        prepare_splits(panel, feature_config=CONFIG, n_origins=6, calibration_origins=3)
+    with pytest.raises(InvalidParameterError, match="calibration_origins=-1"):
+        prepare_splits(panel, feature_config=CONFIG, n_origins=6, calibration_origins=-1)
+
+
+def test_stated_coverage_is_the_probability_the_forecast_gives_its_own_interval() -> None:
+    from scipy.stats import poisson
+
+    rng = np.random.default_rng(5)
+    n, lam = 400, 0.3
+    draws = rng.poisson(lam, (n, 4000)).astype(float)
+    frame = pl.DataFrame(
+        {f"q_{b:g}": np.quantile(draws, b, axis=1) for b in (0.025, 0.1, 0.9, 0.975)}
+    )
+    # the 80% interval of Poisson(0.3) is [0, 1]: it holds P(y <= 1) (closed form), not 0.8
+    assert frame["q_0.1"].max() == 0 and frame["q_0.9"].min() == 1
+    got = stated_coverage(frame, draws, 0.8)
+    assert got.mean() == pytest.approx(poisson.cdf(1, lam), abs=0.005)
+    # a continuous forecast states the nominal level
+    normal = rng.normal(10, 2, (n, 4000))
+    frame = pl.DataFrame(
+        {f"q_{b:g}": np.quantile(normal, b, axis=1) for b in (0.025, 0.1, 0.9, 0.975)}
+    )
+    assert stated_coverage(frame, normal, 0.8).mean() == pytest.approx(0.8, abs=0.002)
+    assert stated_coverage(frame, normal, 0.95).mean() == pytest.approx(0.95, abs=0.002)
+
+
+def test_the_backtest_reports_the_stated_coverage_of_the_scored_intervals() -> None:
+    panel = make_panel(n_sku=30, n_month=30, seed=4)
+    splits = prepare_splits(panel, feature_config=CONFIG, n_origins=2)
+    result = backtest_candidate(
+        "narrow", _TooNarrow, splits, quantiles=QUANTILES, n_samples=100, seed=1
+    )
+    p = result.predictions
+    # recomputed from the draws' law, not from the draws: rint(mean) + {-1, 0, 1}, each with
+    # probability 1/3, clipped at 0; the interval [lo, hi] holds the mass of those values in it
+    centre = np.rint(p["mean"].to_numpy())
+    for nominal, (lo_col, hi_col) in ((0.8, ("q_0.1", "q_0.9")), (0.95, ("q_0.025", "q_0.975"))):
+        lo, hi = p[lo_col].to_numpy(), p[hi_col].to_numpy()
+        exact = sum(
+            ((lo <= np.clip(centre + d, 0, None)) & (np.clip(centre + d, 0, None) <= hi)) / 3
+            for d in (-1, 0, 1)
+        )
+        column = f"stated_{round(nominal * 100)}"
+        assert p[column].is_not_null().all()
+        assert result.metrics[f"stated_coverage_{round(nominal * 100)}"] == pytest.approx(
+            float(exact.mean()), abs=0.02
+        )

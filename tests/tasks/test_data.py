@@ -28,4 +28,9 @@ def test_load_validate_and_split_a_small_source(tmp_path):
     path = data.save_quarantine.fn(validated, config.work_dir)
     assert "sales_negative" in pl.read_csv(path).get_column("rule").to_list()
     splits = data.build_backtest.fn(validated.panel, config)
-    assert len(splits) == 2 and splits[0].origin < splits[1].origin
+    scored = [s.origin for s in splits if s.scored]
+    assert len(scored) == 2 and scored[0] < scored[1]
+    # H = 2 calibration origins (the default) just before the scored ones
+    assert [s.origin for s in splits if not s.scored] == [
+        s.origin for s in splits[:2]
+    ] and splits[1].origin < scored[0]
