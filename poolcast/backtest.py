@@ -132,6 +132,16 @@ class OriginSplit:
     scored: bool = True
 
 
+CALIBRATION_ORIGIN_ERRORS: tuple[type[BaseException], ...] = (
+    PoolcastError,
+    ArithmeticError,
+    np.linalg.LinAlgError,
+    ValueError,
+)
+"""Errors of a fit or forecast at a calibration origin that skip the origin (recorded in
+:attr:`CandidateBacktest.calibration_skipped`) instead of failing the candidate."""
+
+
 @dataclass(frozen=True)
 class CandidateBacktest:
     """One candidate's backtest over all origins.
@@ -169,6 +179,9 @@ class CandidateBacktest:
         ``month, pit`` and the ``res_<level>`` residuals of every forecast row with known
         truth, calibration origins included: the recalibration set of the published
         forecast (all its targets are at or before the as-of).
+    calibration_skipped : tuple of str
+        ``"<origin>: <error>"`` for each calibration origin whose fit or forecast failed
+        (:data:`CALIBRATION_ORIGIN_ERRORS`): its rows are missing from the recalibration set.
     """
 
     name: str
@@ -182,6 +195,7 @@ class CandidateBacktest:
     coverage: pl.DataFrame | None = None
     inactive: pl.DataFrame | None = None
     calibration_history: pl.DataFrame | None = None
+    calibration_skipped: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- splits
@@ -473,9 +487,7 @@ def prepare_splits(
             f"leaves room for {room} before the {n_origins} scored origins (horizons="
             f"{horizons}); lower calibration_origins or n_origins, or omit it"
         )
-    origins = rolling_origins(
-        panel, n_origins=n_origins + calibration_origins, horizons=horizons
-    )
+    origins = rolling_origins(panel, n_origins=n_origins + calibration_origins, horizons=horizons)
     return [
         replace(
             make_origin_split(panel, origin, feature_config=feature_config, plan=plan),
@@ -550,19 +562,20 @@ def stated_column(nominal: float) -> str:
     return f"stated_{round(nominal * 100)}"
 
 
-def stated_coverage(frame: pl.DataFrame, samples: np.ndarray, nominal: float) -> np.ndarray:
-    """The forecast's own probability of its published central interval, per row.
+def stated_coverage(lower: np.ndarray, upper: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    r"""The forecast's own probability of its interval, per row.
 
-    :math:`\hat P_i(\hat q_{i,lo} \le Y \le \hat q_{i,hi})` from the predictive draws, with
-    the interval's published (recalibrated, clipped) end points. For a continuous forecast
-    it is the nominal level; for counts it is higher, because an interval with integer end
-    points cannot hold exactly the nominal probability (a part with :math:`P(y=0) = 0.9`
-    has the 80% interval [0, 0], which holds 0.9). A calibrated count forecast's interval
-    coverage equals the mean of this, not the nominal level.
+    :math:`\hat P_i(l_i \le Y \le u_i)` from the predictive draws (rows of ``samples``).
+    For the raw central interval of a continuous forecast it is the nominal level; for
+    counts it is higher, because an interval with integer end points cannot hold exactly the
+    nominal probability (a part with :math:`P(y=0) = 0.9` has the 80% interval [0, 0],
+    which holds 0.9). A calibrated count forecast's raw interval coverage equals the mean of
+    this, not the nominal level.
     """
-    lo, hi = (frame.get_column(quantile_column(b)).to_numpy() for b in interval_levels(nominal))
     s = np.asarray(samples, dtype=float)
-    return ((s >= lo[:, None]) & (s <= hi[:, None])).mean(axis=1)
+    lo = np.asarray(lower, dtype=float)[:, None]
+    hi = np.asarray(upper, dtype=float)[:, None]
+    return ((s >= lo) & (s <= hi)).mean(axis=1)
 
 
 def _raw_coverage(history: pl.DataFrame) -> dict[float, float]:
@@ -934,7 +947,9 @@ def backtest_candidate(
         ``predict_distribution(rows, *, quantiles, n_samples, rng) -> Forecast``).
     splits : sequence of OriginSplit
         From :func:`prepare_splits`; a calibration origin (``scored=False``) is fitted and
-        forecast like the others, but its rows only join the recalibration set.
+        forecast like the others, but its rows only join the recalibration set, and when
+        its fit or forecast raises one of :data:`CALIBRATION_ORIGIN_ERRORS` it is skipped
+        (``calibration_skipped``) rather than failing the candidate.
     quantiles : sequence of float
         Service quantiles (pinball losses); the interval bounds 0.025, 0.1, 0.9 and 0.975
         and ``publish_quantiles`` are requested as well.
@@ -951,7 +966,8 @@ def backtest_candidate(
         earlier origins with a target month at or before the current origin are the
         calibration set. ``metrics`` gain ``raw_coverage_80/95`` (before recalibration),
         ``pit_coverage_80/95`` (:func:`pit_coverage` of the raw forecasts),
-        ``stated_coverage_80/95`` (:func:`stated_coverage`, NaN without draws),
+        ``stated_coverage_80/95`` (:func:`stated_coverage` of the raw intervals, to compare
+        with ``raw_coverage``; NaN without draws),
         ``recalibrated_origins`` and ``calibration_origins``.
 
     Returns
@@ -975,23 +991,32 @@ def backtest_candidate(
     coverage_rows: list[dict[str, Any]] = []
     calibration_history: pl.DataFrame | None = None
     n_recalibrated = n_calibration = 0
+    calibration_skipped: list[str] = []
     for split in splits:
-        model = factory()
         start = time.perf_counter()
-        model.fit(active_training_rows(split, inactive_months), history=split.history)
-        fit_seconds += time.perf_counter() - start
-        start = time.perf_counter()
-        fc = forecast_at_origin(
-            model,
-            split,
-            levels=levels,
-            n_samples=n_samples,
-            seed=seed,
-            inactive_months=inactive_months,
-            calibration=calibration,
-            calibration_history=calibration_history,
-            name=name,
-        )
+        try:
+            model = factory()
+            model.fit(active_training_rows(split, inactive_months), history=split.history)
+            fit_seconds += time.perf_counter() - start
+            start = time.perf_counter()
+            fc = forecast_at_origin(
+                model,
+                split,
+                levels=levels,
+                n_samples=n_samples,
+                seed=seed,
+                inactive_months=inactive_months,
+                calibration=calibration,
+                calibration_history=calibration_history,
+                name=name,
+            )
+        except CALIBRATION_ORIGIN_ERRORS as exc:
+            if split.scored:
+                raise
+            # a calibration origin has less history than the design guarantees the scored
+            # ones (e.g. no seasonal lag yet): its rows are lost, not the candidate
+            calibration_skipped.append(f"{split.origin}: {type(exc).__name__}: {exc}")
+            continue
         predict_seconds += time.perf_counter() - start
         n_recalibrated += fc.recalibrated and split.scored
         n_calibration += not split.scored
@@ -1006,8 +1031,9 @@ def backtest_candidate(
             crps[known] = crps_from_samples(y[known], s[known])
             pit_rng = np.random.default_rng([int(seed), _month_index(split.origin), 1])
             pit[known] = randomized_pit(y[known], s[known], pit_rng)
-            for nominal, p_in in stated.items():
-                p_in[:] = stated_coverage(fc.frame, s, nominal)
+            for nominal, p_in in stated.items():  # of the raw interval: what the draws say
+                lo, hi = (levels.index(b) for b in interval_levels(nominal))
+                p_in[:] = stated_coverage(fc.raw_quantiles[:, lo], fc.raw_quantiles[:, hi], s)
         else:
             qd = {lv: fc.frame.get_column(quantile_column(lv)).to_numpy() for lv in levels}
             crps[known] = crps_from_quantiles(y[known], {lv: v[known] for lv, v in qd.items()})
@@ -1067,6 +1093,7 @@ def backtest_candidate(
         coverage=pl.DataFrame(coverage_rows),
         inactive=inactive,
         calibration_history=calibration_history,
+        calibration_skipped=tuple(calibration_skipped),
     )
 
 

@@ -117,6 +117,8 @@ def compete(
     get_run_logger().info(
         "candidate %s: %s", name, {k: round(v, 4) for k, v in result.metrics.items()}
     )
+    for skipped in result.calibration_skipped:
+        get_run_logger().warning("candidate %s: calibration origin skipped: %s", name, skipped)
     if reasons:
         get_run_logger().warning("candidate %s is ineligible: %s", name, reasons[-1])
         return CandidateRun(result, report, ineligible_reason=" | ".join(dict.fromkeys(reasons)))

@@ -118,8 +118,7 @@ def build_backtest(panel, config: PipelineConfig) -> list[OriginSplit]:
     scored = [str(s.origin) for s in splits if s.scored]
     calibration = [str(s.origin) for s in splits if not s.scored]
     get_run_logger().info(
-        "backtest origins (%d): %s; calibration origins (%d, forecast for recalibration "
-        "only): %s",
+        "backtest origins (%d): %s; calibration origins (%d, forecast for recalibration only): %s",
         len(scored),
         ", ".join(scored),
         len(calibration),

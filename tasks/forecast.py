@@ -40,9 +40,7 @@ def refit(
             if result.calibration_history is not None:
                 calibration_history = result.calibration_history
             elif "month" in result.predictions.columns:
-                calibration_history = result.predictions.select(
-                    "month", "pit", pl.col("^res_.*$")
-                )
+                calibration_history = result.predictions.select("month", "pit", pl.col("^res_.*$"))
     return fit_champion(
         name,
         factories[name],

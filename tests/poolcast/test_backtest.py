@@ -706,15 +706,16 @@ def test_stated_coverage_is_the_probability_the_forecast_gives_its_own_interval(
     )
     # the 80% interval of Poisson(0.3) is [0, 1]: it holds P(y <= 1) (closed form), not 0.8
     assert frame["q_0.1"].max() == 0 and frame["q_0.9"].min() == 1
-    got = stated_coverage(frame, draws, 0.8)
+    got = stated_coverage(frame["q_0.1"].to_numpy(), frame["q_0.9"].to_numpy(), draws)
     assert got.mean() == pytest.approx(poisson.cdf(1, lam), abs=0.005)
     # a continuous forecast states the nominal level
     normal = rng.normal(10, 2, (n, 4000))
     frame = pl.DataFrame(
         {f"q_{b:g}": np.quantile(normal, b, axis=1) for b in (0.025, 0.1, 0.9, 0.975)}
     )
-    assert stated_coverage(frame, normal, 0.8).mean() == pytest.approx(0.8, abs=0.002)
-    assert stated_coverage(frame, normal, 0.95).mean() == pytest.approx(0.95, abs=0.002)
+    for lo, hi, nominal in (("q_0.1", "q_0.9", 0.8), ("q_0.025", "q_0.975", 0.95)):
+        got = stated_coverage(frame[lo].to_numpy(), frame[hi].to_numpy(), normal)
+        assert got.mean() == pytest.approx(nominal, abs=0.002)
 
 
 def test_the_backtest_reports_the_stated_coverage_of_the_scored_intervals() -> None:
@@ -738,3 +739,30 @@ def test_the_backtest_reports_the_stated_coverage_of_the_scored_intervals() -> N
         assert result.metrics[f"stated_coverage_{round(nominal * 100)}"] == pytest.approx(
             float(exact.mean()), abs=0.02
         )
+
+
+class _NeedsLongHistory(RecordingMovingAverage):
+    """Refuses to fit on training rows whose last origin is before a given month."""
+
+    first_origin: date = date(1900, 1, 1)
+
+    def fit(self, train: pl.DataFrame, *, history: pl.DataFrame | None = None) -> Self:
+        if train["origin"].max() < self.first_origin:
+            raise PoolcastError("history too short for this candidate")
+        return super().fit(train, history=history)
+
+
+def test_a_failing_calibration_origin_is_skipped_and_recorded_but_a_scored_one_fails() -> None:
+    panel = make_panel(n_sku=10, n_month=36, seed=3)
+    splits = prepare_splits(panel, feature_config=CONFIG, n_origins=3, calibration_origins=3)
+    kwargs = {"quantiles": QUANTILES, "n_samples": 50, "seed": 2, "calibration": "auto"}
+    # the training rows of origin T end at origin T - 1 (their target month is T)
+    _NeedsLongHistory.first_origin = _add_months(splits[1].origin, -1)
+    result = backtest_candidate("long", _NeedsLongHistory, splits, **kwargs)
+    (skipped,) = result.calibration_skipped
+    assert skipped.startswith(f"{splits[0].origin}: PoolcastError: history too short")
+    assert result.metrics["calibration_origins"] == 2
+    assert result.calibration_history.get_column("month").min() == _add_months(splits[1].origin, 1)
+    _NeedsLongHistory.first_origin = splits[3].origin  # the first scored origin fails
+    with pytest.raises(PoolcastError, match="history too short"):
+        backtest_candidate("long", _NeedsLongHistory, splits, **kwargs)

@@ -31,6 +31,6 @@ def test_load_validate_and_split_a_small_source(tmp_path):
     scored = [s.origin for s in splits if s.scored]
     assert len(scored) == 2 and scored[0] < scored[1]
     # H = 2 calibration origins (the default) just before the scored ones
-    assert [s.origin for s in splits if not s.scored] == [
-        s.origin for s in splits[:2]
-    ] and splits[1].origin < scored[0]
+    assert [s.origin for s in splits if not s.scored] == [s.origin for s in splits[:2]] and splits[
+        1
+    ].origin < scored[0]
