@@ -440,28 +440,6 @@ def prepare_splits(
         calibration origins.
     """
     horizons = feature_config.horizons
-    if n_origins is None:
-        n_origins = default_n_origins(horizons)
-        if panel.height:
-            span = (
-                _month_index(panel.get_column("month").max())
-                - _month_index(panel.get_column("month").min())
-                + 1
-            )
-            # earliest origin with a year of training targets per horizon (12 + H months of
-            # history: seasonality, trend and the seasonal lag identified) when the panel
-            # allows it, else the shortest history rolling_origins accepts
-            year = span - horizons - (MIN_HISTORY_MONTHS + horizons - 1)
-            n_origins = max(1, min(n_origins, year if year >= 1 else span - 2 * horizons))
-    elif (
-        isinstance(n_origins, bool)
-        or not isinstance(n_origins, int)
-        or not (1 <= n_origins <= MAX_ORIGINS)
-    ):
-        raise InvalidParameterError(
-            f"n_origins={n_origins!r}: must be an integer in 1..{MAX_ORIGINS} "
-            "([backtest] n_origins; omit it for the seasonal default)"
-        )
     span = (
         _month_index(panel.get_column("month").max())
         - _month_index(panel.get_column("month").min())
@@ -469,24 +447,27 @@ def prepare_splits(
         if panel.height
         else 0
     )
+    if n_origins is None:
+        n_origins = default_n_origins(horizons)
+        if panel.height:
+            # earliest origin with a year of training targets per horizon (12 + H months of
+            # history: seasonality, trend and the seasonal lag identified) when the panel
+            # allows it, else the shortest history rolling_origins accepts
+            year = span - horizons - (MIN_HISTORY_MONTHS + horizons - 1)
+            n_origins = max(1, min(n_origins, year if year >= 1 else span - 2 * horizons))
+    else:
+        _check_origin_count("n_origins", n_origins, 1, "omit it for the seasonal default")
     room = span - 2 * horizons - n_origins  # months left before the first scored origin
     if calibration_origins is None:
         calibration_origins = max(0, min(horizons, room))
-    elif (
-        isinstance(calibration_origins, bool)
-        or not isinstance(calibration_origins, int)
-        or not (0 <= calibration_origins <= MAX_ORIGINS)
-    ):
-        raise InvalidParameterError(
-            f"calibration_origins={calibration_origins!r}: must be an integer in "
-            f"0..{MAX_ORIGINS} ([backtest] calibration_origins; omit it for H)"
-        )
-    elif calibration_origins > max(room, 0) and room >= 0:
-        raise InvalidParameterError(
-            f"calibration_origins={calibration_origins}: the panel spans {span} months, which "
-            f"leaves room for {room} before the {n_origins} scored origins (horizons="
-            f"{horizons}); lower calibration_origins or n_origins, or omit it"
-        )
+    else:
+        _check_origin_count("calibration_origins", calibration_origins, 0, "omit it for H")
+        if calibration_origins > max(room, 0) and room >= 0:
+            raise InvalidParameterError(
+                f"calibration_origins={calibration_origins}: the panel spans {span} months, "
+                f"which leaves room for {room} before the {n_origins} scored origins "
+                f"(horizons={horizons}); lower calibration_origins or n_origins, or omit it"
+            )
     origins = rolling_origins(panel, n_origins=n_origins + calibration_origins, horizons=horizons)
     return [
         replace(
@@ -495,6 +476,14 @@ def prepare_splits(
         )
         for k, origin in enumerate(origins)
     ]
+
+
+def _check_origin_count(name: str, value: object, low: int, hint: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_ORIGINS:
+        raise InvalidParameterError(
+            f"{name}={value!r}: must be an integer in {low}..{MAX_ORIGINS} "
+            f"([backtest] {name}; {hint})"
+        )
 
 
 # --------------------------------------------------------------------------- one path
