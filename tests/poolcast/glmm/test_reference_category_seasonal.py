@@ -120,3 +120,16 @@ def test_a_new_sku_of_a_known_category_gets_the_categorys_shape(result):
         + (fe["fourier_c1"] + b["fourier_c1"]) * c
     )
     np.testing.assert_allclose(np.log(result.predict(rows)), expected, rtol=1e-12)
+
+
+def test_sku_ids_unique_across_categories_give_the_same_fit_as_category_sku(result, reference):
+    """The candidate writes the SKU terms on ``sku`` (ids are the panel's key): same model."""
+    formula = reference["formula"].replace("category:sku", "sku")
+    assert formula.count("| sku)") == 2
+    res = fit(formula, category_seasonal_panel(), family="negbin")
+    assert res.loglik == pytest.approx(result.loglik, abs=1e-6)
+    for name, value in result.fixef.items():
+        assert res.fixef[name] == pytest.approx(value, abs=1e-6), name
+    assert res.sd["sku.1"]["fourier_s1"] == pytest.approx(
+        result.sd["category:sku.1"]["fourier_s1"], rel=1e-5
+    )
