@@ -247,3 +247,23 @@ def test_skus_without_a_category_share_one_level(panel):
     res = est.results_[1]
     assert set(res.ranef["category"].get_column("level")) == {"C0", "C1", "C2", NO_CATEGORY}
     assert est.describe().convergence["h=1"]["n_categories"] == 3
+
+
+def test_the_category_reaches_the_model_through_the_feature_pipeline():
+    """simulate_panel (with a category column) -> poolcast.features -> the category level."""
+    from poolcast.config import FeatureConfig
+    from poolcast.features import build_forecast_frame, build_training_frame, make_feature_spec
+    from poolcast.simulate import simulate_panel
+
+    panel = simulate_panel(40, 30, family="negbin", seed=5, n_categories=4).frame
+    spec = make_feature_spec(panel, FeatureConfig(horizons=1))
+    train = build_training_frame(panel, spec)
+    assert train.get_column("category").null_count() == 0
+    est = _make().fit(train, history=panel)
+    assert CATEGORY_RANDOM in est.describe().formulas[1]
+    assert est.describe().convergence["h=1"]["n_categories"] == 4
+    rows = build_forecast_frame(panel, spec)
+    fc = est.predict_distribution(
+        rows, quantiles=(0.5,), n_samples=20, rng=np.random.default_rng(0)
+    )
+    assert fc.keys.height == 40 and np.all(np.isfinite(fc.mean))
