@@ -64,6 +64,7 @@ class _GlmmModel:
     slope_dropped: str | None
     warnings: list[str] = field(default_factory=list)
     warm_start_from: int | None = None
+    notes: dict[str, Any] = field(default_factory=dict)  # extra describe() entries
 
     @property
     def beta(self) -> np.ndarray:
@@ -165,7 +166,7 @@ class GlmmCandidate(CovariateCandidate):
         spec = self._covariate_spec(train_h)
         random, slope_dropped = self._random_part(spec)
         formula = spec.formula(random=random)
-        data = build_covariate_frame(spec, train_h)
+        data = self._design_frame(spec, train_h, formula)
         n_agq = self.n_agq if self.n_agq is not None else self._default_n_agq
         warm = getattr(self, "_warm_start", None)
         start = warm[2] if warm is not None and warm[1] == formula else None
@@ -225,6 +226,10 @@ class GlmmCandidate(CovariateCandidate):
         """The ``family`` argument of the engine fit (a hook for families with a parameter)."""
         return self._family
 
+    def _design_frame(self, spec: CovariateSpec, frame: pl.DataFrame, formula: str) -> pl.DataFrame:
+        """Hook: the engine's frame for ``formula`` (``sku``, ``sales`` and the covariates)."""
+        return build_covariate_frame(spec, frame)
+
     @property
     def results_(self) -> dict[int, Any]:
         self._check_is_fitted()
@@ -233,7 +238,7 @@ class GlmmCandidate(CovariateCandidate):
     def _predict_horizon(
         self, model: _GlmmModel, rows_h: pl.DataFrame, n_samples: int, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        data = build_covariate_frame(model.spec, rows_h.drop("sales", strict=False))
+        data = self._design_frame(model.spec, rows_h.drop("sales", strict=False), model.formula)
         res = model.results
         try:
             # an overflowing mean is clipped at the draws' bound (poolcast.glmm.simulate)
@@ -290,6 +295,7 @@ class GlmmCandidate(CovariateCandidate):
                 "random_slope_dropped": model.slope_dropped,
                 "warm_start_from_horizon": model.warm_start_from,
                 "dropped_covariates": model.spec.dropped,
+                **model.notes,
             },
         )
 
@@ -358,35 +364,63 @@ class GlmmTweedieRandomIntercept(GlmmCandidate):
         return res
 
 
+#: The category level of a SKU without a category (null in the feature frame).
+NO_CATEGORY = "(no category)"
+
+
 class GlmmNegBinSeasonal(GlmmNegBinRandomIntercept):
-    r"""NB2 GLMM with seasonality that belongs to the SKU: a random intercept and uncorrelated
-    random first-harmonic Fourier slopes per SKU, Laplace.
+    r"""NB2 GLMM with seasonality that belongs to the SKU and its category: random intercepts
+    and uncorrelated random first-harmonic Fourier slopes per category and per SKU, Laplace.
 
     .. math::
-       \log\mu_{it} = x_{it}^\top\beta + b_{i0} + u_{i1}\sin(2\pi m_t/12)
-       + u_{i2}\cos(2\pi m_t/12),\qquad b_{i0}\sim N(0,\sigma_0^2),\ u_{ik}\sim N(0,\sigma_k^2),
+       \log\mu_{it} = x_{it}^\top\beta + a_{c0} + b_{i0}
+       + (a_{c1} + u_{i1})\sin(2\pi m_t/12) + (a_{c2} + u_{i2})\cos(2\pi m_t/12),
 
-    i.e. ``sales ~ <shared covariates> + (1 | sku) + (0 + fourier_s1 + fourier_c1 || sku)``
-    (the formula reproduced against glmmTMB in tests/reference/glmm). The fixed Fourier
-    terms give the pooled seasonal shape; a SKU's own shape is shrunk towards it by the
-    estimated :math:`\sigma_k` (strongly for a short or noisy history).
+    with :math:`c = c(i)` the SKU's category, :math:`a_{c0}\sim N(0,\tau_0^2)`,
+    :math:`a_{ck}\sim N(0,\tau_k^2)`, :math:`b_{i0}\sim N(0,\sigma_0^2)`,
+    :math:`u_{ik}\sim N(0,\sigma_k^2)`, all independent, i.e.
+    ``sales ~ <shared covariates> + (1 | category) + (0 + fourier_s1 + fourier_c1 || category)
+    + (1 | sku) + (0 + fourier_s1 + fourier_c1 || sku)`` (reproduced against glmmTMB in
+    ``tests/poolcast/glmm/test_reference_category_seasonal.py``). The fixed Fourier terms give
+    the pooled seasonal shape, the category's slopes its category's shape, and a SKU's own
+    shape is shrunk towards its category's by :math:`\sigma_k` (strongly for a young or noisy
+    SKU, which then forecasts with about its category's shape, not the pooled one). A SKU
+    never seen in training gets its category's effects (its own are 0); an unseen category
+    gets the pooled ones.
+
+    The SKU terms are on ``sku``, not ``category:sku``: SKU ids are the panel's key, unique
+    across categories, so ``(1 | category) + (1 | sku)`` is the nested model
+    ``(1 | category/sku)`` (lme4 reads unique ids the same way; the reference test fits both
+    spellings to the same optimum), and the feature rows carry the category at the origin,
+    so a SKU that moves category keeps one SKU effect (under ``category:sku`` its history
+    would split into two SKUs and a forecast after the move would treat it as new).
 
     The seasonal slopes are used only when the horizon's training targets span at least
     ``min_months`` distinct months (two annual cycles by default) and the fixed part has both
     ``fourier_s1`` and ``fourier_c1``; otherwise the model is the random intercept and
-    ``describe().convergence["h=..."]["random_slope_dropped"]`` says why. Category-level
-    seasonal terms (``(1 | category) + (1 | category:sku)``) are not used.
+    ``describe().convergence["h=..."]["random_slope_dropped"]`` says why. The category level
+    is added to the slopes when the training frame has a ``category`` column with at least
+    ``min_categories`` distinct non-null categories; otherwise the model is the SKU-only
+    ``(1 | sku) + (0 + fourier_s1 + fourier_c1 || sku)`` and
+    ``describe().convergence["h=..."]["category_level_dropped"]`` says why (None when used;
+    ``"n_categories"`` beside it). SKUs without a category (null) share the level
+    ``"(no category)"``, in training and in forecasts alike.
 
     Parameters
     ----------
     min_months : int
-        Least number of distinct training target months for the SKU seasonal slopes.
+        Least number of distinct training target months for the seasonal slopes.
+    min_categories : int
+        Least number of distinct categories for the category level (a variance estimated
+        from two or three levels is little more than a guess).
     correlated : bool
-        Use ``(1 + fourier_s1 + fourier_c1 | sku)`` (an unstructured 3 x 3 covariance)
-        instead. One grouping term goes through the engine's block-diagonal path, which is
-        much cheaper: at 1k SKUs x 36 months 0.50 CPU-s against 14.8 for the ``||`` form,
-        which the engine splits into three terms on the same factor and solves as a sparse
-        system (benchmarks/README.md, ``family_benchmark.py``).
+        Use ``(1 + fourier_s1 + fourier_c1 | sku)`` (an unstructured 3 x 3 covariance) for
+        the SKU level instead (the category level stays uncorrelated: a 3 x 3 covariance
+        from a handful of categories is not estimable). One grouping term goes through the
+        engine's block-diagonal path, which is much cheaper without categories: at 1k SKUs x
+        36 months 0.50 CPU-s against 14.8 for the ``||`` form, which the engine splits into
+        three terms on the same factor and solves as a sparse system (benchmarks/README.md,
+        ``family_benchmark.py``).
     customer_terms, include_promo, n_agq, include_fixef_uncertainty, control
         As in :class:`GlmmCandidate`.
     """
@@ -395,6 +429,7 @@ class GlmmNegBinSeasonal(GlmmNegBinRandomIntercept):
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         **GlmmCandidate._parameter_constraints,
         "min_months": [Interval(int, 2, None)],
+        "min_categories": [Interval(int, 2, None)],
         "correlated": [bool],
     }
 
@@ -407,6 +442,7 @@ class GlmmNegBinSeasonal(GlmmNegBinRandomIntercept):
         include_fixef_uncertainty: bool = False,
         control: GlmmControl | None = None,
         min_months: int = 24,
+        min_categories: int = 3,
         correlated: bool = False,
     ) -> None:
         super().__init__(
@@ -417,14 +453,36 @@ class GlmmNegBinSeasonal(GlmmNegBinRandomIntercept):
             control=control,
         )
         self.min_months = min_months
+        self.min_categories = min_categories
         self.correlated = correlated
 
-    # its SKU seasonal slopes are on the Fourier terms, so the fixed part keeps them too
+    # its seasonal slopes are on the Fourier terms, so the fixed part keeps them too
     _seasonality: ClassVar[str] = "fourier"
+
+    _CATEGORY_TERMS: ClassVar[str] = "(1 | category) + (0 + fourier_s1 + fourier_c1 || category)"
 
     def _fit_horizon(self, train_h: pl.DataFrame, horizon: int) -> _GlmmModel:
         self._n_months = int(train_h.get_column("month").n_unique())
-        return super()._fit_horizon(train_h, horizon)
+        n_categories = (
+            int(train_h.get_column("category").drop_nulls().n_unique())
+            if "category" in train_h.columns
+            else 0
+        )
+        if "category" not in train_h.columns:
+            self._category_dropped = "the training frame has no category column"
+        elif n_categories < self.min_categories:
+            self._category_dropped = (
+                f"the training frame has {n_categories} categories, the category level needs "
+                f">= {self.min_categories} (min_categories)"
+            )
+        else:
+            self._category_dropped = None
+        model = super()._fit_horizon(train_h, horizon)
+        reason = self._category_dropped
+        if reason is None and not _uses_category(model.formula):
+            reason = f"no seasonal slopes: {model.slope_dropped}"
+        notes = {"category_level_dropped": reason, "n_categories": n_categories}
+        return replace(model, notes={**model.notes, **notes})
 
     def _random_part(self, spec: CovariateSpec) -> tuple[str, str | None]:
         n_months = getattr(self, "_n_months", 0)
@@ -437,19 +495,49 @@ class GlmmNegBinSeasonal(GlmmNegBinRandomIntercept):
         if missing:
             return "(1 | sku)", f"{missing} not in the fixed part ({spec.dropped})"
         if self.correlated:
-            return "(1 + fourier_s1 + fourier_c1 | sku)", None
-        return "(1 | sku) + (0 + fourier_s1 + fourier_c1 || sku)", None
+            sku = "(1 + fourier_s1 + fourier_c1 | sku)"
+        else:
+            sku = "(1 | sku) + (0 + fourier_s1 + fourier_c1 || sku)"
+        if getattr(self, "_category_dropped", "not checked") is None:
+            return f"{self._CATEGORY_TERMS} + {sku}", None
+        return sku, None
+
+    def _design_frame(self, spec: CovariateSpec, frame: pl.DataFrame, formula: str) -> pl.DataFrame:
+        data = super()._design_frame(spec, frame, formula)
+        if not _uses_category(formula):
+            return data
+        if "category" not in frame.columns:
+            raise DataContractError(
+                f"{self.name}: the model has category-level terms but the rows lack the "
+                "category column; build them with poolcast.features (build_forecast_frame)"
+            )
+        category = frame.get_column("category").cast(pl.String).fill_null(NO_CATEGORY)
+        return data.with_columns(category.alias("category"))
 
     def _report_horizon(self, model: _GlmmModel) -> HorizonReport:
         report = super()._report_horizon(model)
-        groups = [g for g in model.results.ranef if g.split(".")[0] == "sku" and g != "sku"]
+        ranef = model.results.ranef
+        if _uses_category(model.formula):
+            effects: dict[str, dict[str, float]] = {}
+            for group in (g for g in ranef if g.split(".")[0] == "category"):
+                for level, term, mode in ranef[group].select("level", "term", "mode").iter_rows():
+                    effects.setdefault(str(level), {})[str(term)] = float(mode)
+            report = replace(
+                report, convergence={**report.convergence, "category_effects": effects}
+            )
+        groups = [g for g in ranef if g.split(".")[0] == "sku" and g != "sku"]
         if not groups or report.random_effects is None:  # one term: all slopes already in
             return report
         extra = [
-            model.results.ranef[g].rename({"level": "sku"}).select("sku", "term", "mode", "cond_sd")
+            ranef[g].rename({"level": "sku"}).select("sku", "term", "mode", "cond_sd")
             for g in groups
         ]
         return replace(report, random_effects=pl.concat([report.random_effects, *extra]))
+
+
+def _uses_category(formula: str) -> bool:
+    """True when ``formula`` has a random term grouped by ``category``."""
+    return "| category)" in formula
 
 
 @dataclass
