@@ -199,8 +199,9 @@ class BacktestConfig:
     calibration_origins : int or None
         Origins in 0..12 before the scored ones whose forecasts only join the
         recalibration set, so the first scored origins are calibrated as the published
-        forecast is (:func:`poolcast.backtest.prepare_splits`). None (default): H, lowered
-        to what the panel allows; unused (0) with ``calibration = "none"``.
+        forecast is (:func:`poolcast.backtest.prepare_splits`). None (default): up to H,
+        each with 12 + H months of history like the default scored origins (none on a panel
+        too short for that); unused (0) with ``calibration = "none"``.
     n_samples : int
         Predictive samples drawn per row by candidates that simulate.
     candidates : tuple of str or None
