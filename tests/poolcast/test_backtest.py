@@ -707,6 +707,52 @@ def test_calibration_origins_are_lowered_when_implicit_and_refused_when_they_do_
         prepare_splits(short, feature_config=CONFIG, n_origins=6, calibration_origins=-1)
 
 
+def test_stated_coverage_is_the_probability_the_forecast_gives_its_own_interval() -> None:
+    from scipy.stats import poisson
+
+    rng = np.random.default_rng(5)
+    n, lam = 400, 0.3
+    draws = rng.poisson(lam, (n, 4000)).astype(float)
+    frame = pl.DataFrame(
+        {f"q_{b:g}": np.quantile(draws, b, axis=1) for b in (0.025, 0.1, 0.9, 0.975)}
+    )
+    # the 80% interval of Poisson(0.3) is [0, 1]: it holds P(y <= 1) (closed form), not 0.8
+    assert frame["q_0.1"].max() == 0 and frame["q_0.9"].min() == 1
+    got = stated_coverage(frame["q_0.1"].to_numpy(), frame["q_0.9"].to_numpy(), draws)
+    assert got.mean() == pytest.approx(poisson.cdf(1, lam), abs=0.005)
+    # a continuous forecast states the nominal level
+    normal = rng.normal(10, 2, (n, 4000))
+    frame = pl.DataFrame(
+        {f"q_{b:g}": np.quantile(normal, b, axis=1) for b in (0.025, 0.1, 0.9, 0.975)}
+    )
+    for lo, hi, nominal in (("q_0.1", "q_0.9", 0.8), ("q_0.025", "q_0.975", 0.95)):
+        got = stated_coverage(frame[lo].to_numpy(), frame[hi].to_numpy(), normal)
+        assert got.mean() == pytest.approx(nominal, abs=0.002)
+
+
+def test_the_backtest_reports_the_stated_coverage_of_the_scored_intervals() -> None:
+    panel = make_panel(n_sku=30, n_month=30, seed=4)
+    splits = prepare_splits(panel, feature_config=CONFIG, n_origins=2)
+    result = backtest_candidate(
+        "narrow", _TooNarrow, splits, quantiles=QUANTILES, n_samples=100, seed=1
+    )
+    p = result.predictions
+    # recomputed from the draws' law, not from the draws: rint(mean) + {-1, 0, 1}, each with
+    # probability 1/3, clipped at 0; the interval [lo, hi] holds the mass of those values in it
+    centre = np.rint(p["mean"].to_numpy())
+    for nominal, (lo_col, hi_col) in ((0.8, ("q_0.1", "q_0.9")), (0.95, ("q_0.025", "q_0.975"))):
+        lo, hi = p[lo_col].to_numpy(), p[hi_col].to_numpy()
+        exact = sum(
+            ((lo <= np.clip(centre + d, 0, None)) & (np.clip(centre + d, 0, None) <= hi)) / 3
+            for d in (-1, 0, 1)
+        )
+        column = f"stated_{round(nominal * 100)}"
+        assert p[column].is_not_null().all()
+        assert result.metrics[f"stated_coverage_{round(nominal * 100)}"] == pytest.approx(
+            float(exact.mean()), abs=0.02
+        )
+
+
 class _NeedsLongHistory(RecordingMovingAverage):
     """Refuses to fit on training rows whose last origin is before a given month."""
 
