@@ -17,6 +17,7 @@ Parts, results to ``benchmarks/bayes_results.json`` (and ``benchmarks/README.md`
 ``advi``      NUTS (defaults) against mean-field ADVI (the candidate's 20,000 iterations) at
               several panel sizes (``--rows 10000,36000,80000``: SKUs x 36 months): wall time,
               and how far ADVI's fixed-effect means are from NUTS's, in NUTS posterior SDs.
+              A later run with other ``--rows`` adds its sizes to the saved ``advi``.
 ``recovery``  several seeds of a smaller panel: does the 90% posterior interval of each fixed
               effect and variance component contain the truth (nominal rate 0.9)?
 ``laplace``   a two-level NB2 panel (no category level): posterior means against
@@ -313,7 +314,7 @@ def main() -> None:
         save(key, speed("--pymc" in sys.argv, draws, skus, months))
     if part in ("advi", "all"):
         rows = [int(r) for r in _arg("--rows", "10000,36000,80000").split(",")]
-        save("advi", advi(rows))
+        save("advi", results.get("advi", {}) | advi(rows))  # sizes add up over runs
     if part in ("recovery", "all"):
         seeds = int(_arg("--seeds", "5"))
         save(
