@@ -13,6 +13,8 @@ Run (Rossmann's first 100 stores, cut at 2015-04, last of 3 origins)::
         --cut /tmp/bayes3/ross100/input/rossmann_cut_2015-04.csv --mapping rossmann \\
         --as-of 2015-04 --config benchmarks/bayes_rossmann_100.toml \\
         --param centred,noncentred,centred+slope_nc --key rossmann_100_diagnosis
+
+``--tune`` / ``--draws`` (default 500 / 500, the candidate's) per chain.
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=None)
     ap.add_argument("--param", default="centred")
     ap.add_argument("--origin", type=int, default=-1, help="Index into the backtest origins.")
+    ap.add_argument("--tune", type=int, default=500)
+    ap.add_argument("--draws", type=int, default=500)
     ap.add_argument("--key", default=None, help="Save under this key in --out.")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
@@ -92,7 +96,9 @@ def main() -> None:
         )
         load0 = _load()
         t0 = time.perf_counter()
-        cand = make_candidate("bayes_nb2_hier", parameterization=param)
+        cand = make_candidate(
+            "bayes_nb2_hier", parameterization=param, tune=args.tune, draws=args.draws
+        )
         cand.fit(split.train, history=panel)
         wall = time.perf_counter() - t0
         model = next(iter(cand.models_.values()))
@@ -105,6 +111,8 @@ def main() -> None:
             "terms": list(model.data_terms),
             "parameterization": post.parameterization,
             "variant": variant or None,
+            "tune": args.tune,
+            "draws": args.draws,
             "wall_seconds": wall,
             "seconds": post.seconds,
             "diagnostics": post.diagnostics,
