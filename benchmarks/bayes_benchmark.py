@@ -6,11 +6,18 @@ Parts, results to ``benchmarks/bayes_results.json`` (and ``benchmarks/README.md`
               candidate's default sampler settings (nutpie, 2 chains x 500 tune + 500 draws,
               ``parameterization="auto"``): compile and sampling wall time, draws/s, min bulk
               ESS/s, the gate; the Laplace GLMM (``poolcast.glmm.fit``, two levels, the same
-              covariates) on the same data in the same run; PyMC's own NUTS with ``--pymc``
-              (fewer draws: ``--pymc-draws``, one chain).
+              covariates) on the same data in the same run; PyMC's own NUTS
+              (``pm.sample(nuts_sampler="pymc")``) with ``--pymc``, by default with the same
+              chains / tune / draws / seed and 2 cores (``--pymc-draws N``: N tune + N draws,
+              one chain, the older cheap setting). ``--skus`` / ``--months`` set the panel
+              (default 1000 x 36; other sizes are saved as ``speed_<skus>x<months>``). PyMC's
+              compile is timed separately (its ``logp_dlogp_function``, cold then warm) and
+              the warm re-compile that ``pm.sample`` repeats is subtracted from its wall time
+              to get its sampling time.
 ``advi``      NUTS (defaults) against mean-field ADVI (the candidate's 20,000 iterations) at
               several panel sizes (``--rows 10000,36000,80000``: SKUs x 36 months): wall time,
               and how far ADVI's fixed-effect means are from NUTS's, in NUTS posterior SDs.
+              A later run with other ``--rows`` adds its sizes to the saved ``advi``.
 ``recovery``  several seeds of a smaller panel: does the 90% posterior interval of each fixed
               effect and variance component contain the truth (nominal rate 0.9)?
 ``laplace``   a two-level NB2 panel (no category level): posterior means against
@@ -19,7 +26,8 @@ Parts, results to ``benchmarks/bayes_results.json`` (and ``benchmarks/README.md`
 Every part records the load average next to its times (the machine is shared).
 
 Run: ``PYTHONPATH=. python benchmarks/bayes_benchmark.py [speed|advi|recovery|laplace|all]
-[--pymc] [--pymc-draws 200] [--seeds 5] [--skus 100] [--months 36] [--rows ...] [--out FILE]``.
+[--pymc] [--pymc-draws N] [--key NAME] [--seeds 5] [--skus 100] [--months 36] [--rows ...] [--out FILE]``
+(``--skus`` defaults to 1000 for ``speed``, 100 for ``recovery`` / ``laplace``).
 """
 
 from __future__ import annotations
@@ -122,11 +130,26 @@ def _laplace(data: HierData) -> tuple[dict, object]:
     }, res
 
 
-def speed(pymc: bool, pymc_draws: int) -> dict:
-    sim = simulate_panel(1000, 36, family="negbin", seed=1)
+def _pymc_compile(data: HierData, parameterization: str) -> dict:
+    """Time PyMC's own NUTS compile (``logp_dlogp_function``, what ``pm.NUTS`` builds) cold
+    and warm: ``pm.sample`` compiles it again inside its wall time, from the warm cache."""
+    from poolcast.models._bayes_core import build_model
+
+    out = {}
+    for key in ("compile_cold", "compile_warm"):
+        model = build_model(data, parameterization=parameterization)
+        t0 = time.perf_counter()
+        with model:
+            model.logp_dlogp_function(ravel_inputs=True)
+        out[key] = time.perf_counter() - t0
+    return out
+
+
+def speed(pymc: bool, pymc_draws: int | None, n_skus: int = 1000, n_months: int = 36) -> dict:
+    sim = simulate_panel(n_skus, n_months, family="negbin", seed=1)
     data = design(sim.frame, categories=True)
-    out: dict = {"skus": 1000, "months": 36, "rows": int(data.y.size)}
-    row, post = _timed_fit(data, method="nuts", chains=2, tune=500, draws=500, seed=1)
+    out: dict = {"skus": n_skus, "months": n_months, "rows": int(data.y.size)}
+    row, post = _timed_fit(data, method="nuts", chains=2, tune=500, draws=500, seed=1, cores=2)
     row |= {
         "sku_sd": post.sku_sd().mean(axis=0).tolist(),
         "category_sd": post.category_sd.mean(axis=0).tolist(),
@@ -135,11 +158,40 @@ def speed(pymc: bool, pymc_draws: int) -> dict:
     out["nutpie"] = row
     print("nutpie", json.dumps(row, default=float), flush=True)
     if pymc:
-        row, _ = _timed_fit(
-            data, method="nuts_pymc", chains=1, tune=pymc_draws, draws=pymc_draws, seed=1
+        chains, n = (2, 500) if pymc_draws is None else (1, pymc_draws)
+        compile_s = _pymc_compile(data, post.parameterization)
+        row, post_p = _timed_fit(
+            data,
+            method="nuts_pymc",
+            chains=chains,
+            tune=n,
+            draws=n,
+            seed=1,
+            cores=chains,
+            parameterization=post.parameterization,
         )
+        sample_s = row["seconds"]["sample"] - compile_s["compile_warm"]
+        row |= {
+            "seconds": row["seconds"] | compile_s | {"sample_minus_warm_compile": sample_s},
+            "draws_per_second": chains * n / sample_s,
+            "ess_bulk_min_per_second": row["ess_bulk_min"] / sample_s,
+            "beta_mean": post_p.beta.mean(axis=0).tolist(),
+        }
         out["pymc"] = row
         print("pymc", json.dumps(row, default=float), flush=True)
+        nut = out["nutpie"]
+        pymc_wall = row["wall_seconds"] + compile_s["compile_cold"]
+        out["nutpie_speedup_over_pymc"] = {  # > 1: nutpie faster
+            "wall": pymc_wall / nut["wall_seconds"],
+            "sampling": sample_s / nut["seconds"]["sample"],
+            "draws_per_second": nut["draws_per_second"] / row["draws_per_second"],
+            "ess_bulk_min_per_second": nut["ess_bulk_min_per_second"]
+            / row["ess_bulk_min_per_second"],
+            "compile": compile_s["compile_cold"] / nut["seconds"]["compile"],
+            "note": "> 1: nutpie faster; pymc wall = its separate cold compile + the pm.sample "
+            "wall (which re-compiles from the warm cache); draws/s and ESS/s on sampling time",
+        }
+        print("speedup", out["nutpie_speedup_over_pymc"], flush=True)
     out["laplace_glmm"], _ = _laplace(data)
     print("laplace", out["laplace_glmm"], flush=True)
     return out
@@ -255,10 +307,14 @@ def main() -> None:
         out.write_text(json.dumps(results, indent=2, default=float))
 
     if part in ("speed", "all"):
-        save("speed", speed("--pymc" in sys.argv, int(_arg("--pymc-draws", "200"))))
+        skus, months = int(_arg("--skus", "1000")), int(_arg("--months", "36"))
+        draws = int(_arg("--pymc-draws", "0")) or None
+        key = "speed" if (skus, months) == (1000, 36) else f"speed_{skus}x{months}"
+        key = _arg("--key", key)  # e.g. a repeat of the same panel
+        save(key, speed("--pymc" in sys.argv, draws, skus, months))
     if part in ("advi", "all"):
         rows = [int(r) for r in _arg("--rows", "10000,36000,80000").split(",")]
-        save("advi", advi(rows))
+        save("advi", results.get("advi", {}) | advi(rows))  # sizes add up over runs
     if part in ("recovery", "all"):
         seeds = int(_arg("--seeds", "5"))
         save(

@@ -27,6 +27,10 @@ Steps
 
 Nothing after C is used to choose or fit anything; the months after C are read only in step 5.
 
+``--skus N`` keeps only the first N SKUs of the source file (in file order; for Rossmann the
+file is sorted by store, so stores 1..N): the subset is written under ``--work-dir``/input
+(never into the repository) and used as the source of every step, cut, plan and truth alike.
+
 Usage::
 
     .venv/bin/python benchmarks/heldout.py --data online_retail --cutoff 2011-08 \\
@@ -100,6 +104,17 @@ def write_cut(data: str, source: Path, cutoff: date, out_dir: Path) -> tuple[Pat
         plan_path = out_dir / f"{data}_plan_{months[0]}_{months[-1]}.csv"
         plan.write_csv(plan_path)
     return cut_path, plan_path
+
+
+def write_subset(data: str, source: Path, n_skus: int, out_dir: Path) -> Path:
+    """The source rows of its first ``n_skus`` SKUs (file order), as a CSV under out_dir."""
+    sku_col = load_mapping(data).columns["sku"]
+    raw = _read_raw(source)
+    first = raw.get_column(sku_col).unique(maintain_order=True).head(n_skus)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{data}_first_{n_skus}_skus.csv"
+    raw.filter(pl.col(sku_col).is_in(first.implode())).write_csv(path)
+    return path
 
 
 def _poolcast_cmd() -> list[str]:
@@ -194,6 +209,72 @@ def read_published(db: Path) -> tuple[dict[str, Any], pl.DataFrame]:
         ).pivot(on="level", index=keys, values="value", aggregate_function="first")
         points = points.join(wide, on=keys, how="left")
     return run, points
+
+
+LEADERBOARD_COLUMNS = (
+    "candidate",
+    "status",
+    "scaled_pinball",
+    "mase",
+    "wape",
+    "coverage_80",
+    "coverage_95",
+    "raw_coverage_80",
+    "raw_coverage_95",
+    "crps",
+    "n",
+    "fit_seconds",
+    "error",
+)
+DIAGNOSTICS = ("rhat_max", "ess_bulk_min", "ess_tail_min", "divergences", "bfmi_min")
+
+
+def read_leaderboard(db: Path) -> list[dict[str, Any]]:
+    """The latest run's backtest leaderboard (``poolcast leaderboard``'s rows)."""
+    from poolcast.publish import read_latest_leaderboard
+
+    _, board = read_latest_leaderboard(db)
+    return board.select(c for c in LEADERBOARD_COLUMNS if c in board.columns).to_dicts()
+
+
+def read_diagnostics(mlflow_db: Path, run_id: str | None = None) -> dict[str, dict[str, Any]]:
+    """MCMC diagnostics and sampler tags of the candidate child runs that logged them (the
+    Bayesian candidate: its last backtest origin's fit), latest child run per candidate."""
+    import sqlite3
+
+    if not mlflow_db.exists():
+        return {}
+    con = sqlite3.connect(f"file:{mlflow_db}?mode=ro", uri=True)
+    try:
+        keys = ",".join("?" * len(DIAGNOSTICS))
+        rows = con.execute(
+            "SELECT r.run_uuid, r.name, r.start_time, m.key, m.value FROM latest_metrics m "
+            f"JOIN runs r ON r.run_uuid = m.run_uuid WHERE m.key IN ({keys}) "
+            "ORDER BY r.start_time",
+            DIAGNOSTICS,
+        ).fetchall()
+        out: dict[str, dict[str, Any]] = {}
+        for run_uuid, name, _, key, value in rows:
+            entry = out.setdefault(name, {})
+            if entry.get("mlflow_run_id") != run_uuid:
+                entry.clear()
+                entry["mlflow_run_id"] = run_uuid
+            entry[key] = value
+        for entry in out.values():
+            tags = con.execute(
+                "SELECT key, value FROM tags WHERE run_uuid = ? AND key LIKE 'poolcast.%'",
+                (entry["mlflow_run_id"],),
+            ).fetchall()
+            entry |= dict(tags)
+            params = con.execute(
+                "SELECT key, value FROM params WHERE run_uuid = ? AND key IN "
+                "('method', 'parameterization', 'chains', 'tune', 'draws')",
+                (entry["mlflow_run_id"],),
+            ).fetchall()
+            entry |= {f"param.{k}": v for k, v in params}
+    finally:
+        con.close()
+    return out
 
 
 def _qcol(level: float) -> str:
@@ -313,6 +394,9 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--config", type=Path, default=None, help="Passed to poolcast run.")
     parser.add_argument(
+        "--skus", type=int, default=None, help="Keep only the first N SKUs of the source file."
+    )
+    parser.add_argument(
         "--skip-run", action="store_true", help="Score an existing --work-dir without running."
     )
     parser.add_argument("--out", type=Path, default=None)
@@ -325,6 +409,8 @@ def main() -> None:
     gap_policy = resolve_gap_policy(ValidationConfig(), mapping)
     targets = [_add_months(cutoff, k) for k in range(1, HORIZONS + 1)]
 
+    if args.skus is not None:
+        source = write_subset(args.data, source, args.skus, work / "input")
     cut, plan = write_cut(args.data, source, cutoff, work / "input")
     plan_passed = plan is not None and run_supports_plan()
     run_seconds = None
@@ -333,6 +419,8 @@ def main() -> None:
             cut, args.data, cutoff, work, plan if plan_passed else None, args.config
         )
     run, published = read_published(work / "outputs.duckdb")
+    board = read_leaderboard(work / "outputs.duckdb")
+    diagnostics = read_diagnostics(work / "mlflow.db")
     published = published.filter(pl.col("month").is_in(targets))
     levels = sorted(
         {round(float(c[2:]), 6) for c in published.columns if c.startswith("q_")}
@@ -391,9 +479,16 @@ def main() -> None:
         f"unknown truth rows left out: {n_unknown:,}; plan passed: {plan_passed}\n"
     )
     print("\n".join(lines))
+    print("\nbacktest leaderboard:")
+    for r in board:
+        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
+    if diagnostics:
+        print("MCMC diagnostics (last origin's fit):", json.dumps(diagnostics, indent=1))
     record = {
         "data": args.data,
         "source": str(source),
+        "skus_subset": args.skus,
+        "config": str(args.config) if args.config else None,
         "cutoff": _month_text(cutoff),
         "scored_months": [_month_text(t) for t in targets],
         "gap_policy": gap_policy,
@@ -407,6 +502,8 @@ def main() -> None:
         "plan_file": str(plan) if plan else None,
         "plan_passed": plan_passed,
         "run_seconds": run_seconds,
+        "leaderboard": board,
+        "mcmc_diagnostics": diagnostics,
         "results": results,
         "table": "\n".join(lines),
     }

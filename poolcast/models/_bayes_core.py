@@ -218,6 +218,7 @@ def build_model(
     priors: dict[str, float] | None = None,
     parameterization: str = "noncentred",
     centre_category_slope: bool = False,
+    centre_sku_slope: bool = True,
 ):
     """The PyMC model of the module docstring (coordinates: term, sku, category, effect).
 
@@ -235,6 +236,12 @@ def build_model(
     their scale is often near 0, where a centred level is a funnel (``benchmarks/README.md``).
     ``"centred_sku"``: the SKU level centred, the category level non-centred
     (:math:`m_c = \\mu + \\tau\\circ u_c`), for categories of few SKUs.
+    ``centre_sku_slope=False`` (centred forms with a random slope; experimental, not used by
+    the candidate): the SKU intercepts stay centred but the SKU slopes are sampled given them,
+    non-centred: with :math:`\\Sigma = LL^T`, :math:`\\theta_{i0} \\sim N(m_0, L_{00})` and
+    :math:`\\theta_{i1} = m_1 + L_{10}(\\theta_{i0} - m_0)/L_{00} + L_{11} z_i`,
+    :math:`z_i \\sim N(0, 1)`: the same bivariate normal, without the funnel of a centred slope
+    whose SD is near 0 (Rossmann's store promo slopes, ``benchmarks/README.md``).
     """
     import pymc as pm
     import pytensor.tensor as pt
@@ -334,7 +341,19 @@ def build_model(
                 pm.Deterministic("category_effect", m - mean_vec, dims=("category", "effect"))
             else:
                 sku_mean = pt.zeros((len(data.sku_levels), k)) + mean_vec
-            if k == 2:
+            if k == 2 and not centre_sku_slope:
+                # intercepts centred, slopes non-centred given them (the same MvNormal)
+                theta0 = pm.Normal("sku_level_intercept", sku_mean[:, 0], chol[0, 0], dims="sku")
+                z1 = pm.Normal("sku_slope_z", 0.0, 1.0, dims="sku")
+                theta1 = (
+                    sku_mean[:, 1]
+                    + chol[1, 0] * (theta0 - sku_mean[:, 0]) / chol[0, 0]
+                    + chol[1, 1] * z1
+                )
+                theta = pm.Deterministic(
+                    "sku_level", pt.stack([theta0, theta1], axis=1), dims=("sku", "effect")
+                )
+            elif k == 2:
                 theta = pm.MvNormal("sku_level", mu=sku_mean, chol=chol, dims=("sku", "effect"))
             else:
                 theta = pm.Normal("sku_level", sku_mean, sd, dims=("sku", "effect"))
@@ -445,6 +464,7 @@ def fit_posterior(
     priors: dict[str, float] | None = None,
     parameterization: str = "auto",
     centred: bool | None = None,
+    centre_sku_slope: bool = True,
 ) -> Posterior:
     """Build the model, sample it (nutpie NUTS, PyMC's own NUTS, or ADVI) and keep the draws.
 
@@ -458,13 +478,21 @@ def fit_posterior(
         See :func:`build_model`; ``"auto"`` resolves with :func:`choose_parameterization`.
     centred : bool, optional
         Older spelling: True / False = ``"centred"`` / ``"noncentred"`` (overrides).
+    centre_sku_slope : bool
+        See :func:`build_model` (False: experimental, for the benchmarks).
     """
     import pymc as pm
 
     if centred is not None:  # the older boolean spelling
         parameterization = "centred" if centred else "noncentred"
     param = choose_parameterization(data, parameterization)
-    model = build_model(data, family=family, priors=priors, parameterization=param)
+    model = build_model(
+        data,
+        family=family,
+        priors=priors,
+        parameterization=param,
+        centre_sku_slope=centre_sku_slope,
+    )
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     if method == "nuts":

@@ -177,6 +177,28 @@ def test_centred_model_log_density_is_the_closed_form() -> None:
     assert logp == pytest.approx(expected, rel=1e-9)
 
 
+def test_sku_slopes_non_centred_given_the_intercepts_is_the_same_model() -> None:
+    """``centre_sku_slope=False`` samples (theta_i0, z_i) with theta_i1 = m_1 + L10 (theta_i0 -
+    m_0) / L00 + L11 z_i instead of theta_i: the same bivariate normal, so at matching points
+    the two log densities differ by the Jacobian of z -> theta_1, sum_i log L11."""
+    data = _tiny([5, 5, 5, 5], slope_shift=0.25)
+    nc = build_model(data, family="poisson", parameterization="centred", centre_sku_slope=False)
+    c = build_model(data, family="poisson", parameterization="centred")
+    rng = np.random.default_rng(3)
+    point = {k: v + rng.normal(0.0, 0.3, np.shape(v)) for k, v in nc.initial_point().items()}
+    (theta_graph,) = nc.replace_rvs_by_values([nc["sku_level"]])
+    level = nc.compile_fn(
+        theta_graph, inputs=nc.value_vars, mode="FAST_COMPILE", on_unused_input="ignore"
+    )
+    theta = level(point)
+    l11 = level(point | {"sku_slope_z": point["sku_slope_z"] + 1.0})[:, 1] - theta[:, 1]
+    assert np.all(l11 > 0)
+    shared = {k: v for k, v in point.items() if k not in ("sku_level_intercept", "sku_slope_z")}
+    logp_nc = float(nc.compile_fn(nc.logp(), mode="FAST_COMPILE")(point))
+    logp_c = float(c.compile_fn(c.logp(), mode="FAST_COMPILE")(shared | {"sku_level": theta}))
+    assert logp_nc == pytest.approx(logp_c + np.log(l11).sum(), rel=1e-9)
+
+
 def test_centred_outputs_map_back_to_the_noncentred_coordinates() -> None:
     """The deterministics of the centred model: category_effect = m_c - mu, sku_effect =
     theta_i - m_c(i), beta[promo] = the mean slope, intercept = mu_0 + mean slope * shift
