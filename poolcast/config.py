@@ -193,8 +193,8 @@ class BacktestConfig:
         Quantile recalibration from the candidate's own earlier backtest errors (targets at
         or before each origin only): "conformal" always applies the scaled split-conformal
         shift of :func:`poolcast.backtest.conformal_shifts`; "auto" (default) applies it,
-        widening only, at an origin where the candidate's raw 80% or 95% coverage on those
-        earlier rows is more than 5 points below nominal; "pit" remaps the levels instead
+        widening only, to the levels whose one-sided hit rate on those earlier rows is off
+        by more than 2.5 points (half the 5-point interval aim, one per end); "pit" remaps the levels instead
         (:func:`poolcast.backtest.pit_recalibrate`); "none" never.
     calibration_origins : int or None
         Origins in 0..12 before the scored ones whose forecasts only join the

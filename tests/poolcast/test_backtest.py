@@ -778,3 +778,24 @@ def test_a_failing_calibration_origin_is_skipped_and_recorded_but_a_scored_one_f
     _NeedsLongHistory.first_origin = splits[3].origin  # the first scored origin fails
     with pytest.raises(PoolcastError, match="history too short"):
         backtest_candidate("long", _NeedsLongHistory, splits, **kwargs)
+
+
+def test_auto_widens_only_the_levels_hit_at_the_wrong_rate() -> None:
+    origin = date(2023, 6, 1)
+    rng = np.random.default_rng(7)
+    n = 4000
+    levels = (0.025, 0.1, 0.5, 0.9, 0.975)
+    # residuals r = (y - q_tau) / w: a level is hit when r <= 0, so N(0, 1) - z_tau is a level
+    # hit at rate tau; the 0.975 level here is hit only at rate 0.90 (z_0.90 instead)
+    z = NormalDist().inv_cdf
+    cols = {residual_column(q): rng.normal(0, 1, n) - z(q) for q in levels}
+    cols[residual_column(0.975)] = rng.normal(0, 1, n) - z(0.90)
+    hist = pl.DataFrame({"month": [date(2023, 5, 1)] * n} | cols)
+    auto = conformal_shifts(levels, hist, origin=origin, mode="auto")
+    assert auto[0.025] == auto[0.1] == auto[0.5] == auto[0.9] == 0.0
+    # the widening is the 0.975-quantile of that level's residuals: z_0.975 - z_0.90 in theory
+    assert auto[0.975] == pytest.approx(z(0.975) - z(0.90), abs=0.08)
+    # a level hit within the tolerance (0.96 for 0.975) is left alone
+    cols[residual_column(0.975)] = rng.normal(0, 1, n) - z(0.96)
+    near = pl.DataFrame({"month": [date(2023, 5, 1)] * n} | cols)
+    assert conformal_shifts(levels, near, origin=origin, mode="auto") == {}
