@@ -17,3 +17,22 @@ def _no_run_logger():
     """``get_run_logger()`` outside a run raises; tests of ``.fn()`` run with it disabled."""
     with disable_run_logger():
         yield
+
+
+@pytest.fixture
+def make_config(tmp_path):
+    """``make_config(source, toml)``: the run's config as ``poolcast run --source source
+    --config <toml> --mapping contract --work-dir <tmp>/w`` resolves it."""
+    from tasks import data
+
+    def make(source, toml: str):
+        (tmp_path / "c.toml").write_text(toml)
+        return data.resolve_config.fn(
+            str(tmp_path / "c.toml"),
+            source=str(source),
+            mapping="contract",
+            as_of=None,
+            work_dir=str(tmp_path / "w"),
+        )
+
+    return make

@@ -8,20 +8,12 @@ from poolcast.simulate import simulate_panel
 from tasks import data
 
 
-def test_load_validate_and_split_a_small_source(tmp_path):
+def test_load_validate_and_split_a_small_source(tmp_path, make_config):
     panel = simulate_panel(3, 26, seed=9).frame.with_columns(pl.col("month").cast(pl.String))
     bad = pl.DataFrame({"sku": ["SKU_X"], "month": ["2020-02-01"], "sales": [-1]})
     source = tmp_path / "sales.csv"
     pl.concat([panel, bad], how="diagonal_relaxed").write_csv(source)
-    (tmp_path / "c.toml").write_text("[features]\nhorizons = 2\n[backtest]\nn_origins = 2\n")
-
-    config = data.resolve_config.fn(
-        str(tmp_path / "c.toml"),
-        source=str(source),
-        mapping="contract",
-        as_of=None,
-        work_dir=str(tmp_path / "w"),
-    )
+    config = make_config(source, "[features]\nhorizons = 2\n[backtest]\nn_origins = 2\n")
     assert config.features.horizons == 2 and config.source == str(source)
     validated = data.validate.fn(data.load.fn(config), config)
     assert (validated.counts.rows_in, validated.counts.rows_quarantined) == (3 * 26 + 1, 1)

@@ -11,18 +11,11 @@ from poolcast.simulate import simulate_panel
 from tasks import data, forecast
 
 
-def test_the_published_forecast_calibrates_on_the_calibration_origins_too(tmp_path):
+def test_the_published_forecast_calibrates_on_the_calibration_origins_too(tmp_path, make_config):
     panel = simulate_panel(20, 36, seed=4).frame.with_columns(pl.col("month").cast(pl.String))
     source = tmp_path / "sales.csv"
     panel.drop("promo").write_csv(source)
-    (tmp_path / "c.toml").write_text("[features]\nhorizons = 2\n[backtest]\nn_origins = 2\n")
-    config = data.resolve_config.fn(
-        str(tmp_path / "c.toml"),
-        source=str(source),
-        mapping="contract",
-        as_of=None,
-        work_dir=str(tmp_path / "w"),
-    )
+    config = make_config(source, "[features]\nhorizons = 2\n[backtest]\nn_origins = 2\n")
     validated = data.validate.fn(data.load.fn(config), config)
     splits = data.build_backtest.fn(validated.panel, config)
     assert sum(not s.scored for s in splits) == 2  # the default: H calibration origins

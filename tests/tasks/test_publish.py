@@ -12,7 +12,7 @@ from poolcast.simulate import simulate_panel
 from tasks import data, forecast, publish
 
 
-def _validated(tmp_path, toml: str):
+def _validated(tmp_path, make_config, toml: str):
     panel = simulate_panel(4, 26, seed=3).frame.with_columns(
         pl.col("month").cast(pl.String), (pl.col("sales") // 3).alias("on_hand")
     )
@@ -27,22 +27,16 @@ def _validated(tmp_path, toml: str):
     )
     source = tmp_path / "sales.csv"
     pl.concat([panel, bad], how="diagonal_relaxed").write_csv(source)
-    (tmp_path / "c.toml").write_text(toml)
-    config = data.resolve_config.fn(
-        str(tmp_path / "c.toml"),
-        source=str(source),
-        mapping="contract",
-        as_of=None,
-        work_dir=str(tmp_path / "w"),
-    )
+    config = make_config(source, toml)
     return config, data.validate.fn(data.load.fn(config), config)
 
 
-def test_the_inventory_task_uses_the_champion_samples_and_the_config(tmp_path):
+def test_the_inventory_task_uses_the_champion_samples_and_the_config(tmp_path, make_config):
     from poolcast.models.baselines import SeasonalNaive
 
     config, validated = _validated(
         tmp_path,
+        make_config,
         "[features]\nhorizons = 3\n[backtest]\nn_samples = 300\n"
         "[inventory]\nlead_time_months = 2\nreview_period_months = 1\nservice_level = 0.8\n",
     )
@@ -78,8 +72,8 @@ def test_the_inventory_task_uses_the_champion_samples_and_the_config(tmp_path):
     assert first["order_quantity"] == max(0.0, expected["order_up_to"] - last["on_hand"])
 
 
-def test_the_month_tables_hold_the_quarantined_rows_with_their_rules(tmp_path):
-    _, validated = _validated(tmp_path, "[features]\nhorizons = 2\n")
+def test_the_month_tables_hold_the_quarantined_rows_with_their_rules(tmp_path, make_config):
+    _, validated = _validated(tmp_path, make_config, "[features]\nhorizons = 2\n")
     tables = publish.publication_tables(
         validated,
         pl.DataFrame({"sku": ["a"]}),
