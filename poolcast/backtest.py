@@ -449,13 +449,14 @@ def prepare_splits(
         if panel.height
         else 0
     )
+    # origins with a year of training targets per horizon (12 + H months of history:
+    # seasonality, trend and the seasonal lag identified) the panel allows
+    year = span - horizons - (MIN_HISTORY_MONTHS + horizons - 1)
     if n_origins is None:
         n_origins = default_n_origins(horizons)
         if panel.height:
-            # earliest origin with a year of training targets per horizon (12 + H months of
-            # history: seasonality, trend and the seasonal lag identified) when the panel
-            # allows it, else the shortest history rolling_origins accepts
-            year = span - horizons - (MIN_HISTORY_MONTHS + horizons - 1)
+            # as many of those as the default asks when the panel allows it, else the
+            # shortest history rolling_origins accepts
             n_origins = max(1, min(n_origins, year if year >= 1 else span - 2 * horizons))
     else:
         _check_origin_count("n_origins", n_origins, 1, "omit it for the seasonal default")
@@ -467,7 +468,6 @@ def prepare_splits(
         # history had scaled residuals at the 0.99 level of 1.2-1.8 against 0.5 later, and
         # widened the NB2 GLMMs' well-covering intervals until their scaled pinball went
         # from 0.345 to 3.9)
-        year = span - horizons - (MIN_HISTORY_MONTHS + horizons - 1)
         calibration_origins = max(0, min(horizons, room, year - n_origins))
     else:
         _check_origin_count("calibration_origins", calibration_origins, 0, "omit it for H")
