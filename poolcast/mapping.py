@@ -23,6 +23,9 @@ any other mapping is loaded from its path. The format::
     open_days = "OpenDays"          # (used when the source has them; may reuse a source
     promo_days = "PromoDays"        #  column already mapped, e.g. PromoDays -> promo too)
 
+    [plan_transforms]               # plan column = how the covariate models enter it
+    open_days = "log1p"             # (default "identity"; see PLAN_TRANSFORMS)
+
     [source]                        # how to read the source
     separator = ","                 # CSV field separator
     table = "sales"                 # SQL: a table name ...
@@ -38,6 +41,12 @@ for the months after the as-of they come from a separate plan source
 (``poolcast run --plan``, read through the same mapping; see :mod:`poolcast.plan`). Their
 names must be lower-case identifiers that are not contract or feature names. ``promo``
 (the contract's 0/1 flag) is a plan column as well.
+
+``[plan_transforms]`` says how the covariate models (GLM, GEE, GLMM) enter a plan column:
+``"identity"`` (the default, centred at its training mean) or ``"log1p"``, log(1 + x), for
+an exposure such as open days, to which a month's sales are proportional rather than
+exponential in (the design term is then ``log1p_<name>``; the data, the plan file and the
+published tables keep the value as it is).
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ from poolcast.errors import InvalidParameterError
 __all__ = [
     "CONTRACT_COLUMNS",
     "OPTIONAL_CONTRACT_COLUMNS",
+    "PLAN_TRANSFORMS",
     "REQUIRED_CONTRACT_COLUMNS",
     "RESERVED_PLAN_NAMES",
     "Mapping",
@@ -70,10 +80,14 @@ RESERVED_PLAN_NAMES: frozenset[str] = frozenset(
     {*CONTRACT_COLUMNS, "is_gap", "origin", "horizon", "t", "month_of_year", "n_history", "_row"}
 )
 _PLAN_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-_PLAN_NAME_PREFIXES = ("fourier_", "sales_", "cust_", "log_customers", "_")
+_PLAN_NAME_PREFIXES = ("fourier_", "sales_", "cust_", "log_customers", "log1p_", "_")
+
+#: The transforms ``[plan_transforms]`` may name (see :mod:`poolcast.models._design`).
+PLAN_TRANSFORMS: tuple[str, ...] = ("identity", "log1p")
 
 _TOP_KEYS = {
     "plan_columns",
+    "plan_transforms",
     "name",
     "description",
     "gap_policy",
@@ -113,6 +127,9 @@ class Mapping:
         Plan column -> source column: numeric values known in advance for the forecast
         months (used when the source has them). A source column already mapped in
         ``columns`` may be reused (Rossmann: PromoDays -> promo and -> promo_days).
+    plan_transforms : dict of str to str
+        Plan column -> how the covariate models enter it (:data:`PLAN_TRANSFORMS`; a plan
+        column left out is ``"identity"``).
     description : str
         Free text (where the source comes from, why the choices).
     path : Path or None
@@ -130,6 +147,7 @@ class Mapping:
     description: str = ""
     path: Path | None = None
     plan_columns: dict[str, str] = field(default_factory=dict)
+    plan_transforms: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         where = f"mapping {self.name!r}"
@@ -201,6 +219,17 @@ class Mapping:
             raise InvalidParameterError(
                 f"{where}: [plan_columns] map source column(s) {dupes} more than once"
             )
+        for plan_name, transform in self.plan_transforms.items():
+            if plan_name not in self.plan_columns:
+                raise InvalidParameterError(
+                    f"{where}: [plan_transforms] {plan_name!r} is not a [plan_columns] name "
+                    f"({sorted(self.plan_columns)})"
+                )
+            if transform not in PLAN_TRANSFORMS:
+                raise InvalidParameterError(
+                    f"{where}: [plan_transforms] {plan_name} = {transform!r}; use one of "
+                    f"{list(PLAN_TRANSFORMS)}"
+                )
         if self.gap_policy is not None and self.gap_policy not in _GAP_POLICIES:
             raise InvalidParameterError(
                 f"{where}: gap_policy must be one of {list(_GAP_POLICIES)}, got {self.gap_policy!r}"
@@ -298,4 +327,5 @@ def _from_toml(text: str, *, where: str, path: Path | None, stem: str) -> Mappin
         description=str(raw.get("description", "")),
         path=path,
         plan_columns=dict(raw.get("plan_columns", {})),
+        plan_transforms=dict(raw.get("plan_transforms", {})),
     )

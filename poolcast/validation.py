@@ -179,6 +179,9 @@ class ValidationResult:
         complete or partial).
     plan_columns : tuple of str
         The plan columns (Float64, after the contract columns) the panel carries.
+    plan_transforms : dict of str to str
+        The mapping's ``[plan_transforms]`` of those plan columns (how the covariate models
+        enter them; the panel keeps the values as they are).
     """
 
     panel: pl.DataFrame
@@ -189,6 +192,7 @@ class ValidationResult:
     source: str = ""
     as_of_note: str = ""
     plan_columns: tuple[str, ...] = ()
+    plan_transforms: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -416,6 +420,9 @@ def validate_panel(
         source=loaded.source,
         as_of_note=chosen.note,
         plan_columns=plan_columns,
+        plan_transforms={
+            c: t for c, t in loaded.mapping.plan_transforms.items() if c in plan_columns
+        },
     )
 
 

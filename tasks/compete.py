@@ -36,7 +36,11 @@ def candidate_lineup(
     panel = validated.panel
     has_promo = bool(panel.get_column("promo").max() or 0)
     plan_columns = panel_plan_columns(panel)
-    kwargs: dict[str, Any] = {"plan_columns": plan_columns} if len(plan_columns) > 1 else {}
+    kwargs: dict[str, Any] = (
+        {"plan_columns": plan_columns, "plan_transforms": dict(validated.plan_transforms)}
+        if len(plan_columns) > 1
+        else {}
+    )
     if "sales" in panel.columns:  # Croston / TSB / ADIDA only for intermittent demand
         kwargs["intermittent"] = is_intermittent(panel)
     return default_candidates(

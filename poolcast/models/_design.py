@@ -17,10 +17,13 @@ Transformations, frozen from the training frame and applied unchanged to forecas
   missing). A forecast row with a null in a covariate that was never missing in training
   gets the same documented mean fill (the covariate contributes its average effect);
   no model sees a median;
-* the continuous covariates (``t`` and the customer features) are centred at their
-  training mean, so the intercept is the log mean at average trend and customers and
-  the IRLS / PIRLS problems are well conditioned. Fourier terms and ``promo`` are not
-  centred. Slopes are unchanged by centring.
+* the continuous covariates (``t``, the customer features and the plan columns other than
+  ``promo``) are centred at their training mean, so the intercept is the log mean at
+  average trend and customers and the IRLS / PIRLS problems are well conditioned. Fourier
+  terms and ``promo`` are not centred. Slopes are unchanged by centring;
+* a plan term ``log1p_<column>`` (the mapping's ``[plan_transforms]``, see
+  :func:`plan_term`) is log(1 + x) of the plan column, derived from it wherever a design
+  is built, so the forecast rows and the plan keep the column as it is.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ __all__ = [
     "build_covariates",
     "build_design",
     "make_covariate_spec",
+    "plan_term",
+    "plan_term_column",
 ]
 
 FOURIER_COLUMNS: tuple[str, ...] = ("fourier_s1", "fourier_c1", "fourier_s2", "fourier_c2")
@@ -53,6 +58,51 @@ MONTH_COLUMNS: tuple[str, ...] = tuple(f"moy_{k}" for k in range(2, 13))
 
 SEASONALITY_MIN_MONTHS = 18
 """``seasonality="auto"`` uses :data:`MONTH_COLUMNS` from this many distinct target months."""
+
+
+#: Prefix of a plan term derived as log(1 + x) from its plan column.
+LOG1P_PREFIX = "log1p_"
+
+
+def plan_term(column: str, transform: str = "identity") -> str:
+    """The design term of a plan column under a ``[plan_transforms]`` transform.
+
+    >>> plan_term("open_days", "log1p")
+    'log1p_open_days'
+    """
+    if transform == "identity":
+        return column
+    if transform == "log1p":
+        return LOG1P_PREFIX + column
+    raise InvalidParameterError(
+        f"plan transform {transform!r} of {column!r}: use 'identity' or 'log1p'"
+    )
+
+
+def plan_term_column(term: str) -> str:
+    """The plan column a design term reads (``log1p_open_days`` -> ``open_days``)."""
+    return term.removeprefix(LOG1P_PREFIX)
+
+
+def _with_derived_terms(frame: pl.DataFrame, terms: tuple[str, ...] | list[str]) -> pl.DataFrame:
+    """``frame`` plus the ``log1p_<column>`` terms it lacks, from their plan columns (a
+    negative value, which validation quarantines, gives null rather than NaN)."""
+    derived = [
+        t
+        for t in terms
+        if t.startswith(LOG1P_PREFIX)
+        and t not in frame.columns
+        and plan_term_column(t) in frame.columns
+    ]
+    if not derived:
+        return frame
+    return frame.with_columns(
+        pl.when(pl.col(plan_term_column(t)) >= 0)
+        .then(pl.col(plan_term_column(t)).cast(pl.Float64).log1p())
+        .otherwise(None)
+        .alias(t)
+        for t in derived
+    )
 
 
 def _is_centred(name: str) -> bool:
@@ -115,7 +165,7 @@ def make_covariate_spec(
     plan_terms : tuple of str
         Further plan columns at the target month (``open_days``, ``promo_days``, ...; see
         ``poolcast.features.FeatureSpec.plan_columns``), used when they vary; centred at
-        their training mean.
+        their training mean. ``log1p_<column>`` enters log(1 + column) (:func:`plan_term`).
     seasonality : {"auto", "fourier", "month", "none"}
         ``"fourier"``: the two-harmonic Fourier terms (a smooth yearly shape);
         ``"month"``: month-of-year indicators ``moy_2..moy_12`` (any shape, e.g. a December
@@ -160,6 +210,7 @@ def make_covariate_spec(
     if include_promo:
         wanted.append("promo")
     wanted += [c for c in plan_terms if c != "promo" and c not in wanted]
+    train = _with_derived_terms(train, plan_terms)
     dropped: dict[str, str] = {}
     if not include_promo:
         dropped["promo"] = "excluded by include_promo=False"
@@ -227,6 +278,7 @@ def build_covariates(spec: CovariateSpec, frame: pl.DataFrame) -> np.ndarray:
     """Covariate matrix (n, len(spec.terms)): indicators of missing values, nulls set to the
     documented fill, continuous terms centred."""
     derived = {f"{c}{MISSING_SUFFIX}": c for c in spec.indicators}
+    frame = _with_derived_terms(frame, spec.terms)
     months = [t for t in spec.terms if t in MONTH_COLUMNS and t not in frame.columns]
     if months and "month_of_year" in frame.columns:
         moy = frame.get_column("month_of_year")

@@ -39,7 +39,7 @@ from poolcast.glmm import fit as glmm_fit
 from poolcast.glmm.ar1 import ar1_latent_moments
 from poolcast.glmm.simulate import MAX_POISSON_RATE
 from poolcast.glmm.terms import design_for_newdata
-from poolcast.models._design import build_covariate_frame, make_covariate_spec
+from poolcast.models._design import build_covariate_frame, make_covariate_spec, plan_term_column
 from poolcast.models._validation import validate_parameters
 from poolcast.models.base import Candidate, HorizonReport, record_warnings
 from poolcast.models.classical import _history_from_train
@@ -183,9 +183,10 @@ class GlmmNegBinAr1(Candidate):
 
     @property
     def required_plan_columns(self) -> tuple[str, ...]:  # type: ignore[override]
-        """``promo`` (when ``include_promo``) and the ``plan_terms``."""
+        """``promo`` (when ``include_promo``) and the plan columns of the ``plan_terms``
+        (``log1p_open_days`` needs ``open_days``)."""
         promo = ("promo",) if self.include_promo else ()
-        return promo + tuple(c for c in self.plan_terms if c != "promo")
+        return promo + tuple(plan_term_column(c) for c in self.plan_terms if c != "promo")
 
     @property
     def formula(self) -> str:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from poolcast.errors import InvalidParameterError
+from poolcast.models._design import plan_term
 from poolcast.models.base import Candidate
 from poolcast.models.baselines import MovingAverage, SeasonalNaive
 from poolcast.models.bayes import BayesNegBinHierarchical
@@ -121,6 +122,7 @@ def default_candidates(
     n_skus: int | None = None,
     agq_max_skus: int = AGQ_MAX_SKUS,
     plan_columns: tuple[str, ...] = (),
+    plan_transforms: dict[str, str] | None = None,
     intermittent: bool | None = None,
 ) -> dict[str, Callable[[], Candidate]]:
     """Factories of the default line-up, keyed by candidate name, in a stable order.
@@ -150,6 +152,10 @@ def default_candidates(
         those other than ``promo`` as ``plan_terms`` (known-future values at the target
         month, e.g. Rossmann's open and holiday days) and then need them for the forecast
         months (``required_plan_columns``).
+    plan_transforms : dict of str to str, optional
+        The mapping's ``[plan_transforms]``: a plan column named there enters the covariate
+        candidates transformed (``{"open_days": "log1p"}``: the term ``log1p_open_days``;
+        :func:`poolcast.models._design.plan_term`).
     intermittent : bool or None
         :func:`poolcast.models.classical.is_intermittent` of the panel (at least 30% of the
         observed SKU-months are zero). False leaves Croston, TSB and ADIDA out of the default
@@ -177,7 +183,10 @@ def default_candidates(
         if intermittent is False:
             chosen = [n for n in chosen if n not in _INTERMITTENT]
     customer_terms = "log" if has_customers else "none"
-    extra_plan = tuple(c for c in plan_columns if c != "promo")
+    transforms = plan_transforms or {}
+    extra_plan = tuple(
+        plan_term(c, transforms.get(c, "identity")) for c in plan_columns if c != "promo"
+    )
     factories: dict[str, Callable[[], Candidate]] = {}
     for name in chosen:
         cls = CANDIDATE_CLASSES[name]

@@ -25,6 +25,7 @@ def test_rossmann_mapping() -> None:
     }
     assert m.binarise == {"promo": 12}
     assert m.gap_policy == "missing"
+    assert m.plan_transforms == {"open_days": "log1p"}
 
 
 def test_online_retail_mapping_uses_shop_customers_and_zero_gaps() -> None:
@@ -87,6 +88,20 @@ def test_missing_file(tmp_path: Path) -> None:
         ('[columns]\nsku = "a"\nmonth = "b"\nsales = "c"\n[binarise]\nsales = 3\n', "binarise"),
         ('colums = 1\n[columns]\nsku = "a"\nmonth = "b"\nsales = "c"\n', "unknown key"),
         ("[columns\n", "not valid TOML"),
+        (
+            '[columns]\nsku = "a"\nmonth = "b"\nsales = "c"\n[plan_columns]\nopen_days = "d"\n'
+            '[plan_transforms]\nopen_day = "log1p"\n',
+            r"\[plan_transforms\] 'open_day' is not a \[plan_columns\] name",
+        ),
+        (
+            '[columns]\nsku = "a"\nmonth = "b"\nsales = "c"\n[plan_columns]\nopen_days = "d"\n'
+            '[plan_transforms]\nopen_days = "sqrt"\n',
+            r"open_days = 'sqrt'; use one of \['identity', 'log1p'\]",
+        ),
+        (
+            '[columns]\nsku = "a"\nmonth = "b"\nsales = "c"\n[plan_columns]\nlog1p_days = "d"\n',
+            "must be a lower-case identifier",
+        ),
     ],
 )
 def test_invalid_mappings(tmp_path: Path, text: str, match: str) -> None:

@@ -270,6 +270,9 @@ def test_rossmann_cut_gives_a_complete_plan_for_the_next_three_months(tmp_path: 
     history = validate_panel(load_source(sales_out, "rossmann"))
     assert history.counts.last_month == date(2015, 4, 1)
     assert history.counts.rows_quarantined == 0
+    # the panel keeps open days as they are; the covariate models enter log(1 + open days)
+    assert history.plan_transforms == {"open_days": "log1p"}
+    assert history.panel.get_column("open_days").max() == raw["OpenDays"].cast(pl.Float64).max()
     plan = validate_plan(
         load_plan_source(plan_out, "rossmann"),
         as_of=date(2015, 4, 1),

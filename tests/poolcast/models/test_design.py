@@ -10,7 +10,12 @@ import pytest
 
 from poolcast.errors import DataContractError, InvalidParameterError
 from poolcast.models import PooledPoissonGlm
-from poolcast.models._design import build_covariates, make_covariate_spec
+from poolcast.models._design import (
+    build_covariates,
+    make_covariate_spec,
+    plan_term,
+    plan_term_column,
+)
 from tests.poolcast.models._frames import simulate_feature_frame, split_last_month
 
 
@@ -129,3 +134,33 @@ def test_month_of_year_indicators_from_18_training_months_fourier_before():
     assert "fourier_s1" in fixed.terms and "moy_2" not in fixed.terms
     with pytest.raises(InvalidParameterError, match="seasonality"):
         make_covariate_spec(long, seasonality="weekly")
+
+
+def test_a_log1p_plan_term_is_derived_from_its_plan_column_in_training_and_forecast_rows():
+    # [plan_transforms] open_days = "log1p": the design enters log(1 + open_days), centred at
+    # its training mean, while the frames keep open_days as it is
+    sim = simulate_feature_frame(n_sku=10, n_months=26, horizons=(1,), seed=54)
+    rng = np.random.default_rng(3)
+    frame = sim.frame.with_columns(
+        pl.Series("open_days", rng.integers(0, 32, sim.frame.height).astype(float))
+    )
+    train, test = split_last_month(frame)
+    spec = make_covariate_spec(train, plan_terms=("log1p_open_days",))
+    assert "log1p_open_days" in spec.terms and "open_days" not in spec.terms
+    j = spec.terms.index("log1p_open_days")
+    expected_centre = np.log1p(train.get_column("open_days").to_numpy()).mean()
+    assert spec.centres[j] == pytest.approx(expected_centre)
+    x = build_covariates(spec, test)
+    np.testing.assert_allclose(
+        x[:, j], np.log1p(test.get_column("open_days").to_numpy()) - expected_centre
+    )
+    assert "log1p_open_days" not in test.columns  # derived, not written into the frame
+
+
+def test_plan_terms_map_back_to_their_plan_columns():
+    assert plan_term("open_days", "log1p") == "log1p_open_days"
+    assert plan_term("promo_days") == "promo_days"
+    assert plan_term_column("log1p_open_days") == "open_days"
+    assert plan_term_column("promo_days") == "promo_days"
+    with pytest.raises(InvalidParameterError, match="'sqrt' of 'open_days'"):
+        plan_term("open_days", "sqrt")

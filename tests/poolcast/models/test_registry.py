@@ -77,3 +77,21 @@ def test_lineup_runs_on_the_real_feature_pipeline():
             assert "log_customers" in est.describe().formulas[1], name
     assert rows.get_column("horizon").unique().sort().to_list() == [1, 2, 3]
     assert train.filter(pl.col("sales").is_null()).height == 0
+
+
+def test_plan_transforms_give_the_covariate_candidates_log1p_terms_that_need_the_raw_column():
+    plan = ("promo", "open_days", "promo_days")
+    lineup = default_candidates(
+        has_customers=True,
+        has_promo=True,
+        plan_columns=plan,
+        plan_transforms={"open_days": "log1p"},
+    )
+    for name in ("glmm_nb2_ri", "glmm_nb2_ar1", "glm_nb2_pooled", "gee_poisson_ar1"):
+        candidate = lineup[name]()
+        assert candidate.plan_terms == ("log1p_open_days", "promo_days"), name
+        # the plan must carry open_days, the column the term is derived from
+        assert candidate.required_plan_columns == ("promo", "open_days", "promo_days"), name
+    plain = default_candidates(has_customers=True, has_promo=True, plan_columns=plan)
+    assert plain["glmm_nb2_ri"]().plan_terms == ("open_days", "promo_days")
+    assert lineup["seasonal_naive"]().required_plan_columns == ()
