@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from poolcast.glmm._selinv import row_inverse_blocks, schur_applies
 from poolcast.glmm.pirls import PirlsResult
 
 __all__ = ["laplace_deviance", "laplace_gradient"]
@@ -127,7 +128,9 @@ def laplace_gradient(
 def _sparse_gradient(
     objective: Any, pr: PirlsResult, *, nb_theta: float | None = None
 ) -> tuple[np.ndarray, np.ndarray, float | None]:
-    r"""The same gradient for several factors, with a dense H^{-1} (q up to ``grad_q_max``).
+    r"""The same gradient for several factors, from the entries of H^{-1} among each row's
+    columns: by a Schur complement when all blocks but the largest are small
+    (:mod:`poolcast.glmm._selinv`), else from a dense H^{-1} (q up to ``grad_q_max``).
 
     Row i of Z Λ has K non-zeros (columns ``cols[i]``, values ``vals[i]``), so
     :math:`s_i = \sum_{a,b} v_{ia} v_{ib} (H^{-1})_{c_{ia} c_{ib}}` and
@@ -136,20 +139,23 @@ def _sparse_gradient(
     d, sysm, fam = objective.design, objective.system, objective.family
     w, X, y = d.weights, d.X, d.y
     cols, vals = sysm.cols, sysm.vals
-    K = cols.shape[1]
-    Hinv = pr.factor.solve(np.eye(sysm.q))
-    Hinv = 0.5 * (Hinv + Hinv.T)
-    s = np.zeros(len(y))
-    for a in range(K):
-        for b in range(K):
-            s += vals[:, a] * vals[:, b] * Hinv[cols[:, a], cols[:, b]]
     D = w * pr.h
+    # M[i] = H^{-1} among row i's columns: by the Schur complement onto the small blocks when
+    # one block is large and the rest small (poolcast.glmm._selinv), else from a dense H^{-1}
+    if schur_applies(sysm):
+        M = row_inverse_blocks(sysm, D)
+    else:
+        Hinv = pr.factor.solve(np.eye(sysm.q))
+        Hinv = 0.5 * (Hinv + Hinv.T)
+        M = Hinv[cols[:, :, None], cols[:, None, :]]
+    s = np.einsum("ia,iab,ib->i", vals, M, vals)
     c_vec = w * pr.h3 * s
-    v = Hinv @ sysm.crossprod(c_vec)
+    v = pr.factor.solve(sysm.crossprod(c_vec))
     wg = w * pr.g
     grad_beta = X.T @ (-2.0 * wg + c_vec - D * sysm.re_eta(v))
     grad_theta = np.empty(d.n_theta)
-    for blk, (start, G, k) in zip(d.blocks, sysm.layout, strict=True):
+    offsets = np.cumsum([0] + [k for _, _, k in sysm.layout])
+    for blk, (start, G, k), off in zip(d.blocks, sysm.layout, offsets, strict=False):
         rows_t, cols_t = blk.tril_index()
         for t, (r, cc) in enumerate(zip(rows_t, cols_t, strict=True)):
             pos = start + blk.level_index * k + cc
@@ -159,9 +165,8 @@ def _sparse_gradient(
             rho[start + np.arange(G) * k + cc] += np.bincount(
                 blk.level_index, weights=wg * zr, minlength=G
             )
-            hinv_a = np.zeros(len(y))
-            for a in range(K):
-                hinv_a += Hinv[pos, cols[:, a]] * vals[:, a]
+            # (H^{-1} a_i)[pos_i]: pos_i is the column at position off + cc of row i's pattern
+            hinv_a = np.einsum("ia,ia->i", M[:, off + cc, :], vals)
             grad_theta[blk.theta_slice.start + t] = (
                 ((-2.0 * wg + c_vec) * e).sum()
                 + 2.0 * (D * zr * hinv_a).sum()

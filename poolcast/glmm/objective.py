@@ -14,6 +14,7 @@ import numpy as np
 
 from poolcast.errors import InvalidParameterError
 from poolcast.glmm._resystem import make_system
+from poolcast.glmm._selinv import schur_applies
 from poolcast.glmm.control import GlmmControl
 from poolcast.glmm.families import Family, get_family
 from poolcast.glmm.laplace import laplace_deviance, laplace_gradient
@@ -78,13 +79,15 @@ class Objective:
 
     @property
     def analytic_gradient(self) -> bool:
-        """True when the exact gradient is available (Laplace; several factors need q <= grad_q_max)."""
+        """True when the exact gradient is available (Laplace; several factors need q <=
+        grad_q_max, or all blocks but the largest small: poolcast.glmm._selinv)."""
         if self.n_agq != 1:
             return False
         return (
             self.system.single
             or getattr(self.system, "ar1", False)
             or self.system.q <= self.control.grad_q_max
+            or schur_applies(self.system)
         )
 
     def mode(self, theta, beta=None, nb_theta=None) -> PirlsResult:
