@@ -12,6 +12,7 @@ Two implementations share one interface (flat ``u`` of length q, level-major ins
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 from scipy.sparse.linalg import splu
 
+from poolcast.glmm._selinv import diagonal_blocks, schur_applies
 from poolcast.glmm.terms import GlmmDesign
 
 __all__ = ["BlockFactor", "BlockSystem", "SparseFactor", "SparseSystem", "make_system"]
@@ -201,8 +203,15 @@ class SparseFactor:
             return sla.cho_solve(self.chol, rhs, check_finite=False)
         return self.lu.solve(rhs)
 
+    #: Set by :meth:`SparseSystem.factor`: the system and the weights H was built from, so
+    #: :meth:`cond_cov` can take the Schur complement (:mod:`poolcast.glmm._selinv`).
+    system: Any = None
+    D: np.ndarray | None = None
+
     def cond_cov(self) -> list[np.ndarray]:
         """Diagonal k x k blocks of H^{-1}, per block: list of (G_b, k_b, k_b)."""
+        if self.system is not None and schur_applies(self.system):
+            return diagonal_blocks(self.system, self.D)
         out = []
         for start, G, k in self.layout:
             blocks = np.empty((G, k, k))
@@ -289,13 +298,18 @@ class SparseSystem:
             )
             H = H + np.triu(H, 1).T
             H[np.diag_indices(self.q)] += 1.0
-            return SparseFactor(H, True, self.layout)
+            return self._with_source(SparseFactor(H, True, self.layout), D)
         off = self.pair_rows != self.pair_cols
         rows = np.concatenate([self.pair_rows, self.pair_cols[off], np.arange(self.q)])
         cols = np.concatenate([self.pair_cols, self.pair_rows[off], np.arange(self.q)])
         data = np.concatenate([prod, prod[off], np.ones(self.q)])
         H = sp.csc_matrix((data, (rows, cols)), shape=(self.q, self.q))
-        return SparseFactor(H, False, self.layout)
+        return self._with_source(SparseFactor(H, False, self.layout), D)
+
+    def _with_source(self, factor: SparseFactor, D: np.ndarray) -> SparseFactor:
+        # a shallow copy: set_theta replaces self.vals, so the copy keeps this H's values
+        factor.system, factor.D = copy.copy(self), D
+        return factor
 
 
 def make_system(design: GlmmDesign, dense_max: int = 3000) -> BlockSystem | SparseSystem:

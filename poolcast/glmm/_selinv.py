@@ -26,11 +26,18 @@ blocks of :math:`A^{-1} + W S^{-1} W^\top` are formed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["SCHUR_DENSE_MAX", "SCHUR_M_MAX", "row_inverse_blocks", "schur_applies"]
+__all__ = [
+    "SCHUR_DENSE_MAX",
+    "SCHUR_M_MAX",
+    "diagonal_blocks",
+    "row_inverse_blocks",
+    "schur_applies",
+]
 
 #: Largest number of random effects outside the largest block (the dense Schur complement).
 SCHUR_M_MAX = 1500
@@ -68,24 +75,29 @@ def schur_applies(system: Any) -> bool:
     return 0 < m <= SCHUR_M_MAX and G * k * m <= SCHUR_DENSE_MAX
 
 
-def row_inverse_blocks(system: Any, D: np.ndarray) -> np.ndarray:
-    r"""The (n, K, K) blocks :math:`M_i = (H^{-1})_{c_i c_i}` of
-    :math:`H = \Lambda^\top Z^\top \operatorname{diag}(D) Z \Lambda + I` (current theta of
-    ``system``), in the column order of ``system.cols``.
+@dataclass(frozen=True)
+class _SchurParts:
+    """The pieces of :math:`H^{-1}` the callers read (see the module docstring)."""
 
-    Parameters
-    ----------
-    system : SparseSystem
-        With at least two grouping factors and :func:`schur_applies` true.
-    D : np.ndarray
-        (n,) weights of the rows (prior weight times the PIRLS weight).
-    """
+    members: list[int]  # the big factor's blocks
+    pa: np.ndarray  # its positions in a row's pattern, block by block
+    pc: np.ndarray  # the other positions
+    level: np.ndarray  # (n,) the row's level of the big factor
+    small_index: np.ndarray  # (q,) a column's index among the m small ones (-1.. for big)
+    small_cols: np.ndarray  # (n, K - k) the row's small columns, renumbered
+    Haa: np.ndarray  # (G, k, k) diagonal blocks of the big part of H^{-1}
+    P: np.ndarray  # (G, k, m) W S^{-1}
+    Sinv: np.ndarray  # (m, m)
+
+
+def _schur_parts(system: Any, D: np.ndarray) -> _SchurParts:
+    """A^{-1}, S^{-1}, W S^{-1} and the diagonal blocks of the big part of H^{-1} for weights D."""
     split = _split(system)
     if split is None or not schur_applies(system):  # pragma: no cover - guarded by the caller
         raise ValueError("the Schur complement does not apply to this system")
     members, G, k = split
     cols, vals = system.cols, system.vals
-    n, K = cols.shape
+    K = cols.shape[1]
     offsets = np.cumsum([0] + [kk for _, _, kk in system.layout])
     # the big factor's positions in a row's pattern (its k effects, block by block) and the rest
     pa = np.concatenate([np.arange(offsets[b], offsets[b + 1]) for b in members])
@@ -131,11 +143,48 @@ def row_inverse_blocks(system: Any, D: np.ndarray) -> np.ndarray:
     P = (W.reshape(G * k, m) @ Sinv).reshape(G, k, m)  # W S^{-1}
     Haa = Ainv + np.einsum("gim,gjm->gij", P, W)  # diagonal blocks of the big part
 
+    return _SchurParts(members, pa, pc, level, small_index, small_cols, Haa, P, Sinv)
+
+
+def row_inverse_blocks(system: Any, D: np.ndarray) -> np.ndarray:
+    r"""The (n, K, K) blocks :math:`M_i = (H^{-1})_{c_i c_i}` of
+    :math:`H = \Lambda^\top Z^\top \operatorname{diag}(D) Z \Lambda + I` (current theta of
+    ``system``), in the column order of ``system.cols``.
+
+    Parameters
+    ----------
+    system : SparseSystem
+        With at least two grouping factors and :func:`schur_applies` true.
+    D : np.ndarray
+        (n,) weights of the rows (prior weight times the PIRLS weight).
+    """
+    sp = _schur_parts(system, D)
+    pa, pc, level, small_cols = sp.pa, sp.pc, sp.level, sp.small_cols
+    n, K = system.cols.shape
+    k = len(pa)
     M = np.empty((n, K, K))
-    M[:, pa[:, None], pa[None, :]] = Haa[level]
+    M[:, pa[:, None], pa[None, :]] = sp.Haa[level]
     # -W S^{-1} at (row's level, row's small columns)
-    Hac = -P[level[:, None, None], np.arange(k)[None, :, None], small_cols[:, None, :]]
+    Hac = -sp.P[level[:, None, None], np.arange(k)[None, :, None], small_cols[:, None, :]]
     M[:, pa[:, None], pc[None, :]] = Hac
     M[:, pc[:, None], pa[None, :]] = np.swapaxes(Hac, 1, 2)
-    M[:, pc[:, None], pc[None, :]] = Sinv[small_cols[:, :, None], small_cols[:, None, :]]
+    M[:, pc[:, None], pc[None, :]] = sp.Sinv[small_cols[:, :, None], small_cols[:, None, :]]
     return M
+
+
+def diagonal_blocks(system: Any, D: np.ndarray) -> list[np.ndarray]:
+    """The diagonal k_b x k_b blocks of :math:`H^{-1}` of every block (one (G_b, k_b, k_b)
+    array each, the layout of ``SparseFactor.cond_cov``), from the Schur parts."""
+    sp = _schur_parts(system, D)
+    out: list[np.ndarray] = []
+    koff = dict(
+        zip(sp.members, np.cumsum([0] + [system.layout[b][2] for b in sp.members]), strict=False)
+    )
+    for b, (start, G, k) in enumerate(system.layout):
+        if b in koff:
+            j = int(koff[b])
+            out.append(sp.Haa[:, j : j + k, j : j + k].copy())
+            continue
+        idx = sp.small_index[start + np.arange(G)[:, None] * k + np.arange(k)[None, :]]  # (G, k)
+        out.append(sp.Sinv[idx[:, :, None], idx[:, None, :]])
+    return out

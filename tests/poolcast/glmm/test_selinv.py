@@ -70,3 +70,22 @@ def test_schur_does_not_apply_to_one_factor_or_too_many_small_effects(monkeypatc
     assert two.q == 60 + 40 and schur_applies(two)
     monkeypatch.setattr(_selinv, "SCHUR_M_MAX", 39)  # 40 effects outside the largest block
     assert not schur_applies(two)
+
+
+def test_the_conditional_covariances_by_schur_equal_the_dense_ones():
+    d = build_design(
+        "y ~ x + (1 | category) + (0 + x + z || category) + (1 + z | sku)",
+        _frame(),
+        family="poisson",
+    )
+    system = SparseSystem(d, dense_max=10_000)
+    system.set_theta(np.linspace(0.4, 1.1, d.n_theta))
+    D = np.random.default_rng(2).uniform(0.2, 3.0, len(d.y))
+    factor = system.factor(D)
+    system.set_theta(np.full(d.n_theta, 5.0))  # a later theta must not change this factor's H
+    got = factor.cond_cov()
+    factor.system = None  # the chunked solves of the dense factor
+    expected = factor.cond_cov()
+    assert [g.shape for g in got] == [e.shape for e in expected]
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-12)
