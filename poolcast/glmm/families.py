@@ -154,6 +154,14 @@ class Poisson(Family):
         return y * eta - mu, y - mu, mu, mu
 
 
+def _size(nb_theta):
+    """The NB2 size as a float (one for all rows), or as an (n,) array (one per row, from a
+    dispersion formula); the arithmetic below broadcasts either way."""
+    if np.ndim(nb_theta) == 0:
+        return float(nb_theta)
+    return np.asarray(nb_theta, dtype=float)
+
+
 @dataclass(frozen=True)
 class NegBin2(Poisson):
     """Negative binomial type 2 (size ``nb_theta``) with log link."""
@@ -169,18 +177,18 @@ class NegBin2(Poisson):
         return float(np.clip(1.0 / inv, 0.05, 1e4)) if inv > 0 else 1e4
 
     def loglik_eta(self, eta, y, trials, nb_theta=None):
-        th = float(nb_theta)
+        th = _size(nb_theta)
         # log(mu + th) = eta + log1p(th / mu), stable for large mu
         return y * eta - (y + th) * np.logaddexp(eta, np.log(th))
 
     def loglik_shape(self, y, nb_theta=None):
-        th = float(nb_theta)
+        th = _size(nb_theta)
         return gammaln(y + th) - gammaln(th) + th * np.log(th)
 
     def derivs(self, eta, y, trials, nb_theta=None):
         # written with p = mu/s and q = th/s so that no product overflows for a huge mean
         # (s**2 and th*(y+th)*mu overflowed to inf/inf = nan near the eta cap)
-        th = float(nb_theta)
+        th = _size(nb_theta)
         mu = self.linkinv(eta)
         inv_s = 1.0 / (mu + th)
         p, q = mu * inv_s, th * inv_s
@@ -190,7 +198,7 @@ class NegBin2(Poisson):
         return g, h, h3
 
     def evaluate(self, eta, y, trials, nb_theta=None):
-        th = float(nb_theta)
+        th = _size(nb_theta)
         mu = self.linkinv(eta)
         s = mu + th
         # log(mu + th) = log th + log1p(mu / th): exact for mu << th (a large size; log(s)
@@ -200,7 +208,8 @@ class NegBin2(Poisson):
         log_s = log_th + np.log1p(mu / th)
         beyond = (eta > _ETA_MAX) | ~np.isfinite(log_s)
         if beyond.any():
-            log_s[beyond] = np.logaddexp(eta[beyond], log_th)
+            log_th_b = log_th if np.ndim(log_th) == 0 else log_th[beyond]
+            log_s[beyond] = np.logaddexp(eta[beyond], log_th_b)
         ll = y * eta - (y + th) * log_s
         inv_s = 1.0 / s
         p, q = mu * inv_s, th * inv_s
@@ -213,7 +222,7 @@ class NegBin2(Poisson):
 
         Returns :math:`(\partial\ell/\partial\psi, \partial g/\partial\psi, \partial h/\partial\psi)`.
         """
-        th = float(nb_theta)
+        th = _size(nb_theta)
         mu = self.linkinv(eta)
         s = mu + th
         dl = digamma(y + th) - digamma(th) + np.log(th) + 1.0 - np.log(s) - (y + th) / s
