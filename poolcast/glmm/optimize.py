@@ -325,9 +325,12 @@ def _optimize(
     x0 = np.concatenate([theta, beta, nb_part])
     bounds = bounds_theta + [(None, None)] * (len(x0) - d.n_theta)
     # NB2 size in [1e-4, 1e8]: beyond 1e8 the model is Poisson to machine precision
-    # (the dispersion coefficients of a dispformula are left unbounded)
+    # (a dispformula's coefficients too when each is a class's log size, else unbounded)
     if st.nb and not st.vector:
         bounds[-1] = (np.log(1e-4), np.log(1e8))
+    elif st.vector and d.disp_indicator:  # one log size per class: the same bounds each
+        for i in range(len(x0) - d.X_disp.shape[1], len(x0)):
+            bounds[i] = (np.log(1e-4), np.log(1e8))
     res = _lbfgsb(st, x0, bounds, control)
     diag = np.isfinite(d.theta_lower)
     if stage1_dev is not None and np.any(res.x[: d.n_theta][diag] < control.singular_tol):

@@ -375,6 +375,11 @@ def make_results(design: GlmmDesign, objective: Objective, opt: OptSummary) -> G
     keep = np.ones(len(opt.x), dtype=bool)
     if nb_boundary:
         keep[-1] = False
+    # the same for each class size of a "~ 0 + class" dispersion model
+    disp_boundary = np.zeros(0, dtype=bool)
+    if opt.disp_beta is not None and design.disp_indicator:
+        disp_boundary = np.asarray(opt.disp_beta) > np.log(1e6)
+        keep[len(keep) - len(disp_boundary) :] = ~disp_boundary
     hessian = opt.hessian[np.ix_(keep, keep)]
     vcov, hess_pd = _vcov(hessian, nt, p)
     se = np.sqrt(np.maximum(np.diag(vcov), 0.0))
@@ -382,12 +387,16 @@ def make_results(design: GlmmDesign, objective: Objective, opt: OptSummary) -> G
     disp_coef = disp_coef_se = None
     if opt.disp_beta is not None:
         k_d = len(opt.disp_beta)
+        k_kept = k_d - int(disp_boundary.sum())
+        var_d = np.full(k_d, np.nan)  # NaN: a class size at the boundary (no SE)
         try:
-            # the last k_d outer parameters are gamma; same Hessian as the fixed effects
+            # the last outer parameters are gamma; same Hessian as the fixed effects
             inv = np.linalg.inv(hessian) if hess_pd else np.linalg.pinv(hessian)
-            var_d = 2.0 * np.diag(inv)[-k_d:]
+            kept = ~disp_boundary if disp_boundary.size else np.ones(k_d, dtype=bool)
+            if k_kept:
+                var_d[kept] = 2.0 * np.diag(inv)[-k_kept:]
         except np.linalg.LinAlgError:
-            var_d = np.full(k_d, np.nan)
+            pass
         disp_coef = dict(zip(design.disp_names, map(float, opt.disp_beta), strict=True))
         disp_coef_se = dict(
             zip(design.disp_names, map(float, np.sqrt(np.maximum(var_d, 0.0))), strict=True)
@@ -484,6 +493,16 @@ def make_results(design: GlmmDesign, objective: Objective, opt: OptSummary) -> G
         msg = (
             f"boundary fit: the NB2 size nb_theta = {opt.nb_theta:.3g} is effectively infinite "
             "(no overdispersion beyond the random effects); family='poisson' gives the same fit."
+        )
+        messages.append(msg)
+        if control.check_singular == "warn":
+            warnings.warn(msg, SingularFitWarning, stacklevel=3)
+    if disp_boundary.any():
+        names = [n for n, b in zip(design.disp_names, disp_boundary, strict=True) if b]
+        msg = (
+            f"boundary fit: the NB2 size of dispersion class(es) {names} is effectively "
+            "infinite (no overdispersion beyond the random effects in those rows); their "
+            "coefficients have no standard error."
         )
         messages.append(msg)
         if control.check_singular == "warn":

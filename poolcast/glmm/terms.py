@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 _T_LEVEL = re.compile(r"(?:C\()?([A-Za-z_.][\w.]*)\)?\[T\.([^\]]*)\]")
+_FULL_LEVEL = re.compile(r"(?:C\()?([A-Za-z_.][\w.]*)\)?\[([^\]]*)\]")
 _IDENT = re.compile(r"[A-Za-z_.][\w.]*")
 
 
@@ -291,6 +292,16 @@ class GlmmDesign:
 
                 bounds[b.theta_slice.start + 1] = (-RHO_PARAM_MAX, RHO_PARAM_MAX)
         return bounds
+
+    @property
+    def disp_indicator(self) -> bool:
+        """True when the dispersion matrix is a full dummy coding (``"~ 0 + class"``: each row
+        has one 1): each coefficient is then the log size of its class, bounded like the
+        scalar size."""
+        X = self.X_disp
+        if X is None:
+            return False
+        return bool(np.all((X == 0.0) | (X == 1.0)) and np.all(X.sum(axis=1) == 1.0))
 
     @property
     def ar1_block(self) -> Any:
@@ -690,7 +701,8 @@ def dispersion_matrix(
     _check_columns(df, needed, dispformula, "dispformula")
     mm = model_matrix(rhs or "1", df, na_action="raise")
     X = np.asarray(mm, dtype=float).reshape(len(df), -1)
-    names = tuple(r_style_name(c) for c in mm.columns)
+    # R names the full dummy coding of "~ 0 + f" "fa", "fb" (formulaic: "f[a]", "f[b]")
+    names = tuple(_FULL_LEVEL.sub(r"\1\2", r_style_name(c)) for c in mm.columns)
     if X.shape[1] == 0:
         raise FormulaError(f"dispformula={dispformula!r} has no columns; use '~ 1' at least.")
     rank = np.linalg.matrix_rank(X)

@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from poolcast.errors import FormulaError, InvalidParameterError
+from poolcast.errors import FormulaError, InvalidParameterError, SingularFitWarning
 from poolcast.glmm import build_design, fit, make_objective
 
 HERE = Path(__file__).resolve()
@@ -158,3 +158,32 @@ def test_newdata_needs_the_dispformula_columns(fits):
     res = _fit("sim_nb2_ri_disp_class", fits)
     with pytest.raises(FormulaError, match="dispformula"):
         res.simulate(pl.DataFrame({"sku": ["s001"], "x": [0.0]}), 5, rng=np.random.default_rng(0))
+
+
+def test_cell_means_coding_is_the_same_model_with_each_class_size_bounded(fits):
+    """``~ 0 + disp_class`` (R's names ``disp_classa``...) reparametrises ``~ disp_class``;
+    a class without overdispersion stops at the size bound as a boundary, not a failure."""
+    res = _fit("sim_nb2_ri_disp_class", fits)
+    cells = fit("y ~ x + (1 | sku)", _sim(), family="negbin", dispformula="~ 0 + disp_class")
+    assert cells.loglik == pytest.approx(res.loglik, abs=1e-4)
+    base = res.disp_coef["(Intercept)"]
+    assert cells.disp_coef["disp_classa"] == pytest.approx(base, abs=1e-3)
+    assert cells.disp_coef["disp_classd"] == pytest.approx(
+        base + res.disp_coef["disp_classd"], abs=1e-3
+    )
+    rng = np.random.default_rng(12)  # a seed whose Poisson class runs to the boundary
+    g = np.repeat(np.arange(80), 30)
+    x = rng.normal(size=g.size)
+    mu = np.exp(1.5 + 0.3 * x + rng.normal(0, 0.5, 80)[g])
+    calm = g < 40  # Poisson rows: no overdispersion beyond the random intercept
+    y = np.where(calm, rng.poisson(mu), rng.negative_binomial(2.0, 2.0 / (2.0 + mu)))
+    data = pl.DataFrame(
+        {"y": y, "x": x, "sku": [f"g{i}" for i in g], "cls": np.where(calm, "calm", "wild")}
+    )
+    with pytest.warns(SingularFitWarning, match="clscalm"):
+        bounded = fit("y ~ x + (1 | sku)", data, family="negbin", dispformula="~ 0 + cls")
+    assert bounded.converged, bounded.messages
+    assert bounded.disp_coef["clscalm"] > np.log(1e6)
+    assert np.isnan(bounded.disp_coef_se["clscalm"])
+    assert bounded.disp_coef["clswild"] == pytest.approx(np.log(2.0), abs=0.3)
+    assert np.isfinite(bounded.disp_coef_se["clswild"])
