@@ -24,13 +24,15 @@ from poolcast.models.glm import (
 from poolcast.models.glmm import (
     GlmmCandidate,
     GlmmNegBinDynamic,
+    GlmmNegBinDynamicDisp,
     GlmmNegBinRandomIntercept,
+    GlmmNegBinRandomInterceptDisp,
     GlmmNegBinRandomInterceptSlope,
     GlmmPoissonRandomIntercept,
     GlmmPoissonRandomInterceptAgq,
     GlmmPoissonRandomInterceptSlope,
 )
-from poolcast.models.glmm_ar1 import GlmmNegBinAr1
+from poolcast.models.glmm_ar1 import GlmmNegBinAr1, GlmmNegBinAr1Disp
 from poolcast.models.registry import (
     CANDIDATE_CLASSES,
     CANDIDATE_NAMES,
@@ -56,8 +58,11 @@ __all__ = [
     "GeePoissonExchangeable",
     "GlmmCandidate",
     "GlmmNegBinAr1",
+    "GlmmNegBinAr1Disp",
     "GlmmNegBinDynamic",
+    "GlmmNegBinDynamicDisp",
     "GlmmNegBinRandomIntercept",
+    "GlmmNegBinRandomInterceptDisp",
     "GlmmNegBinRandomInterceptSlope",
     "GlmmPoissonRandomIntercept",
     "GlmmPoissonRandomInterceptAgq",

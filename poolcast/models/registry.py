@@ -16,7 +16,9 @@ from poolcast.models.glm import PooledNegBinGlm, PooledPoissonGlm, SkuFixedEffec
 from poolcast.models.glmm import (
     GlmmHurdleNegBin,
     GlmmNegBinDynamic,
+    GlmmNegBinDynamicDisp,
     GlmmNegBinRandomIntercept,
+    GlmmNegBinRandomInterceptDisp,
     GlmmNegBinRandomInterceptSlope,
     GlmmNegBinSeasonal,
     GlmmPoissonRandomIntercept,
@@ -24,7 +26,7 @@ from poolcast.models.glmm import (
     GlmmPoissonRandomInterceptSlope,
     GlmmTweedieRandomIntercept,
 )
-from poolcast.models.glmm_ar1 import GlmmNegBinAr1
+from poolcast.models.glmm_ar1 import GlmmNegBinAr1, GlmmNegBinAr1Disp
 
 __all__ = [
     "AGQ_MAX_SKUS",
@@ -61,6 +63,9 @@ CANDIDATE_CLASSES: dict[str, type[Candidate]] = {
         BayesNegBinHierarchical,
         GlmmNegBinSeasonal,
         GlmmNegBinAr1,
+        GlmmNegBinRandomInterceptDisp,
+        GlmmNegBinDynamicDisp,
+        GlmmNegBinAr1Disp,
     )
 }
 CANDIDATE_NAMES: tuple[str, ...] = tuple(CANDIDATE_CLASSES)
@@ -71,7 +76,7 @@ _CLASSICAL = frozenset({"naive", "auto_ets", "croston", "tsb", "adida"})
 #: In the default line-up only when the data are intermittent (classical.is_intermittent).
 _INTERMITTENT = frozenset({"croston", "tsb", "adida"})
 #: Fitted once on the monthly panel: promo and plan columns, no customer parameter.
-_PANEL_ONLY = frozenset({"glmm_nb2_ar1"})
+_PANEL_ONLY = frozenset({"glmm_nb2_ar1", "glmm_nb2_ar1_disp"})
 AGQ_MAX_SKUS = 3000
 #: Named-only candidates: never in the default line-up, run when named in
 #: ``[backtest] candidates`` (their cost on the bundled data is beyond the budget of
@@ -80,7 +85,15 @@ AGQ_MAX_SKUS = 3000
 #: AR(1) GLMM ``glmm_nb2_ar1`` is in the default line-up: one fit per origin, ~2.8 CPU-s per
 #: origin on the bundled Online Retail data (auto_ets: ~7.9).
 OPT_IN: frozenset[str] = frozenset(
-    {"glmm_tweedie_ri", "glmm_hurdle_nb2", "bayes_nb2_hier", "glmm_nb2_seasonal"}
+    {
+        "glmm_tweedie_ri",
+        "glmm_hurdle_nb2",
+        "bayes_nb2_hier",
+        "glmm_nb2_seasonal",
+        "glmm_nb2_ri_disp",
+        "glmm_nb2_ri_dynamic_disp",
+        "glmm_nb2_ar1_disp",
+    }
 )
 
 
