@@ -178,11 +178,15 @@ class NegBin2(Poisson):
 
     def loglik_eta(self, eta, y, trials, nb_theta=None):
         th = _size(nb_theta)
+        if np.ndim(th) > 0:  # per-row sizes: the split without th * log(th) (see evaluate)
+            return self.evaluate(eta, y, trials, th)[0]
         # log(mu + th) = eta + log1p(th / mu), stable for large mu
         return y * eta - (y + th) * np.logaddexp(eta, np.log(th))
 
     def loglik_shape(self, y, nb_theta=None):
         th = _size(nb_theta)
+        if np.ndim(th) > 0:
+            return gammaln(y + th) - gammaln(th)
         return gammaln(y + th) - gammaln(th) + th * np.log(th)
 
     def derivs(self, eta, y, trials, nb_theta=None):
@@ -210,7 +214,17 @@ class NegBin2(Poisson):
         if beyond.any():
             log_th_b = log_th if np.ndim(log_th) == 0 else log_th[beyond]
             log_s[beyond] = np.logaddexp(eta[beyond], log_th_b)
-        ll = y * eta - (y + th) * log_s
+        if np.ndim(th) > 0:
+            # per-row sizes (a dispersion formula): th * log(th) is left out of both this
+            # and loglik_shape, since (y + th) log s = y log s + th log th + th log1p(mu / th);
+            # at a class size near its 1e8 bound the two th * log(th) ~ 2e9 terms cancelled
+            # to ~1e-7 per row, enough noise to stall PIRLS's step halving
+            excess = th * np.log1p(mu / th)
+            if beyond.any():
+                excess[beyond] = th[beyond] * (log_s[beyond] - log_th[beyond])
+            ll = y * (eta - log_s) - excess
+        else:
+            ll = y * eta - (y + th) * log_s
         inv_s = 1.0 / s
         p, q = mu * inv_s, th * inv_s
         g = th * (y * inv_s - p)
@@ -225,7 +239,10 @@ class NegBin2(Poisson):
         th = _size(nb_theta)
         mu = self.linkinv(eta)
         s = mu + th
-        dl = digamma(y + th) - digamma(th) + np.log(th) + 1.0 - np.log(s) - (y + th) / s
+        if np.ndim(th) > 0:  # the same, with log(th / s) and 1 - (y + th) / s written stably
+            dl = digamma(y + th) - digamma(th) - np.log1p(mu / th) + (mu - y) / s
+        else:
+            dl = digamma(y + th) - digamma(th) + np.log(th) + 1.0 - np.log(s) - (y + th) / s
         p = mu / s
         dg = p * (y / s - p)
         dh = p / s * (y * p + 2.0 * th * p - th * y / s)
