@@ -508,6 +508,7 @@ class GlmmNegBinSeasonal(GlmmNegBinRandomIntercept):
         min_months: int = 24,
         min_categories: int = 3,
         correlated: bool = False,
+        dispersion_classes: int | None = None,
     ) -> None:
         super().__init__(
             customer_terms=customer_terms,
@@ -515,6 +516,7 @@ class GlmmNegBinSeasonal(GlmmNegBinRandomIntercept):
             n_agq=n_agq,
             include_fixef_uncertainty=include_fixef_uncertainty,
             control=control,
+            dispersion_classes=dispersion_classes,
         )
         self.min_months = min_months
         self.min_categories = min_categories
