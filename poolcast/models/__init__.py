@@ -32,7 +32,7 @@ from poolcast.models.glmm import (
     GlmmPoissonRandomInterceptAgq,
     GlmmPoissonRandomInterceptSlope,
 )
-from poolcast.models.glmm_ar1 import GlmmNegBinAr1, GlmmNegBinAr1Disp
+from poolcast.models.glmm_ar1 import GlmmNegBinAr1
 from poolcast.models.registry import (
     CANDIDATE_CLASSES,
     CANDIDATE_NAMES,
@@ -58,7 +58,6 @@ __all__ = [
     "GeePoissonExchangeable",
     "GlmmCandidate",
     "GlmmNegBinAr1",
-    "GlmmNegBinAr1Disp",
     "GlmmNegBinDynamic",
     "GlmmNegBinDynamicDisp",
     "GlmmNegBinRandomIntercept",

@@ -26,7 +26,7 @@ from poolcast.models.glmm import (
     GlmmPoissonRandomInterceptSlope,
     GlmmTweedieRandomIntercept,
 )
-from poolcast.models.glmm_ar1 import GlmmNegBinAr1, GlmmNegBinAr1Disp
+from poolcast.models.glmm_ar1 import GlmmNegBinAr1
 
 __all__ = [
     "AGQ_MAX_SKUS",
@@ -65,7 +65,6 @@ CANDIDATE_CLASSES: dict[str, type[Candidate]] = {
         GlmmNegBinAr1,
         GlmmNegBinRandomInterceptDisp,
         GlmmNegBinDynamicDisp,
-        GlmmNegBinAr1Disp,
     )
 }
 CANDIDATE_NAMES: tuple[str, ...] = tuple(CANDIDATE_CLASSES)
@@ -76,14 +75,17 @@ _CLASSICAL = frozenset({"naive", "auto_ets", "croston", "tsb", "adida"})
 #: In the default line-up only when the data are intermittent (classical.is_intermittent).
 _INTERMITTENT = frozenset({"croston", "tsb", "adida"})
 #: Fitted once on the monthly panel: promo and plan columns, no customer parameter.
-_PANEL_ONLY = frozenset({"glmm_nb2_ar1", "glmm_nb2_ar1_disp"})
+_PANEL_ONLY = frozenset({"glmm_nb2_ar1"})
 AGQ_MAX_SKUS = 3000
 #: Named-only candidates: never in the default line-up, run when named in
 #: ``[backtest] candidates`` (their cost on the bundled data is beyond the budget of
 #: ``make run``: the Bayesian GLMM takes minutes per origin, the profiled Tweedie and the
 #: uncorrelated seasonal GLMM tens of seconds per fit; benchmarks/README.md). The latent
 #: AR(1) GLMM ``glmm_nb2_ar1`` is in the default line-up: one fit per origin, ~2.8 CPU-s per
-#: origin on the bundled Online Retail data (auto_ets: ~7.9).
+#: origin on the bundled Online Retail data with one NB2 size (auto_ets: ~7.9); with its default
+#: 5 dispersion classes (a second, warm-started fit) 58 CPU-s over 7 origins against
+#: auto_ets's 54 (README, "NB2 dispersion classes"). The ``*_disp`` GLMMs (dispersion classes
+#: on the random-intercept candidates) are named-only: mixed on Rossmann's backtest.
 OPT_IN: frozenset[str] = frozenset(
     {
         "glmm_tweedie_ri",
@@ -92,7 +94,6 @@ OPT_IN: frozenset[str] = frozenset(
         "glmm_nb2_seasonal",
         "glmm_nb2_ri_disp",
         "glmm_nb2_ri_dynamic_disp",
-        "glmm_nb2_ar1_disp",
     }
 )
 

@@ -52,7 +52,6 @@ def test_stable_candidate_names():
         "glmm_nb2_ar1",
         "glmm_nb2_ri_disp",
         "glmm_nb2_ri_dynamic_disp",
-        "glmm_nb2_ar1_disp",
     )
     assert CANDIDATE_NAMES[:18] == (
         "seasonal_naive",

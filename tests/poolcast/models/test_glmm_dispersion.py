@@ -15,6 +15,7 @@ from poolcast.models import (
 )
 from poolcast.models._dispersion import dispersion_classes, sku_excess_dispersion
 from tests.poolcast.models._frames import simulate_feature_frame, split_last_month
+from tests.poolcast.models.test_glmm_ar1 import ar1_panel
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +28,15 @@ def mixed_panel():
         n_sku=60, n_months=26, horizons=(1, 2), sd_sku=0.5, alpha=0.8, seed=2
     ).frame.with_columns(("V" + pl.col("sku")).alias("sku"))
     return split_last_month(pl.concat([calm, wild]))
+
+
+@pytest.fixture(scope="module")
+def split_ar1():
+    from poolcast.backtest import prepare_splits
+    from poolcast.config import FeatureConfig
+
+    panel = ar1_panel(n_sku=40, n_month=30, seed=3)
+    return prepare_splits(panel, feature_config=FeatureConfig(horizons=2), n_origins=1)[0]
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +142,23 @@ def test_too_few_skus_keep_one_size(mixed_panel):
     model = cand.models_[1]
     assert model.dispersion is None
     assert "fewer than 5 SKUs" in model.notes["dispersion_fallback"]
+
+
+def test_ar1_candidate_fits_dispersion_classes_by_default(split_ar1):
+    """``glmm_nb2_ar1`` defaults to 5 classes (chosen on the backtests); 0 is the one-size model."""
+    from poolcast.models.glmm_ar1 import GlmmNegBinAr1
+
+    assert GlmmNegBinAr1().n_dispersion_classes == 5
+    model = GlmmNegBinAr1().fit(split_ar1.train, history=split_ar1.history)
+    conv = model.describe().convergence["h=1"]
+    assert conv["dispersion_classes"]["n_classes"] == 5
+    if "dispersion_fallback" not in conv:
+        assert conv["nb2_theta"] is None and len(conv["nb2_disp_coef"]) == 5
+        fc = model.predict_distribution(
+            split_ar1.test, quantiles=[0.1, 0.9], n_samples=50, rng=np.random.default_rng(0)
+        )
+        assert np.all(np.isfinite(fc.mean))
+    one = GlmmNegBinAr1(dispersion_classes=0).fit(split_ar1.train, history=split_ar1.history)
+    assert (
+        one.results_.nb_theta > 0 and "dispersion_classes" not in one.describe().convergence["h=1"]
+    )
