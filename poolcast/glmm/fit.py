@@ -64,7 +64,9 @@ def fit(
     dispformula : str, optional
         One-sided formula of the log NB2 size (glmmTMB's ``dispformula`` for ``nbinom2``):
         row i has size :math:`\theta_i = \exp(x_{d,i}^\top\gamma)`, variance
-        :math:`\mu_i + \mu_i^2/\theta_i`, e.g. ``"~ disp_class"`` for one size per class.
+        :math:`\mu_i + \mu_i^2/\theta_i`, e.g. ``"~ disp_class"`` (treatment contrasts) or
+        ``"~ 0 + disp_class"`` (one log size per class, each bounded to [1e-4, 1e8] like the
+        one-size model's; a class beyond 1e6 is reported as a boundary).
         Fixed effects only (as glmmTMB 1.1.5), ``family="negbin"`` and the Laplace
         approximation only (also with an ``ar1()`` term); anything else raises
         :class:`~poolcast.errors.InvalidParameterError`. None (default): one size for all

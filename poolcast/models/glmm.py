@@ -99,7 +99,7 @@ class GlmmCandidate(CovariateCandidate):
     dispersion_classes : int or None
         NB2 candidates: 0 = one NB2 size for all SKUs; K >= 2 = K quantile classes of the
         SKUs' excess dispersion, built per horizon from the training rows after a first fit
-        with one size, then a refit with ``dispformula="~ disp_class"`` (one size per class;
+        with one size, then a refit with ``dispformula="~ 0 + disp_class"`` (one size per class;
         :mod:`poolcast.models._dispersion`). None = the candidate's default
         (``_default_dispersion_classes``). Other families refuse K > 0.
 
