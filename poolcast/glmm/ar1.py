@@ -480,7 +480,11 @@ def ar1_gradient(
         impl = float((v * dMB).sum()) / kappa
         grad_theta[1] = quad + tr - 2.0 * rho * (T - 1) * G - impl
     grad_psi = None
-    if nb_theta is not None:
+    if nb_theta is not None and objective.disp_X is not None:
+        from poolcast.glmm.laplace import dispersion_gradient
+
+        grad_psi = dispersion_gradient(objective, pr, nb_theta, v.ravel()[sysm.cell], s)[0]
+    elif nb_theta is not None:
         l_psi, g_psi, h_psi = fam.derivs_log_theta(pr.eta, y, nb_theta)
         rho_psi = sysm.cellsum(w * g_psi)
         grad_psi = float(
@@ -740,4 +744,4 @@ def simulate_ar1(
         paths = project_latent(fit, lev, int(h.max()), n, rng)
         eta[outside] += paths[sk_inv, h - 1]
     mu = np.asarray(results.family.linkinv(eta), dtype=float)
-    return _draw_response(results, mu, new.trials, n_rows, rng)
+    return _draw_response(results, mu, new.trials, n_rows, rng, size=results.nb_size(new))

@@ -154,6 +154,14 @@ class Poisson(Family):
         return y * eta - mu, y - mu, mu, mu
 
 
+def _size(nb_theta):
+    """The NB2 size as a float (one for all rows), or as an (n,) array (one per row, from a
+    dispersion formula); the arithmetic below broadcasts either way."""
+    if np.ndim(nb_theta) == 0:
+        return float(nb_theta)
+    return np.asarray(nb_theta, dtype=float)
+
+
 @dataclass(frozen=True)
 class NegBin2(Poisson):
     """Negative binomial type 2 (size ``nb_theta``) with log link."""
@@ -169,18 +177,22 @@ class NegBin2(Poisson):
         return float(np.clip(1.0 / inv, 0.05, 1e4)) if inv > 0 else 1e4
 
     def loglik_eta(self, eta, y, trials, nb_theta=None):
-        th = float(nb_theta)
+        th = _size(nb_theta)
+        if np.ndim(th) > 0:  # per-row sizes: the split without th * log(th) (see evaluate)
+            return self.evaluate(eta, y, trials, th)[0]
         # log(mu + th) = eta + log1p(th / mu), stable for large mu
         return y * eta - (y + th) * np.logaddexp(eta, np.log(th))
 
     def loglik_shape(self, y, nb_theta=None):
-        th = float(nb_theta)
+        th = _size(nb_theta)
+        if np.ndim(th) > 0:
+            return gammaln(y + th) - gammaln(th)
         return gammaln(y + th) - gammaln(th) + th * np.log(th)
 
     def derivs(self, eta, y, trials, nb_theta=None):
         # written with p = mu/s and q = th/s so that no product overflows for a huge mean
         # (s**2 and th*(y+th)*mu overflowed to inf/inf = nan near the eta cap)
-        th = float(nb_theta)
+        th = _size(nb_theta)
         mu = self.linkinv(eta)
         inv_s = 1.0 / (mu + th)
         p, q = mu * inv_s, th * inv_s
@@ -190,7 +202,7 @@ class NegBin2(Poisson):
         return g, h, h3
 
     def evaluate(self, eta, y, trials, nb_theta=None):
-        th = float(nb_theta)
+        th = _size(nb_theta)
         mu = self.linkinv(eta)
         s = mu + th
         # log(mu + th) = log th + log1p(mu / th): exact for mu << th (a large size; log(s)
@@ -200,8 +212,19 @@ class NegBin2(Poisson):
         log_s = log_th + np.log1p(mu / th)
         beyond = (eta > _ETA_MAX) | ~np.isfinite(log_s)
         if beyond.any():
-            log_s[beyond] = np.logaddexp(eta[beyond], log_th)
-        ll = y * eta - (y + th) * log_s
+            log_th_b = log_th if np.ndim(log_th) == 0 else log_th[beyond]
+            log_s[beyond] = np.logaddexp(eta[beyond], log_th_b)
+        if np.ndim(th) > 0:
+            # per-row sizes (a dispersion formula): th * log(th) is left out of both this
+            # and loglik_shape, since (y + th) log s = y log s + th log th + th log1p(mu / th);
+            # at a class size near its 1e8 bound the two th * log(th) ~ 2e9 terms cancelled
+            # to ~1e-7 per row, enough noise to stall PIRLS's step halving
+            excess = th * np.log1p(mu / th)
+            if beyond.any():
+                excess[beyond] = th[beyond] * (log_s[beyond] - log_th[beyond])
+            ll = y * (eta - log_s) - excess
+        else:
+            ll = y * eta - (y + th) * log_s
         inv_s = 1.0 / s
         p, q = mu * inv_s, th * inv_s
         g = th * (y * inv_s - p)
@@ -213,10 +236,13 @@ class NegBin2(Poisson):
 
         Returns :math:`(\partial\ell/\partial\psi, \partial g/\partial\psi, \partial h/\partial\psi)`.
         """
-        th = float(nb_theta)
+        th = _size(nb_theta)
         mu = self.linkinv(eta)
         s = mu + th
-        dl = digamma(y + th) - digamma(th) + np.log(th) + 1.0 - np.log(s) - (y + th) / s
+        if np.ndim(th) > 0:  # the same, with log(th / s) and 1 - (y + th) / s written stably
+            dl = digamma(y + th) - digamma(th) - np.log1p(mu / th) + (mu - y) / s
+        else:
+            dl = digamma(y + th) - digamma(th) + np.log(th) + 1.0 - np.log(s) - (y + th) / s
         p = mu / s
         dg = p * (y / s - p)
         dh = p / s * (y * p + 2.0 * th * p - th * y / s)

@@ -31,6 +31,7 @@ def fit(
     weights: Any = None,
     control: GlmmControl | None = None,
     start: dict[str, Any] | None = None,
+    dispformula: str | None = None,
 ) -> GlmmResults:
     r"""Fit a GLMM by maximum likelihood (Laplace, or adaptive Gauss-Hermite quadrature).
 
@@ -58,6 +59,20 @@ def fit(
         for NB2, ``"nb_theta"`` (the size); any key left out gets the default start (lme4's
         theta, a GLM's beta, a moment estimate of the size). Only the path to the optimum
         changes, not the optimum; with ``"theta"`` given the stage-1 search is skipped.
+        With a ``dispformula`` the key ``"disp"`` (the coefficients gamma, design order)
+        replaces ``"nb_theta"``.
+    dispformula : str, optional
+        One-sided formula of the log NB2 size (glmmTMB's ``dispformula`` for ``nbinom2``):
+        row i has size :math:`\theta_i = \exp(x_{d,i}^\top\gamma)`, variance
+        :math:`\mu_i + \mu_i^2/\theta_i`, e.g. ``"~ disp_class"`` (treatment contrasts) or
+        ``"~ 0 + disp_class"`` (one log size per class, each bounded to [1e-4, 1e8] like the
+        one-size model's; a class beyond 1e6 is reported as a boundary).
+        Fixed effects only (as glmmTMB 1.1.5), ``family="negbin"`` and the Laplace
+        approximation only (also with an ``ar1()`` term); anything else raises
+        :class:`~poolcast.errors.InvalidParameterError`. None (default): one size for all
+        rows, the model without it. The coefficients and their SEs are in
+        ``results.disp_coef`` / ``disp_coef_se``; ``predict`` / ``simulate`` use the sizes of the
+        new rows (``results.nb_size(newdata)``).
 
     Returns
     -------
@@ -69,13 +84,26 @@ def fit(
         raise InvalidParameterError(
             f"method='laplace' needs n_agq=1 (got {n_agq}); use method='agq'."
         )
-    unknown = sorted(set(start or {}) - {"theta", "beta", "nb_theta"})
+    unknown = sorted(set(start or {}) - {"theta", "beta", "nb_theta", "disp"})
     if unknown:
         raise InvalidParameterError(
-            f"start has unknown key(s) {unknown}; use 'theta', 'beta' and/or 'nb_theta'."
+            f"start has unknown key(s) {unknown}; use 'theta', 'beta' and/or 'nb_theta' "
+            "('disp' with a dispformula)."
         )
     control = control or GlmmControl()
     fam = get_family(family)
+    if dispformula is not None:
+        if fam.name != "negbin":
+            raise InvalidParameterError(
+                f"dispformula={dispformula!r} is supported for family='negbin' (NB2) only, "
+                f"not {fam.name!r}; drop dispformula or fit family='negbin'."
+            )
+        if method != "laplace" or n_agq != 1:
+            raise InvalidParameterError(
+                f"dispformula={dispformula!r} needs method='laplace' (n_agq=1), got "
+                f"method={method!r}, n_agq={n_agq}; adaptive quadrature with a dispersion "
+                "model is not implemented."
+            )
     profile = isinstance(fam, Tweedie) and fam.power is None
     design = build_design(
         formula,
@@ -85,6 +113,7 @@ def fit(
         trials=trials,
         weights=weights,
         control=control,
+        dispformula=dispformula,
     )
     if profile:
         design = _profile_tweedie_power(design, n_agq=n_agq, control=control, start=start)

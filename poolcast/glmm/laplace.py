@@ -32,12 +32,50 @@ import numpy as np
 from poolcast.glmm._selinv import row_inverse_blocks, schur_applies
 from poolcast.glmm.pirls import PirlsResult
 
-__all__ = ["laplace_deviance", "laplace_gradient"]
+__all__ = ["dispersion_gradient", "laplace_deviance", "laplace_gradient"]
 
 
 def laplace_deviance(pr: PirlsResult) -> float:
     """Laplace deviance at a PIRLS mode: penalised deviance + log det H."""
     return float(pr.pdev + pr.factor.logdet)
+
+
+def dispersion_gradient(
+    objective: Any, pr: PirlsResult, gamma: np.ndarray, av: np.ndarray, s: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Gradient of the Laplace deviance over the dispersion coefficients :math:`\gamma`.
+
+    With a dispersion formula each row has its own :math:`\psi_i = \log\theta_i =
+    x_{d,i}^\top\gamma`. The scalar model's derivative in :math:`\psi` is a sum over rows of
+
+    .. math:: r_i = -2 w_i \ell_{\psi,i} + (Z\Lambda v)_i\, w_i g_{\psi,i} + w_i h_{\psi,i} s_i
+
+    (the three terms of the scalar formula, :math:`v^\top \Lambda^\top Z^\top (w g_\psi)`
+    written row by row), so by the chain rule :math:`\nabla_\gamma = X_d^\top r`.
+
+    Parameters
+    ----------
+    objective : Objective
+        With ``disp_X`` set.
+    pr : PirlsResult
+        Mode at (theta, beta, gamma).
+    gamma : np.ndarray
+        Dispersion coefficients.
+    av : np.ndarray
+        (n,) :math:`Z\Lambda v`, the vector v of the gradient mapped to the rows.
+    s : np.ndarray
+        (n,) :math:`s_i = a_i^\top H^{-1} a_i`.
+
+    Returns
+    -------
+    (grad_gamma (k_d,), w * g_psi (n,): with a column of X_d, the right-hand side of du/dgamma)
+    """
+    d, fam = objective.design, objective.family
+    w = d.weights
+    l_psi, g_psi, h_psi = fam.derivs_log_theta(pr.eta, d.y, objective.sizes(gamma))
+    wg_psi = w * g_psi
+    per_row = -2.0 * w * l_psi + av * wg_psi + w * h_psi * s
+    return objective.disp_X.T @ per_row, wg_psi
 
 
 def laplace_gradient(
@@ -56,7 +94,9 @@ def laplace_gradient(
 
     Returns
     -------
-    (grad_theta, grad_beta, grad_log_nb_theta or None)
+    (grad_theta, grad_beta, grad_log_nb_theta or None); with a dispersion formula
+    (``objective.disp_X``) ``nb_theta`` is the coefficient vector gamma and the last entry
+    its gradient (:func:`dispersion_gradient`).
     """
     if getattr(objective.system, "ar1", False):
         from poolcast.glmm.ar1 import ar1_gradient
@@ -116,7 +156,11 @@ def laplace_gradient(
             DX[c::k, j] = sysm.segsum(DAc[c] * xj)
     du_dx.extend(-pr.factor.solve(DX).T)
     grad_psi = None
-    if nb_theta is not None:
+    if nb_theta is not None and objective.disp_X is not None:
+        grad_psi, wg_psi = dispersion_gradient(objective, pr, nb_theta, sysm.re_eta(v), s)
+        for col in objective.disp_X.T:
+            du_dx.append(pr.factor.solve(sysm.crossprod(wg_psi * col)))
+    elif nb_theta is not None:
         l_psi, g_psi, h_psi = fam.derivs_log_theta(pr.eta, y, nb_theta)
         rho = sysm.crossprod(w * g_psi)
         grad_psi = float(-2.0 * np.dot(w, l_psi) + np.dot(v, rho) + np.dot(w * h_psi, s))
@@ -173,7 +217,9 @@ def _sparse_gradient(
                 + float((v * rho).sum())
             )
     grad_psi = None
-    if nb_theta is not None:
+    if nb_theta is not None and objective.disp_X is not None:
+        grad_psi = dispersion_gradient(objective, pr, nb_theta, sysm.re_eta(v), s)[0]
+    elif nb_theta is not None:
         l_psi, g_psi, h_psi = fam.derivs_log_theta(pr.eta, y, nb_theta)
         rho = sysm.crossprod(w * g_psi)
         grad_psi = float(-2.0 * (w * l_psi).sum() + (v * rho).sum() + (w * h_psi * s).sum())

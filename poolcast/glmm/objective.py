@@ -58,6 +58,12 @@ class Objective:
         Their sum.
     n_evals : int
         Number of deviance evaluations so far.
+    disp_X : np.ndarray or None
+        (n, k_d) dispersion model matrix (``design.X_disp``). When set, the dispersion
+        argument ``nb_theta`` of :meth:`mode`, :meth:`deviance` and
+        :meth:`deviance_and_gradient` is the coefficient vector gamma of the log NB2
+        size (per-row size ``exp(X_disp[i] @ gamma)``, see :meth:`sizes`);
+        otherwise it is the scalar size itself.
     """
 
     design: GlmmDesign
@@ -76,6 +82,22 @@ class Objective:
     x_last: np.ndarray | None = None
     n_evals: int = 0
     warm_start: bool = field(default=True)
+    disp_X: np.ndarray | None = None
+
+    def sizes(self, nb_theta):
+        """The NB2 size(s) of the fitted rows: ``nb_theta`` itself (scalar model), or
+        ``exp(disp_X @ gamma)`` (n,) for a dispersion formula (``nb_theta`` = gamma)."""
+        if self.disp_X is None or nb_theta is None:
+            return nb_theta
+        return np.exp(self.disp_X @ np.asarray(nb_theta, dtype=float))
+
+    def dispersion_x(self, nb_theta) -> list:
+        """The dispersion entries of the outer parameter vector x: [log size] or gamma."""
+        if nb_theta is None:
+            return []
+        if self.disp_X is None:
+            return [np.log(nb_theta)]
+        return list(np.asarray(nb_theta, dtype=float))
 
     @property
     def analytic_gradient(self) -> bool:
@@ -97,7 +119,7 @@ class Objective:
         u_start = self.u_warm if self.warm_start else None
         x = None
         if not vary:
-            x = np.concatenate([theta, beta, [np.log(nb_theta)] if nb_theta is not None else []])
+            x = np.concatenate([theta, beta, self.dispersion_x(nb_theta)])
             if (
                 u_start is not None
                 and self.du_dx is not None
@@ -115,7 +137,7 @@ class Objective:
             np.asarray(theta, dtype=float),
             start_beta,
             vary_beta=vary,
-            nb_theta=nb_theta,
+            nb_theta=self.sizes(nb_theta),
             control=self.control,
             u_start=u_start,
         )
@@ -172,11 +194,17 @@ def make_objective(
             "only (its latent values are correlated, so the integral does not factor into "
             "one-dimensional ones; glmmTMB has no AGQ either); use method='laplace'."
         )
+    if design.X_disp is not None and n_agq != 1:
+        raise InvalidParameterError(
+            f"n_agq={n_agq}: a model with a dispformula is fitted by the Laplace approximation "
+            "only; use method='laplace' (n_agq=1) or dispformula=None."
+        )
     check_agq(design, n_agq)
     system = make_system(design, control.dense_q_max)
     family = design.family_object or get_family(design.family)
     ll_const = design.weights * family.loglik_const(design.y, design.trials)
     return Objective(
+        disp_X=design.X_disp,
         unit_weights=bool(np.all(design.weights == 1.0)),
         zero_offset=bool(not np.any(design.offset)),
         ll_const=ll_const,

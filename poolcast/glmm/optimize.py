@@ -69,6 +69,9 @@ class OptSummary:
         Wall time.
     log : list
         (theta, deviance) of each stage-2 evaluation.
+    disp_beta : np.ndarray or None
+        Final dispersion coefficients gamma (log NB2 size = ``X_disp @ gamma``) of a model
+        with a dispersion formula; ``nb_theta`` is None then.
     """
 
     method: str
@@ -90,6 +93,13 @@ class OptSummary:
     tolerances: dict
     elapsed_seconds: float
     log: list = field(default_factory=list, repr=False)
+    disp_beta: np.ndarray | None = None
+
+    @property
+    def dispersion(self) -> Any:
+        """The dispersion argument of the objective: gamma with a dispersion formula, else
+        the NB2 size (None for families without one)."""
+        return self.disp_beta if self.disp_beta is not None else self.nb_theta
 
 
 class _Stage2:
@@ -100,10 +110,13 @@ class _Stage2:
         self.nt = objective.design.n_theta
         self.p = objective.design.X.shape[1]
         self.nb = objective.family.has_dispersion
+        self.vector = self.nb and objective.disp_X is not None
         self.log: list[tuple[np.ndarray, float]] = []
 
     def split(self, x: np.ndarray):
         th, be = x[: self.nt], x[self.nt : self.nt + self.p]
+        if self.vector:
+            return th, be, x[self.nt + self.p :].copy()
         nb = float(np.exp(x[-1])) if self.nb else None
         return th, be, nb
 
@@ -128,7 +141,7 @@ class _Stage2:
         self.log.append((th.copy(), f))
         if not np.isfinite(f):
             return 1e300, np.zeros_like(x)
-        g = np.concatenate([gt, gb, [gp] if self.nb else []])
+        g = np.concatenate([gt, gb, np.atleast_1d(gp) if self.nb else []])
         return f, g
 
     def fd_grad(self, x: np.ndarray, f0: float, step: float = 1e-5) -> np.ndarray:
@@ -183,12 +196,21 @@ def _glm_start(objective: Objective) -> tuple[np.ndarray, float | None]:
     theta0 = np.zeros(d.n_theta)
     nb = 1.0 if fam.has_dispersion else None
     objective.beta_warm = beta0
-    pr = objective.mode(theta0, None, nb)
+    pr = objective.mode(theta0, None, _as_dispersion(objective, nb))
     if fam.has_dispersion:
         nb = fam.start_dispersion(d.y, pr.mu, d.weights)
-        pr = objective.mode(theta0, None, nb)
+        pr = objective.mode(theta0, None, _as_dispersion(objective, nb))
     objective.u_warm = np.zeros_like(objective.u_warm)
-    return pr.beta, nb
+    return pr.beta, _as_dispersion(objective, nb)
+
+
+def _as_dispersion(objective: Objective, size: float | None) -> Any:
+    """A scalar start size as the objective's dispersion argument: the size itself, or with a
+    dispersion formula the gamma that gives every row that size (least squares on X_disp)."""
+    if size is None or objective.disp_X is None:
+        return size
+    target = np.full(objective.disp_X.shape[0], np.log(size))
+    return np.linalg.lstsq(objective.disp_X, target, rcond=None)[0]
 
 
 def _lbfgsb(st: _Stage2, x0: np.ndarray, bounds: list, control: GlmmControl) -> Any:
@@ -229,7 +251,8 @@ def optimize(
     objective : Objective
         From :func:`poolcast.glmm.objective.make_objective`.
     start : dict, optional
-        Keys "theta", "beta", "nb_theta" override the start values.
+        Keys "theta", "beta", "nb_theta" (or, with a dispersion formula, "disp": gamma)
+        override the start values.
     control : GlmmControl, optional
         Tolerances (default: the objective's).
 
@@ -252,7 +275,10 @@ def _optimize(
     beta, nb = _glm_start(objective)
     beta_glm = beta.copy()
     beta = np.asarray(start.get("beta", beta), dtype=float)
-    nb = start.get("nb_theta", nb)
+    if objective.disp_X is None:
+        nb = start.get("nb_theta", nb)
+    elif start.get("disp") is not None:
+        nb = np.asarray(start["disp"], dtype=float)
     theta = np.asarray(start.get("theta", d.theta_start()), dtype=float)
     bounds_theta = d.theta_bounds()
 
@@ -295,11 +321,16 @@ def _optimize(
             nb = float(np.exp(rl.x[-1])) if st.nb else nb
         finally:
             objective.n_agq = n_agq
-    nb_part = [np.log(nb)] if st.nb else []
+    nb_part = objective.dispersion_x(nb) if st.nb else []
     x0 = np.concatenate([theta, beta, nb_part])
     bounds = bounds_theta + [(None, None)] * (len(x0) - d.n_theta)
-    if st.nb:  # NB2 size in [1e-4, 1e8]: beyond 1e8 the model is Poisson to machine precision
+    # NB2 size in [1e-4, 1e8]: beyond 1e8 the model is Poisson to machine precision
+    # (a dispformula's coefficients too when each is a class's log size, else unbounded)
+    if st.nb and not st.vector:
         bounds[-1] = (np.log(1e-4), np.log(1e8))
+    elif st.vector and d.disp_indicator:  # one log size per class: the same bounds each
+        for i in range(len(x0) - d.X_disp.shape[1], len(x0)):
+            bounds[i] = (np.log(1e-4), np.log(1e8))
     res = _lbfgsb(st, x0, bounds, control)
     diag = np.isfinite(d.theta_lower)
     if stage1_dev is not None and np.any(res.x[: d.n_theta][diag] < control.singular_tol):
@@ -344,7 +375,11 @@ def _optimize(
     for i, (lo, _) in enumerate(bounds):
         if lo is not None and x[i] <= lo + 1e-8 and grad_proj[i] > 0:
             grad_proj[i] = 0.0
-    names = d.theta_names + d.fixef_names + (("log(nb_theta)",) if st.nb else ())
+    if st.vector:
+        disp_names = tuple(f"disp.{n}" for n in d.disp_names)
+    else:
+        disp_names = ("log(nb_theta)",) if st.nb else ()
+    names = d.theta_names + d.fixef_names + disp_names
     return OptSummary(
         method="agq" if objective.n_agq > 1 else "laplace",
         n_agq=objective.n_agq,
@@ -353,7 +388,7 @@ def _optimize(
         x=x,
         theta=th,
         beta=be,
-        nb_theta=nbv,
+        nb_theta=None if st.vector else nbv,
         deviance=float(f),
         stage1_deviance=stage1_dev,
         gradient=grad_proj,
@@ -371,4 +406,5 @@ def _optimize(
         },
         elapsed_seconds=time.perf_counter() - t0,
         log=st.log,
+        disp_beta=nbv if st.vector else None,
     )

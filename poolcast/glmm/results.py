@@ -80,6 +80,14 @@ class GlmmSummary:
         if h.get("nb_theta") is not None:
             label = h.get("dispersion_label") or "Dispersion"
             lines.append(f"{label}: {h['nb_theta']:.4g}")
+        if h.get("disp_coef"):
+            lines += [
+                "",
+                f"Dispersion model: {h['dispformula']}  (log NB2 size)",
+                f"{'':<22} {'Estimate':>10} {'Std. Error':>10}",
+            ]
+            for term, est in h["disp_coef"].items():
+                lines.append(f"{term:<22} {est:10.5f} {h['disp_coef_se'][term]:10.5f}")
         lines += [
             "",
             "Fixed effects:",
@@ -148,6 +156,11 @@ class GlmmResults:
     ar1 : poolcast.glmm.ar1.Ar1Fit or None
         The latent AR(1) term (sigma, rho, conditional modes and variances of the latent
         states) of a model with ``ar1(time + 0 | group)``; None otherwise.
+    disp_coef, disp_coef_se : dict[str, float] or None
+        With a ``dispformula``: the dispersion coefficients gamma (log NB2 size, glmmTMB's
+        ``fixef(fit)$disp``; names as in the formula) and their standard errors (from the
+        same Hessian as ``fixef_se``); ``nb_theta`` is None then (the size varies by row,
+        see :meth:`nb_size`). None without a dispersion formula.
     """
 
     design: GlmmDesign
@@ -176,6 +189,25 @@ class GlmmResults:
     diagnostics: dict = field(repr=False)
     messages: tuple[str, ...] = ()
     ar1: Any = None
+    disp_coef: dict[str, float] | None = None
+    disp_coef_se: dict[str, float] | None = None
+
+    def nb_size(self, newdata: Any = None) -> Any:
+        """The NB2 size of rows: the scalar ``nb_theta`` without a dispersion formula; with
+        one, ``exp(X_disp @ gamma)`` (n,) of ``newdata`` (its ``dispformula`` columns), or
+        of the fitted rows when ``newdata`` is None."""
+        if self.disp_coef is None:
+            return self.nb_theta
+        gamma = np.array(list(self.disp_coef.values()))
+        if newdata is None:
+            X_disp = self.design.X_disp
+        elif hasattr(newdata, "X_disp") and hasattr(newdata, "blocks"):  # a NewDesign
+            X_disp = newdata.X_disp
+        else:
+            from poolcast.glmm.terms import design_for_newdata
+
+            X_disp = design_for_newdata(self.design, newdata).X_disp
+        return np.exp(X_disp @ gamma)
 
     def __repr__(self) -> str:
         groups = ", ".join(f"{b.factor}: {b.n_levels}" for b in self.design.blocks)
@@ -248,6 +280,9 @@ class GlmmResults:
                 "groups": {b.factor: b.n_levels for b in self.design.blocks},
                 "nb_theta": self.nb_theta,
                 "dispersion_label": self.family.dispersion_label,
+                "dispformula": self.design.dispformula,
+                "disp_coef": self.disp_coef,
+                "disp_coef_se": self.disp_coef_se,
             },
             fit_stats={
                 "aic": self.aic,
@@ -340,10 +375,32 @@ def make_results(design: GlmmDesign, objective: Objective, opt: OptSummary) -> G
     keep = np.ones(len(opt.x), dtype=bool)
     if nb_boundary:
         keep[-1] = False
+    # the same for each class size of a "~ 0 + class" dispersion model
+    disp_boundary = np.zeros(0, dtype=bool)
+    if opt.disp_beta is not None and design.disp_indicator:
+        disp_boundary = np.asarray(opt.disp_beta) > np.log(1e6)
+        keep[len(keep) - len(disp_boundary) :] = ~disp_boundary
     hessian = opt.hessian[np.ix_(keep, keep)]
     vcov, hess_pd = _vcov(hessian, nt, p)
     se = np.sqrt(np.maximum(np.diag(vcov), 0.0))
-    pr = objective.mode(opt.theta, opt.beta, opt.nb_theta)
+    pr = objective.mode(opt.theta, opt.beta, opt.dispersion)
+    disp_coef = disp_coef_se = None
+    if opt.disp_beta is not None:
+        k_d = len(opt.disp_beta)
+        k_kept = k_d - int(disp_boundary.sum())
+        var_d = np.full(k_d, np.nan)  # NaN: a class size at the boundary (no SE)
+        try:
+            # the last outer parameters are gamma; same Hessian as the fixed effects
+            inv = np.linalg.inv(hessian) if hess_pd else np.linalg.pinv(hessian)
+            kept = ~disp_boundary if disp_boundary.size else np.ones(k_d, dtype=bool)
+            if k_kept:
+                var_d[kept] = 2.0 * np.diag(inv)[-k_kept:]
+        except np.linalg.LinAlgError:
+            pass
+        disp_coef = dict(zip(design.disp_names, map(float, opt.disp_beta), strict=True))
+        disp_coef_se = dict(
+            zip(design.disp_names, map(float, np.sqrt(np.maximum(var_d, 0.0))), strict=True)
+        )
     ar1_fit = None
     if design.ar1_block is not None:
         from poolcast.glmm.ar1 import ar1_results_tables, make_ar1_fit
@@ -440,6 +497,16 @@ def make_results(design: GlmmDesign, objective: Objective, opt: OptSummary) -> G
         messages.append(msg)
         if control.check_singular == "warn":
             warnings.warn(msg, SingularFitWarning, stacklevel=3)
+    if disp_boundary.any():
+        names = [n for n, b in zip(design.disp_names, disp_boundary, strict=True) if b]
+        msg = (
+            f"boundary fit: the NB2 size of dispersion class(es) {names} is effectively "
+            "infinite (no overdispersion beyond the random effects in those rows); their "
+            "coefficients have no standard error."
+        )
+        messages.append(msg)
+        if control.check_singular == "warn":
+            warnings.warn(msg, SingularFitWarning, stacklevel=3)
     dev = float(pr.pdev + pr.factor.logdet) if objective.n_agq == 1 else opt.deviance
     npar = len(opt.x)
     n = design.n_obs
@@ -478,4 +545,6 @@ def make_results(design: GlmmDesign, objective: Objective, opt: OptSummary) -> G
         },
         messages=tuple(messages),
         ar1=ar1_fit,
+        disp_coef=disp_coef,
+        disp_coef_se=disp_coef_se,
     )

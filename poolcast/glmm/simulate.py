@@ -136,7 +136,7 @@ def simulate(
         eta += _random_part(results, block, newdata, n, rng)
 
     mu = np.asarray(results.family.linkinv(eta), dtype=float)
-    return _draw_response(results, mu, new.trials, n_rows, rng)
+    return _draw_response(results, mu, new.trials, n_rows, rng, size=results.nb_size(new))
 
 
 def compute_sqrt_psd(cov: np.ndarray) -> np.ndarray:
@@ -232,11 +232,25 @@ def _draw_response(
     trials: np.ndarray | None,
     n_rows: int,
     rng: np.random.Generator,
+    size: Any = None,
 ) -> np.ndarray:
-    """Observation noise around the means mu (n_rows, n) for the fitted family."""
+    """Observation noise around the means mu (n_rows, n) for the fitted family.
+
+    ``size``: the NB2 size of each new row, (n_rows,), from a fit with a dispersion formula
+    (``results.nb_size(new)``); None or a scalar for the fit's one size."""
     name = results.family.name
     if name == "poisson":
         return rng.poisson(_safe_rate(mu)).astype(float)
+    if name == "negbin" and size is not None and np.ndim(size) == 1:
+        theta = np.asarray(size, dtype=float)
+        if theta.shape != (n_rows,) or not np.all(np.isfinite(theta) & (theta > 0)):
+            raise InvalidParameterError(
+                "the NB2 sizes of the new rows from the dispersion formula "
+                f"{results.design.dispformula!r} must be {n_rows} positive numbers."
+            )
+        theta = theta[:, None]
+        lam = rng.gamma(shape=theta, scale=_safe_rate(mu) / theta)
+        return rng.poisson(_safe_rate(lam)).astype(float)
     if name == "negbin":
         theta = results.nb_theta
         if theta is None or not np.isfinite(theta) or theta <= 0:

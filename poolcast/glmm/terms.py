@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 _T_LEVEL = re.compile(r"(?:C\()?([A-Za-z_.][\w.]*)\)?\[T\.([^\]]*)\]")
+_FULL_LEVEL = re.compile(r"(?:C\()?([A-Za-z_.][\w.]*)\)?\[([^\]]*)\]")
 _IDENT = re.compile(r"[A-Za-z_.][\w.]*")
 
 
@@ -235,6 +236,15 @@ class GlmmDesign:
     family_object : Family or None
         The family object when it carries a parameter of its own (``Tweedie(power=p)``);
         None for the parameter-free families, looked up by ``family``.
+    dispformula : str or None
+        The one-sided dispersion formula (glmmTMB's ``dispformula``, e.g. ``"~ disp_class"``);
+        None for one dispersion parameter shared by all rows.
+    X_disp : np.ndarray or None
+        (n, k_d) model matrix of ``dispformula`` (log NB2 size = ``X_disp @ gamma``).
+    disp_names : tuple[str, ...]
+        R-style names of the columns of ``X_disp``.
+    disp_spec : formulaic.ModelSpec or None
+        Frozen spec of the dispersion part (rebuilds ``X_disp`` for new data).
     """
 
     formula: str
@@ -254,6 +264,10 @@ class GlmmDesign:
     trials_source: str | None = None
     messages: tuple[str, ...] = ()
     family_object: Any = None
+    dispformula: str | None = None
+    X_disp: np.ndarray | None = None
+    disp_names: tuple[str, ...] = ()
+    disp_spec: Any = None
 
     @property
     def n_obs(self) -> int:
@@ -278,6 +292,16 @@ class GlmmDesign:
 
                 bounds[b.theta_slice.start + 1] = (-RHO_PARAM_MAX, RHO_PARAM_MAX)
         return bounds
+
+    @property
+    def disp_indicator(self) -> bool:
+        """True when the dispersion matrix is a full dummy coding (``"~ 0 + class"``: each row
+        has one 1): each coefficient is then the log size of its class, bounded like the
+        scalar size."""
+        X = self.X_disp
+        if X is None:
+            return False
+        return bool(np.all((X == 0.0) | (X == 1.0)) and np.all(X.sum(axis=1) == 1.0))
 
     @property
     def ar1_block(self) -> Any:
@@ -481,6 +505,7 @@ def build_design(
     trials: Any = None,
     weights: Any = None,
     control: GlmmControl | None = None,
+    dispformula: str | None = None,
 ) -> GlmmDesign:
     """Build the model matrices of a GLMM from an lme4-style formula.
 
@@ -497,6 +522,9 @@ def build_design(
         Column name or array (length n).
     control : GlmmControl, optional
         Check levels.
+    dispformula : str, optional
+        One-sided fixed-effects formula of the log NB2 size (glmmTMB's ``dispformula``),
+        e.g. ``"~ disp_class"``; see :func:`dispersion_matrix`.
 
     Returns
     -------
@@ -609,7 +637,14 @@ def build_design(
         )
     if ar1_term:
         blocks, lower, theta_names = _ar1_blocks(blocks, ar1_term, df, formula)
+    X_disp, disp_names, disp_spec = None, (), None
+    if dispformula is not None:
+        X_disp, disp_names, disp_spec = dispersion_matrix(dispformula, df, control, messages)
     return GlmmDesign(
+        dispformula=dispformula,
+        X_disp=X_disp,
+        disp_names=disp_names,
+        disp_spec=disp_spec,
         family_object=family_object if getattr(family_object, "power", None) else None,
         formula=formula,
         family=fam,
@@ -628,6 +663,57 @@ def build_design(
         trials_source=trials_source,
         messages=tuple(messages),
     )
+
+
+def dispersion_matrix(
+    dispformula: str, df: pd.DataFrame, control: GlmmControl, messages: list[str]
+) -> tuple[np.ndarray, tuple[str, ...], Any]:
+    """The model matrix of a one-sided dispersion formula (glmmTMB's ``dispformula``).
+
+    Fixed effects only, as in glmmTMB 1.1.5 (no ``(expr | group)`` terms), with the same
+    treatment contrasts and R-style names as the fixed part; ``"~ 1"`` is one size for all
+    rows (the scalar model, parametrised as its log).
+
+    Returns
+    -------
+    (X_disp, names, spec)
+    """
+    if not isinstance(dispformula, str):
+        raise InvalidParameterError(
+            f"dispformula={dispformula!r} must be a one-sided formula string such as "
+            "'~ disp_class', or None."
+        )
+    text = dispformula.strip()
+    if not text.startswith("~"):
+        raise FormulaError(
+            f"dispformula={dispformula!r} must be one-sided (start with '~'), e.g. '~ disp_class'."
+        )
+    rhs = text[1:].strip()
+    if "|" in rhs:
+        raise FormulaError(
+            f"dispformula={dispformula!r} has a random-effects term; the dispersion model takes "
+            "fixed effects only (as glmmTMB 1.1.5). Use a fixed factor such as '~ disp_class'."
+        )
+    try:
+        needed = set(Formula(rhs or "1").required_variables)
+    except Exception as exc:  # formulaic parse errors
+        raise FormulaError(f"cannot parse dispformula {dispformula!r}: {exc}") from exc
+    _check_columns(df, needed, dispformula, "dispformula")
+    mm = model_matrix(rhs or "1", df, na_action="raise")
+    X = np.asarray(mm, dtype=float).reshape(len(df), -1)
+    # R names the full dummy coding of "~ 0 + f" "fa", "fb" (formulaic: "f[a]", "f[b]")
+    names = tuple(_FULL_LEVEL.sub(r"\1\2", r_style_name(c)) for c in mm.columns)
+    if X.shape[1] == 0:
+        raise FormulaError(f"dispformula={dispformula!r} has no columns; use '~ 1' at least.")
+    rank = np.linalg.matrix_rank(X)
+    if rank < X.shape[1]:
+        _apply_check(
+            control.check_rank_x,
+            f"dispersion model matrix of dispformula={dispformula!r} is rank deficient "
+            f"(rank {rank} < {X.shape[1]} columns {list(names)}); drop collinear terms.",
+            messages,
+        )
+    return X, names, mm.model_spec
 
 
 def _ar1_blocks(blocks: list[ReBlock], ar1_term: tuple[str, str, str], df, formula: str):
@@ -681,12 +767,15 @@ class NewDesign:
         (n,) binomial trials, None for count families.
     blocks : list[NewBlock]
         One per fitted random-effects block, same order.
+    X_disp : np.ndarray or None
+        (n, k_d) dispersion model matrix when the fit had a ``dispformula``.
     """
 
     X: np.ndarray
     offset: np.ndarray
     trials: np.ndarray | None
     blocks: list[NewBlock]
+    X_disp: np.ndarray | None = None
 
 
 def design_for_newdata(
@@ -728,6 +817,15 @@ def design_for_newdata(
     for b in design.blocks:
         needed |= set(b.spec.required_variables) | set(b.group_vars)
     _check_columns(df, needed, design.formula, "newdata for formula")
+    X_disp = None
+    if design.disp_spec is not None:
+        _check_columns(
+            df,
+            set(design.disp_spec.required_variables),
+            design.dispformula,
+            "newdata for dispformula",
+        )
+        X_disp = np.asarray(design.disp_spec.get_model_matrix(df), dtype=float).reshape(n, -1)
     X = np.asarray(design.fixed_spec.get_model_matrix(df), dtype=float).reshape(n, -1)
     if offset is None and design.offset_source is not None and design.offset_source in df.columns:
         offset = design.offset_source
@@ -762,4 +860,4 @@ def design_for_newdata(
 
             steps = newdata_steps(b, df)
         blocks.append(NewBlock(factor=b.factor, level_index=idx, Z=Z, time_index=steps))
-    return NewDesign(X=X, offset=off, trials=tr, blocks=blocks)
+    return NewDesign(X=X, offset=off, trials=tr, blocks=blocks, X_disp=X_disp)

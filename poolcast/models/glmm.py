@@ -35,6 +35,11 @@ from poolcast.glmm import fit as glmm_fit
 from poolcast.glmm.families import Tweedie
 from poolcast.glmm.simulate import MAX_POISSON_RATE
 from poolcast.models._design import CovariateSpec, add_covariate, build_covariate_frame
+from poolcast.models._dispersion import (
+    DispersionClasses,
+    finite_or_none,
+    refit_with_dispersion_classes,
+)
 from poolcast.models._validation import Interval, Options, validate_parameters
 from poolcast.models.base import (
     CovariateCandidate,
@@ -46,7 +51,9 @@ from poolcast.models.base import (
 __all__ = [
     "GlmmCandidate",
     "GlmmNegBinDynamic",
+    "GlmmNegBinDynamicDisp",
     "GlmmNegBinRandomIntercept",
+    "GlmmNegBinRandomInterceptDisp",
     "GlmmNegBinRandomInterceptSlope",
     "GlmmNegBinSeasonal",
     "GlmmPoissonRandomIntercept",
@@ -65,6 +72,7 @@ class _GlmmModel:
     warnings: list[str] = field(default_factory=list)
     warm_start_from: int | None = None
     notes: dict[str, Any] = field(default_factory=dict)  # extra describe() entries
+    dispersion: DispersionClasses | None = None  # the SKUs' dispersion classes (training rows)
 
     @property
     def beta(self) -> np.ndarray:
@@ -88,6 +96,12 @@ class GlmmCandidate(CovariateCandidate):
         Also draw :math:`\\beta\\sim N(\\hat\\beta, \\widehat{\\operatorname{Cov}})` per predictive draw.
     control : poolcast.glmm.GlmmControl or None
         Engine tolerances and check levels.
+    dispersion_classes : int or None
+        NB2 candidates: 0 = one NB2 size for all SKUs; K >= 2 = K quantile classes of the
+        SKUs' excess dispersion, built per horizon from the training rows after a first fit
+        with one size, then a refit with ``dispformula="~ 0 + disp_class"`` (one size per class;
+        :mod:`poolcast.models._dispersion`). None = the candidate's default
+        (``_default_dispersion_classes``). Other families refuse K > 0.
 
     Attributes
     ----------
@@ -100,12 +114,16 @@ class GlmmCandidate(CovariateCandidate):
     _random_slope: ClassVar[bool] = False
     _method: ClassVar[str] = "laplace"
     _default_n_agq: ClassVar[int] = 1
+    _default_dispersion_classes: ClassVar[int] = 0
+    #: Training rows a SKU needs for a dispersion class of its own (else the middle class).
+    dispersion_min_rows: ClassVar[int] = 6
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "customer_terms": CovariateCandidate._parameter_constraints["customer_terms"],
         "include_promo": [bool],
         "n_agq": [Interval(int, 1, 25)],
         "include_fixef_uncertainty": [bool],
         "control": [None, GlmmControl],
+        "dispersion_classes": [None, Interval(int, 0, 10)],
     }
 
     def __init__(
@@ -116,18 +134,37 @@ class GlmmCandidate(CovariateCandidate):
         n_agq: int | None = None,
         include_fixef_uncertainty: bool = False,
         control: GlmmControl | None = None,
+        dispersion_classes: int | None = None,
     ) -> None:
         self.customer_terms = customer_terms
         self.include_promo = include_promo
         self.n_agq = n_agq
         self.include_fixef_uncertainty = include_fixef_uncertainty
         self.control = control
+        self.dispersion_classes = dispersion_classes
+
+    @property
+    def n_dispersion_classes(self) -> int:
+        """The number of dispersion classes this candidate fits (0 = one NB2 size)."""
+        k = getattr(self, "dispersion_classes", None)
+        return self._default_dispersion_classes if k is None else int(k)
 
     def _validate_params(self) -> None:
         params = self.get_params()
         if params["n_agq"] is None:
             params["n_agq"] = self._default_n_agq
         validate_parameters(self._parameter_constraints, params, caller=self.name)
+        k = self.n_dispersion_classes
+        if k == 1:
+            raise InvalidParameterError(
+                f"{self.name}: dispersion_classes=1; use 0 (one NB2 size) or K >= 2 classes"
+            )
+        if k and (self._family != "negbin" or self._method != "laplace"):
+            raise InvalidParameterError(
+                f"{self.name}: dispersion_classes={k} needs an NB2 Laplace candidate (the "
+                f"engine's dispformula); this one is {self._family!r} / {self._method!r}, "
+                "so leave dispersion_classes at 0"
+            )
         n_agq = params["n_agq"]
         if self._method == "laplace" and n_agq != 1:
             raise InvalidParameterError(
@@ -193,14 +230,37 @@ class GlmmCandidate(CovariateCandidate):
             formula,
             {"theta": np.array(opt.theta), "beta": np.array(opt.beta), "nb_theta": opt.nb_theta},
         )
+        classes, notes = None, {}
+        if self.n_dispersion_classes:
+            with warnings.catch_warnings(record=True) as caught_disp:
+                warnings.simplefilter("always")
+                res, classes, notes = self._fit_dispersion(formula, data, res, horizon)
+            caught = [*caught, *caught_disp]
         return _GlmmModel(
             spec=spec,
             formula=formula,
             results=res,
-            n_iter=int(getattr(opt, "n_iter", 0)),
+            n_iter=int(getattr(res.opt_summary, "n_iter", 0)),
             slope_dropped=slope_dropped,
             warnings=record_warnings(caught),
             warm_start_from=None if start is None else warm[0],
+            notes=notes,
+            dispersion=classes,
+        )
+
+    def _fit_dispersion(
+        self, formula: str, data: pl.DataFrame, res: Any, horizon: int
+    ) -> tuple[Any, DispersionClasses | None, dict[str, Any]]:
+        """Dispersion classes from the one-size fit ``res`` and the refit with one NB2 size per
+        class (:func:`poolcast.models._dispersion.refit_with_dispersion_classes`)."""
+        return refit_with_dispersion_classes(
+            formula,
+            data,
+            res,
+            n_classes=self.n_dispersion_classes,
+            min_rows=self.dispersion_min_rows,
+            control=self.control,
+            where=f"horizon {horizon}",
         )
 
     def _fit_glmm(
@@ -239,6 +299,8 @@ class GlmmCandidate(CovariateCandidate):
         self, model: _GlmmModel, rows_h: pl.DataFrame, n_samples: int, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
         data = self._design_frame(model.spec, rows_h.drop("sales", strict=False), model.formula)
+        if model.dispersion is not None:
+            data = data.with_columns(model.dispersion.assign(data.get_column("sku")))
         res = model.results
         try:
             # an overflowing mean is clipped at the draws' bound (poolcast.glmm.simulate)
@@ -288,6 +350,8 @@ class GlmmCandidate(CovariateCandidate):
                 "corr": {k: list(v) for k, v in res.corr.items()},
                 "nb2_theta": None if theta is None else float(theta),
                 "nb2_alpha": None if not theta else 1.0 / float(theta),
+                "nb2_disp_coef": finite_or_none(res.disp_coef),
+                "nb2_disp_coef_se": finite_or_none(res.disp_coef_se),
                 "n_evals": int(getattr(opt, "n_evals", 0)),
                 "elapsed_seconds": float(getattr(opt, "elapsed_seconds", 0.0)),
                 "messages": list(res.messages),
@@ -444,6 +508,7 @@ class GlmmNegBinSeasonal(GlmmNegBinRandomIntercept):
         min_months: int = 24,
         min_categories: int = 3,
         correlated: bool = False,
+        dispersion_classes: int | None = None,
     ) -> None:
         super().__init__(
             customer_terms=customer_terms,
@@ -451,6 +516,7 @@ class GlmmNegBinSeasonal(GlmmNegBinRandomIntercept):
             n_agq=n_agq,
             include_fixef_uncertainty=include_fixef_uncertainty,
             control=control,
+            dispersion_classes=dispersion_classes,
         )
         self.min_months = min_months
         self.min_categories = min_categories
@@ -724,7 +790,7 @@ class GlmmNegBinDynamic(GlmmNegBinRandomIntercept):
         panel starts less than a year before the training targets, :math:`m_{iT}` is 1 for
         every SKU in the first year, i.e. a first-year dummy that is confounded with the
         trend ``t``: on Rossmann (2013-01 start) it made 2015 forecasts overshoot.
-    customer_terms, include_promo, n_agq, include_fixef_uncertainty, control
+    customer_terms, include_promo, n_agq, include_fixef_uncertainty, control, dispersion_classes
         As in :class:`GlmmCandidate`.
     """
 
@@ -745,6 +811,7 @@ class GlmmNegBinDynamic(GlmmNegBinRandomIntercept):
         control: GlmmControl | None = None,
         history_terms: tuple[str, ...] = ("rm_3", "lag_seasonal"),
         seasonal_fallback: str = "recent",
+        dispersion_classes: int | None = None,
     ) -> None:
         super().__init__(
             customer_terms=customer_terms,
@@ -752,6 +819,7 @@ class GlmmNegBinDynamic(GlmmNegBinRandomIntercept):
             n_agq=n_agq,
             include_fixef_uncertainty=include_fixef_uncertainty,
             control=control,
+            dispersion_classes=dispersion_classes,
         )
         self.history_terms = history_terms
         self.seasonal_fallback = seasonal_fallback
@@ -816,3 +884,24 @@ class GlmmNegBinDynamic(GlmmNegBinRandomIntercept):
         self, model: _GlmmModel, rows_h: pl.DataFrame, n_samples: int, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
         return super()._predict_horizon(model, self._with_history(rows_h), n_samples, rng)
+
+
+#: Dispersion classes of the ``*_disp`` candidates (quintiles of the SKUs' excess dispersion,
+#: the split of the diagnosis in :mod:`poolcast.models._dispersion`; not tuned).
+DISPERSION_CLASSES = 5
+
+
+class GlmmNegBinRandomInterceptDisp(GlmmNegBinRandomIntercept):
+    """:class:`GlmmNegBinRandomIntercept` with one NB2 size per dispersion class of SKUs
+    (``dispersion_classes`` = 5 quantile classes by default; :mod:`poolcast.models._dispersion`)."""
+
+    name: ClassVar[str] = "glmm_nb2_ri_disp"
+    _default_dispersion_classes: ClassVar[int] = DISPERSION_CLASSES
+
+
+class GlmmNegBinDynamicDisp(GlmmNegBinDynamic):
+    """:class:`GlmmNegBinDynamic` with one NB2 size per dispersion class of SKUs
+    (``dispersion_classes`` = 5 quantile classes by default; :mod:`poolcast.models._dispersion`)."""
+
+    name: ClassVar[str] = "glmm_nb2_ri_dynamic_disp"
+    _default_dispersion_classes: ClassVar[int] = DISPERSION_CLASSES

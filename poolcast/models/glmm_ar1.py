@@ -33,14 +33,19 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import polars as pl
 
-from poolcast.errors import DataContractError, PoolcastError
+from poolcast.errors import DataContractError, InvalidParameterError, PoolcastError
 from poolcast.glmm import GlmmControl
 from poolcast.glmm import fit as glmm_fit
 from poolcast.glmm.ar1 import ar1_latent_moments
 from poolcast.glmm.simulate import MAX_POISSON_RATE
 from poolcast.glmm.terms import design_for_newdata
 from poolcast.models._design import build_covariate_frame, make_covariate_spec, plan_term_column
-from poolcast.models._validation import validate_parameters
+from poolcast.models._dispersion import (
+    DispersionClasses,
+    finite_or_none,
+    refit_with_dispersion_classes,
+)
+from poolcast.models._validation import Interval, validate_parameters
 from poolcast.models.base import Candidate, HorizonReport, record_warnings
 from poolcast.models.classical import _history_from_train
 from poolcast.models.forecast import KEY_COLUMNS, Forecast, quantiles_from_samples
@@ -120,6 +125,8 @@ class _Ar1Model:
     n_skus: int
     shrinkage: pl.DataFrame | None = None
     warnings: list[str] = field(default_factory=list)
+    dispersion: DispersionClasses | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def beta(self) -> np.ndarray:
@@ -150,9 +157,19 @@ class GlmmNegBinAr1(Candidate):
         Also draw beta from its estimated sampling distribution in the predictive draws.
     control : GlmmControl or None
         Engine settings.
+    dispersion_classes : int or None
+        0 = one NB2 size; K >= 2 = one size per quantile class of the SKUs' excess dispersion
+        around the one-size fit (training panel only; :mod:`poolcast.models._dispersion`),
+        refitted with ``dispformula="~ 0 + disp_class"``. None = the default, 5 classes: in
+        the backtests of Online Retail (cut 2011-08) and Rossmann (cut 2015-04) they lowered
+        this candidate's scaled pinball (1.643 -> 1.413, 0.372 -> 0.354), WAPE and MASE, at
+        2-3.6x its fit time (README, "NB2 dispersion classes").
     """
 
     name: ClassVar[str] = "glmm_nb2_ar1"
+    _default_dispersion_classes: ClassVar[int] = 5
+    #: Panel months a SKU needs for a dispersion class of its own (else the middle class).
+    dispersion_min_rows: ClassVar[int] = 6
     needs_history: ClassVar[bool] = True
     _required_columns: ClassVar[tuple[str, ...]] = ("sku", "horizon")
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
@@ -160,6 +177,7 @@ class GlmmNegBinAr1(Candidate):
         "include_promo": [bool],
         "include_fixef_uncertainty": [bool],
         "control": [None, GlmmControl],
+        "dispersion_classes": [None, Interval(int, 0, 10)],
     }
 
     def __init__(
@@ -169,14 +187,26 @@ class GlmmNegBinAr1(Candidate):
         include_promo: bool = True,
         include_fixef_uncertainty: bool = False,
         control: GlmmControl | None = None,
+        dispersion_classes: int | None = None,
     ) -> None:
         self.seasonal = seasonal
         self.include_promo = include_promo
         self.include_fixef_uncertainty = include_fixef_uncertainty
         self.control = control
+        self.dispersion_classes = dispersion_classes
+
+    @property
+    def n_dispersion_classes(self) -> int:
+        """The number of dispersion classes this candidate fits (0 = one NB2 size)."""
+        k = self.dispersion_classes
+        return self._default_dispersion_classes if k is None else int(k)
 
     def _validate_params(self) -> None:
         validate_parameters(self._parameter_constraints, self.get_params(), caller=self.name)
+        if self.n_dispersion_classes == 1:
+            raise InvalidParameterError(
+                f"{self.name}: dispersion_classes=1; use 0 (one NB2 size) or K >= 2 classes"
+            )
 
     #: Plan columns used as covariates besides ``promo`` (the registry sets them).
     plan_terms: tuple[str, ...] = ()
@@ -250,7 +280,23 @@ class GlmmNegBinAr1(Candidate):
                 f"{self.name}: the AR(1) GLMM fit diverged (log-likelihood {res.loglik}, "
                 f"beta {np.asarray(res.beta).tolist()}); leave this candidate out"
             )
+        classes, notes = None, {}
+        if self.n_dispersion_classes:
+            with warnings.catch_warnings(record=True) as caught_disp:
+                warnings.simplefilter("always")
+                res, classes, notes = refit_with_dispersion_classes(
+                    self.formula,
+                    panel,
+                    res,
+                    n_classes=self.n_dispersion_classes,
+                    min_rows=self.dispersion_min_rows,
+                    control=self.control,
+                    where="panel fit",
+                )
+            caught = [*caught, *caught_disp]
         model = _Ar1Model(
+            dispersion=classes,
+            notes=notes,
             formula=self.formula,
             results=res,
             n_rows=panel.height,
@@ -290,6 +336,9 @@ class GlmmNegBinAr1(Candidate):
         res = self.results_
         data = _features(rows.drop("sales", strict=False))
         data = build_covariate_frame(self.spec_, data).with_columns(data.get_column(_TIME))
+        classes = self.models_[self.horizons_[0]].dispersion
+        if classes is not None:
+            data = data.with_columns(classes.assign(data.get_column("sku")))
         try:
             new = design_for_newdata(res.design, data)
             (block,) = new.blocks
@@ -348,8 +397,11 @@ class GlmmNegBinAr1(Candidate):
                 "aic": float(res.aic),
                 "ar1_sd": float(a.sigma),
                 "ar1_rho": float(a.rho),
-                "nb2_theta": float(res.nb_theta),
-                "nb2_alpha": 1.0 / float(res.nb_theta),
+                "nb2_theta": None if res.nb_theta is None else float(res.nb_theta),
+                "nb2_alpha": None if res.nb_theta is None else 1.0 / float(res.nb_theta),
+                "nb2_disp_coef": finite_or_none(res.disp_coef),
+                "nb2_disp_coef_se": finite_or_none(res.disp_coef_se),
+                **model.notes,
                 "n_fit_rows": model.n_rows,
                 "n_skus": model.n_skus,
                 "n_evals": int(getattr(opt, "n_evals", 0)),

@@ -50,6 +50,8 @@ def test_stable_candidate_names():
         "bayes_nb2_hier",
         "glmm_nb2_seasonal",
         "glmm_nb2_ar1",
+        "glmm_nb2_ri_disp",
+        "glmm_nb2_ri_dynamic_disp",
     )
     assert CANDIDATE_NAMES[:18] == (
         "seasonal_naive",
