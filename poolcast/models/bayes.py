@@ -473,6 +473,7 @@ class BayesHierarchical(CovariateCandidate):
             "approximate": post.method == "advi",
             "parameterization": post.parameterization,
             "parameterization_requested": self.parameterization,
+            "sampling_options": dict(post.options),
             "levels": model.levels,
             "category_level": model.category_note or f"{len(model.category_index)} categories",
             "family": self.family,
@@ -593,6 +594,7 @@ def _thin(post: Posterior, keep: int) -> Posterior:
         idata=post.idata,
         seconds=post.seconds,
         parameterization=post.parameterization,
+        options=post.options,
     )
 
 
