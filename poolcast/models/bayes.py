@@ -49,7 +49,14 @@ the non-centred model fails the gate (R-hat 1.26, bulk ESS 7) on the trade-off b
 intercept and the eight category effects, which centring removes (``benchmarks/README.md``).
 
 Sampling: nutpie (NUTS, numba backend), ``chains`` x (``tune`` + ``draws``) with the fixed
-``seed``. Above ``advi_threshold`` training rows the candidate uses mean-field ADVI instead
+``seed``; defaults 2 x (1000 + 3000): 500 + 500 per chain left the slow scales near 0 (category
+and SKU promo SDs) at a bulk ESS of 160-270 and a max R-hat over the SKU effects of 1.015-1.02
+(2 chains), short of the gate (``benchmarks/README.md``). In the centred forms the covariates
+enter centred within SKU (``within_sku_covariates``: the same model, the covariate slope vs
+SKU level trade-off out of the sampled space) and the SKU promo slopes are sampled centred or
+non-centred given the intercepts by a Laplace pilot's pooling factor
+(``centre_sku_slope="auto"``, :func:`~poolcast.models._bayes_core.choose_sku_slope_form`);
+both recorded as ``sampling_options`` in ``describe()``. Above ``advi_threshold`` training rows the candidate uses mean-field ADVI instead
 (``method="auto"``): an approximation, labelled ``sampler = "advi"`` in ``describe()`` and in
 the child run. ``fit_horizons="first"`` (default) fits one posterior per origin, on the
 horizon-1 rows, and forecasts every horizon with it (a third of the cost of ``"all"``).
@@ -223,8 +230,8 @@ class BayesHierarchical(CovariateCandidate):
         include_promo: bool = True,
         family: str | None = None,
         chains: int = 2,
-        tune: int = 500,
-        draws: int = 500,
+        tune: int = 1000,
+        draws: int = 3000,
         seed: int = 0,
         method: str = "auto",
         advi_threshold: int = ADVI_THRESHOLD,
