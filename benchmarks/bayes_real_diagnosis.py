@@ -103,11 +103,12 @@ def main() -> None:
                 "nowithin": {"within_sku_covariates": False},
                 "lowrank": {"adaptation": "low_rank"},
             }[v]
+        cand_kw = {"adaptation": kw.pop("adaptation")} if "adaptation" in kw else {}
         bayes_module.fit_posterior = functools.partial(fit_posterior, **kw)
         load0 = _load()
         t0 = time.perf_counter()
         cand = make_candidate(
-            "bayes_nb2_hier", parameterization=param, tune=args.tune, draws=args.draws
+            "bayes_nb2_hier", parameterization=param, tune=args.tune, draws=args.draws, **cand_kw
         )
         cand.fit(split.train, history=panel)
         wall = time.perf_counter() - t0

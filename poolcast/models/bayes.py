@@ -195,6 +195,10 @@ class BayesHierarchical(CovariateCandidate):
         ``"first"``: one posterior per origin (horizon 1) serves every horizon.
     max_stored_draws : int
         Posterior draws kept for forecasting (thinned evenly).
+    adaptation : {"diag", "draw_diag", "low_rank"}
+        nutpie's mass-matrix adaptation. ``"low_rank"`` fitted Rossmann's correlated month
+        dummies where ``"diag"`` missed the gate on bulk ESS (``benchmarks/README.md``), but
+        it is not measured on the 1k-SKU panel, so the default stays ``"diag"``.
 
     Attributes
     ----------
@@ -219,6 +223,7 @@ class BayesHierarchical(CovariateCandidate):
         "parameterization": [Options(frozenset({"auto", "centred", "centred_sku", "noncentred"}))],
         "fit_horizons": [Options(frozenset({"first", "all"}))],
         "max_stored_draws": [Interval(int, 10, None)],
+        "adaptation": [Options(frozenset({"diag", "draw_diag", "low_rank"}))],
     }
 
     ineligible_reason_: str | None = None
@@ -238,6 +243,7 @@ class BayesHierarchical(CovariateCandidate):
         parameterization: str = "auto",
         fit_horizons: str = "first",
         max_stored_draws: int = 1000,
+        adaptation: str = "diag",
     ) -> None:
         self.customer_terms = customer_terms
         self.include_promo = include_promo
@@ -251,6 +257,7 @@ class BayesHierarchical(CovariateCandidate):
         self.parameterization = parameterization
         self.fit_horizons = fit_horizons
         self.max_stored_draws = max_stored_draws
+        self.adaptation = adaptation
 
     # -- fit --------------------------------------------------------------------------
     def fit(self, train: pl.DataFrame, *, history: pl.DataFrame | None = None) -> Self:
@@ -325,6 +332,7 @@ class BayesHierarchical(CovariateCandidate):
                     draws=self.draws,
                     seed=self.seed + horizon,
                     parameterization=self.parameterization,
+                    adaptation=self.adaptation,
                 )
             except (ValueError, FloatingPointError, np.linalg.LinAlgError, RuntimeError) as exc:
                 raise PoolcastError(
