@@ -3,8 +3,9 @@
 Parts, results to ``benchmarks/bayes_results.json`` (and ``benchmarks/README.md``):
 
 ``speed``     1k SKUs x 36 months (simulated NB2, promo slope, 8 categories), the
-              candidate's default sampler settings (nutpie, 2 chains x 500 tune + 500 draws,
-              ``parameterization="auto"``): compile and sampling wall time, draws/s, min bulk
+              candidate's default sampler settings (nutpie, 2 chains x ``TUNE`` + ``DRAWS``,
+              the candidate's defaults, ``parameterization="auto"``, ``centre_sku_slope="auto"``,
+              covariates centred within SKU; ``--tune`` / ``--draws`` override them): compile and sampling wall time, draws/s, min bulk
               ESS/s, the gate; the Laplace GLMM (``poolcast.glmm.fit``, two levels, the same
               covariates) on the same data in the same run; PyMC's own NUTS
               (``pm.sample(nuts_sampler="pymc")``) with ``--pymc``, by default with the same
@@ -26,7 +27,7 @@ Parts, results to ``benchmarks/bayes_results.json`` (and ``benchmarks/README.md`
 Every part records the load average next to its times (the machine is shared).
 
 Run: ``PYTHONPATH=. python benchmarks/bayes_benchmark.py [speed|advi|recovery|laplace|all]
-[--pymc] [--pymc-draws N] [--key NAME] [--seeds 5] [--skus 100] [--months 36] [--rows ...] [--out FILE]``
+[--pymc] [--pymc-draws N] [--tune N] [--draws N] [--key NAME] [--seeds 5] [--skus 100] [--months 36] [--rows ...] [--out FILE]``
 (``--skus`` defaults to 1000 for ``speed``, 100 for ``recovery`` / ``laplace``).
 """
 
@@ -42,9 +43,12 @@ import numpy as np
 import polars as pl
 
 from poolcast.models._bayes_core import HierData, fit_posterior, ineligibility
+from poolcast.models.bayes import BayesNegBinHierarchical
 from poolcast.simulate import simulate_panel
 
 OUT = Path(__file__).with_name("bayes_results.json")
+#: The candidate's sampler defaults (``--tune`` / ``--draws`` override them, see ``main``).
+TUNE, DRAWS = BayesNegBinHierarchical().tune, BayesNegBinHierarchical().draws
 TERMS = ("promo", "log1p_customers", "t", "fourier_s1", "fourier_c1")
 
 
@@ -91,13 +95,14 @@ def _timed_fit(data: HierData, **kw) -> tuple[dict, object]:
     post = fit_posterior(data, **kw)
     wall = time.perf_counter() - t0
     sample_s = post.seconds.get("sample", wall)
-    n_draws = kw.get("chains", 2) * kw.get("draws", 500)
+    n_draws = kw.get("chains", 2) * kw.get("draws", DRAWS)
     row = {
         "method": post.method,
         "parameterization": post.parameterization,
         "chains": kw.get("chains", 2),
-        "tune": kw.get("tune", 500),
-        "draws": kw.get("draws", 500),
+        "tune": kw.get("tune", TUNE),
+        "draws": kw.get("draws", DRAWS),
+        "options": post.options,
         "wall_seconds": wall,
         "seconds": post.seconds,
         "draws_per_second": n_draws / sample_s,
@@ -130,14 +135,19 @@ def _laplace(data: HierData) -> tuple[dict, object]:
     }, res
 
 
-def _pymc_compile(data: HierData, parameterization: str) -> dict:
+def _pymc_compile(data: HierData, parameterization: str, centre_sku_slope: bool) -> dict:
     """Time PyMC's own NUTS compile (``logp_dlogp_function``, what ``pm.NUTS`` builds) cold
     and warm: ``pm.sample`` compiles it again inside its wall time, from the warm cache."""
     from poolcast.models._bayes_core import build_model
 
     out = {}
     for key in ("compile_cold", "compile_warm"):
-        model = build_model(data, parameterization=parameterization)
+        model = build_model(
+            data,
+            parameterization=parameterization,
+            centre_sku_slope=centre_sku_slope,
+            within_sku_covariates=True,
+        )
         t0 = time.perf_counter()
         with model:
             model.logp_dlogp_function(ravel_inputs=True)
@@ -149,7 +159,7 @@ def speed(pymc: bool, pymc_draws: int | None, n_skus: int = 1000, n_months: int 
     sim = simulate_panel(n_skus, n_months, family="negbin", seed=1)
     data = design(sim.frame, categories=True)
     out: dict = {"skus": n_skus, "months": n_months, "rows": int(data.y.size)}
-    row, post = _timed_fit(data, method="nuts", chains=2, tune=500, draws=500, seed=1, cores=2)
+    row, post = _timed_fit(data, method="nuts", chains=2, tune=TUNE, draws=DRAWS, seed=1, cores=2)
     row |= {
         "sku_sd": post.sku_sd().mean(axis=0).tolist(),
         "category_sd": post.category_sd.mean(axis=0).tolist(),
@@ -158,8 +168,10 @@ def speed(pymc: bool, pymc_draws: int | None, n_skus: int = 1000, n_months: int 
     out["nutpie"] = row
     print("nutpie", json.dumps(row, default=float), flush=True)
     if pymc:
-        chains, n = (2, 500) if pymc_draws is None else (1, pymc_draws)
-        compile_s = _pymc_compile(data, post.parameterization)
+        chains, n = (2, DRAWS) if pymc_draws is None else (1, pymc_draws)
+        compile_s = _pymc_compile(
+            data, post.parameterization, post.options.get("centre_sku_slope", True)
+        )
         row, post_p = _timed_fit(
             data,
             method="nuts_pymc",
@@ -203,9 +215,9 @@ def advi(rows: list[int]) -> dict:
         skus = max(1, round(n / 36))
         sim = simulate_panel(skus, 36, family="negbin", seed=2)
         data = design(sim.frame, categories=True)
-        nuts, post_n = _timed_fit(data, method="nuts", chains=2, tune=500, draws=500, seed=2)
+        nuts, post_n = _timed_fit(data, method="nuts", chains=2, tune=TUNE, draws=DRAWS, seed=2)
         print(n, "nuts", json.dumps(nuts, default=float), flush=True)
-        vi, post_a = _timed_fit(data, method="advi", chains=2, tune=500, draws=500, seed=2)
+        vi, post_a = _timed_fit(data, method="advi", chains=2, tune=TUNE, draws=500, seed=2)
         sd = post_n.beta.std(axis=0)
         vi["fixef_gap_in_nuts_sd"] = (
             np.abs(post_a.beta.mean(axis=0) - post_n.beta.mean(axis=0)) / sd
@@ -222,7 +234,7 @@ def recovery(seeds: range, n_skus: int, n_months: int) -> dict:
     for seed in seeds:
         sim = simulate_panel(n_skus, n_months, family="negbin", seed=seed)
         data = design(sim.frame, categories=True)
-        row_fit, post = _timed_fit(data, chains=2, tune=500, draws=500, seed=seed)
+        row_fit, post = _timed_fit(data, chains=2, tune=TUNE, draws=DRAWS, seed=seed)
         truth = {n: sim.truth.fixed[n] for n in TERMS}
         draws = {n: post.beta[:, 1 + j] for j, n in enumerate(TERMS)}
         sd = post.sku_sd()
@@ -269,7 +281,7 @@ def laplace_agreement(n_skus: int, n_months: int) -> dict:
         n_skus, n_months, family="negbin", seed=11, n_categories=1, sd_category=0.0
     )
     data = design(sim.frame, categories=False)
-    row, post = _timed_fit(data, chains=2, tune=500, draws=500, seed=3)
+    row, post = _timed_fit(data, chains=2, tune=TUNE, draws=DRAWS, seed=3)
     lap, res = _laplace(data)
     mean, sd = post.beta.mean(axis=0), post.beta.std(axis=0)
     ml = np.array(list(res.fixef.values()))
@@ -298,7 +310,9 @@ def _arg(flag: str, default: str) -> str:
 
 
 def main() -> None:
+    global TUNE, DRAWS
     part = sys.argv[1] if len(sys.argv) > 1 else "all"
+    TUNE, DRAWS = int(_arg("--tune", str(TUNE))), int(_arg("--draws", str(DRAWS)))
     out = Path(_arg("--out", str(OUT)))
     results = json.loads(out.read_text()) if out.exists() else {}
 

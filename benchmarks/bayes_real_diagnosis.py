@@ -4,8 +4,13 @@ Rebuilds the run's backtest splits (``--config``'s features and ``n_origins``) f
 (e.g. the one ``benchmarks/heldout.py --skus 100`` writes under its work dir), fits the
 candidate on one origin's horizon-1 rows with each parameterisation named, and records the
 gate's figures, the worst R-hat / least bulk ESS per variable and per fixed term, and the load.
-A name ending in ``+slope_nc`` fits the centred form with the SKU slopes non-centred given
-the intercepts (``build_model(centre_sku_slope=False)``, experimental, not a candidate option).
+A name is a parameterisation (``auto``, ``centred``, ...) followed by ``+``-separated
+variants of :func:`~poolcast.models._bayes_core.fit_posterior`'s options (default: what the
+candidate uses, ``centre_sku_slope="auto"``, ``within_sku_covariates=True``, nutpie's
+``diag`` adaptation): ``slope_nc`` / ``slope_c`` force the SKU slopes non-centred given the
+intercepts / centred, ``nowithin`` turns off the within-SKU centring of the covariates (the
+form before it), ``lowrank`` uses nutpie's low-rank mass-matrix adaptation. E.g.
+``centred+slope_c+nowithin`` is the old default.
 
 Run (Rossmann's first 100 stores, cut at 2015-04, last of 3 origins)::
 
@@ -14,7 +19,7 @@ Run (Rossmann's first 100 stores, cut at 2015-04, last of 3 origins)::
         --as-of 2015-04 --config benchmarks/bayes_rossmann_100.toml \\
         --param centred,noncentred,centred+slope_nc --key rossmann_100_diagnosis
 
-``--tune`` / ``--draws`` (default 500 / 500, the candidate's) per chain.
+``--tune`` / ``--draws`` per chain (default: the candidate's defaults).
 """
 
 from __future__ import annotations
@@ -72,8 +77,9 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=None)
     ap.add_argument("--param", default="centred")
     ap.add_argument("--origin", type=int, default=-1, help="Index into the backtest origins.")
-    ap.add_argument("--tune", type=int, default=500)
-    ap.add_argument("--draws", type=int, default=500)
+    defaults = make_candidate("bayes_nb2_hier")
+    ap.add_argument("--tune", type=int, default=defaults.tune)
+    ap.add_argument("--draws", type=int, default=defaults.draws)
     ap.add_argument("--key", default=None, help="Save under this key in --out.")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
@@ -88,16 +94,21 @@ def main() -> None:
     ]
     rows = {}
     for name in args.param.split(","):
-        param, _, variant = name.partition("+")
-        bayes_module.fit_posterior = (
-            functools.partial(fit_posterior, centre_sku_slope=False)
-            if variant == "slope_nc"
-            else fit_posterior
-        )
+        param, *variants = name.split("+")
+        kw: dict = {}
+        for v in variants:
+            kw |= {
+                "slope_nc": {"centre_sku_slope": False},
+                "slope_c": {"centre_sku_slope": True},
+                "nowithin": {"within_sku_covariates": False},
+                "lowrank": {"adaptation": "low_rank"},
+            }[v]
+        cand_kw = {"adaptation": kw.pop("adaptation")} if "adaptation" in kw else {}
+        bayes_module.fit_posterior = functools.partial(fit_posterior, **kw)
         load0 = _load()
         t0 = time.perf_counter()
         cand = make_candidate(
-            "bayes_nb2_hier", parameterization=param, tune=args.tune, draws=args.draws
+            "bayes_nb2_hier", parameterization=param, tune=args.tune, draws=args.draws, **cand_kw
         )
         cand.fit(split.train, history=panel)
         wall = time.perf_counter() - t0
@@ -110,7 +121,8 @@ def main() -> None:
             "skus": len(model.sku_index),
             "terms": list(model.data_terms),
             "parameterization": post.parameterization,
-            "variant": variant or None,
+            "variant": "+".join(variants) or None,
+            "options": post.options,
             "tune": args.tune,
             "draws": args.draws,
             "wall_seconds": wall,

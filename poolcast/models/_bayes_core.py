@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,13 +37,16 @@ __all__ = [
     "CENTRED_MIN_SKUS_PER_CATEGORY",
     "DIAGNOSTIC_THRESHOLDS",
     "PARAMETERIZATIONS",
+    "SLOPE_CENTRED_MAX_POOLING",
     "HierData",
     "Posterior",
     "build_model",
     "choose_parameterization",
+    "choose_sku_slope_form",
     "diagnostics",
     "fit_posterior",
     "ineligibility",
+    "pooling_factors",
 ]
 
 #: Gate of the issue: R-hat above, bulk ESS below, divergences above -> not eligible.
@@ -128,6 +132,9 @@ class Posterior:
         ``compile`` and ``sample`` wall times.
     parameterization : str
         ``"centred"``, ``"centred_sku"`` or ``"noncentred"`` (what ``"auto"`` resolved to).
+    options : dict
+        How the centred forms were sampled: ``centre_sku_slope`` (what ``"auto"`` resolved
+        to), ``within_sku_covariates``, the pilot's median pooling factors and ``adaptation``.
     """
 
     beta: np.ndarray
@@ -141,6 +148,7 @@ class Posterior:
     idata: Any = field(repr=False, default=None)
     seconds: dict[str, float] = field(default_factory=dict)
     parameterization: str = "noncentred"
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_draws(self) -> int:
@@ -199,6 +207,85 @@ def choose_parameterization(data: HierData, requested: str = "auto") -> str:
     return "centred"
 
 
+#: Median pooling factor of the SKU slopes below which ``centre_sku_slope="auto"`` samples
+#: them centred: the data's information about a slope then outweighs its prior's (the
+#: Gaussian crossover of centred and non-centred Gibbs rates, Papaspiliopoulos, Roberts &
+#: Skold 2007: centred mixes at rate lambda, non-centred at 1 - lambda).
+SLOPE_CENTRED_MAX_POOLING = 0.5
+
+
+def pooling_factors(data: HierData, *, family: str = "negbin") -> dict[str, float]:
+    """Median pooling factors of the SKU effects from a Laplace pilot (``poolcast.glmm.fit``,
+    two levels: observations in SKUs, the same fixed covariates, ``(1 + slope | sku)``).
+
+    For SKU i the pooling factor of its slope is :math:`\\lambda_i = v_i / s^2` with
+    :math:`v_i` the conditional variance of its slope given its intercept under the Laplace
+    posterior and :math:`s^2 = \\Sigma_{11} - \\Sigma_{10}^2/\\Sigma_{00}` the same under the
+    prior (the scale ``L11`` the sampler sees): near 0 the data pin the slope down (centred
+    mixes well), near 1 the prior does (non-centred). A singular fit (slope SD 0) gives 1.
+    Keys ``slope`` and ``intercept`` (:math:`C_{00}/\\Sigma_{00}`), NaN when the pilot fails;
+    ``pilot_seconds``."""
+    nan = float("nan")
+    out = {"slope": nan, "intercept": nan, "pilot_seconds": nan}
+    if data.slope is None:
+        return out
+    import polars as pl
+
+    from poolcast.glmm import fit as glmm_fit
+
+    j_slope, _ = _slope_column(data)
+    cols = {f"x{j}": data.X[:, j] for j in range(data.X.shape[1]) if j != j_slope}
+    frame = pl.DataFrame(
+        {"y": np.asarray(data.y), "sku": np.asarray(data.sku_idx, dtype=np.int64)}
+        | cols
+        | {"s": np.asarray(data.slope, dtype=float)}
+    ).with_columns(pl.col("sku").cast(pl.String))
+    formula = f"y ~ {' + '.join([*cols, 's'])} + (1 + s | sku)"
+    t0 = time.perf_counter()
+    try:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. a singular fit: lambda = 1 says it
+            res = glmm_fit(formula, frame, family=family)
+        cov = np.asarray(res.b_cond_cov["sku"], dtype=float)
+        sig = np.asarray(res.cov_re["sku"], dtype=float)
+    except Exception:  # the pilot only advises; the caller falls back
+        out["pilot_seconds"] = time.perf_counter() - t0
+        return out
+    out["pilot_seconds"] = time.perf_counter() - t0
+    prior1 = sig[1, 1] - (sig[1, 0] ** 2 / sig[0, 0] if sig[0, 0] > 0 else 0.0)
+    post1 = cov[:, 1, 1] - np.where(cov[:, 0, 0] > 0, cov[:, 1, 0] ** 2 / cov[:, 0, 0], 0.0)
+    lam1 = np.clip(post1 / prior1, 0.0, 1.0) if prior1 > 1e-12 else np.ones(len(cov))
+    lam0 = np.clip(cov[:, 0, 0] / sig[0, 0], 0.0, 1.0) if sig[0, 0] > 1e-12 else np.ones(len(cov))
+    out["slope"] = float(np.median(lam1))
+    out["intercept"] = float(np.median(lam0))
+    return out
+
+
+def choose_sku_slope_form(
+    data: HierData,
+    parameterization: str,
+    requested: bool | str = "auto",
+    *,
+    family: str = "negbin",
+) -> tuple[bool, dict[str, float]]:
+    """Whether the centred forms sample the SKU slopes centred (True) or non-centred given
+    the intercepts (False), and the pilot's pooling factors (:func:`pooling_factors`).
+
+    ``requested`` True / False is kept; ``"auto"``: centred when the median pooling factor
+    of the SKU slopes is below :data:`SLOPE_CENTRED_MAX_POOLING`, else non-centred (also when
+    the pilot fails: a non-centred slope has no funnel, the failure that stops a fit).
+    Irrelevant (True, no pilot) without a random slope or for ``"noncentred"``."""
+    if isinstance(requested, bool):
+        return requested, {}
+    if requested != "auto":
+        raise ValueError(f"centre_sku_slope={requested!r}")
+    if data.slope is None or parameterization == "noncentred":
+        return True, {}
+    pooling = pooling_factors(data, family=family)
+    lam = pooling["slope"]
+    return bool(np.isfinite(lam) and lam < SLOPE_CENTRED_MAX_POOLING), pooling
+
+
 def _slope_column(data: HierData) -> tuple[int | None, float]:
     """Index j of the random-slope covariate among the fixed terms, and the constant c with
     ``slope = X[:, j] + c`` (None when the slope is not one of the fixed terms up to a shift)."""
@@ -219,6 +306,7 @@ def build_model(
     parameterization: str = "noncentred",
     centre_category_slope: bool = False,
     centre_sku_slope: bool = True,
+    within_sku_covariates: bool = False,
 ):
     """The PyMC model of the module docstring (coordinates: term, sku, category, effect).
 
@@ -242,6 +330,19 @@ def build_model(
     :math:`\\theta_{i1} = m_1 + L_{10}(\\theta_{i0} - m_0)/L_{00} + L_{11} z_i`,
     :math:`z_i \\sim N(0, 1)`: the same bivariate normal, without the funnel of a centred slope
     whose SD is near 0 (Rossmann's store promo slopes, ``benchmarks/README.md``).
+    :func:`fit_posterior` picks it with :func:`choose_sku_slope_form` (``"auto"``).
+    ``within_sku_covariates=True`` (centred forms; what :func:`fit_posterior` uses): the
+    fixed covariates other than the slope's enter the likelihood centred within SKU,
+    :math:`\\tilde x_{it} = x_{it} - (\\bar x_i - \\bar x)`, and the sampler sees each SKU's
+    intercept level plus its covariates' contribution, :math:`\\tilde\\theta_{i0} = \\theta_{i0}
+    + (\\bar x_i - \\bar x)^\\top\\beta \\sim N(m_{c(i)0} + (\\bar x_i - \\bar x)^\\top\\beta, \\cdot)`
+    (:math:`\\bar x_i` the SKU's training mean, :math:`\\bar x` their mean over SKUs). Since
+    :math:`\\tilde x^\\top\\beta + \\tilde\\theta_{i0} = x^\\top\\beta + \\theta_{i0}` and the
+    shift has Jacobian 1, this is the same model with the same log density; it removes the
+    trade-off between a covariate's slope and the SKU levels when the covariate differs
+    between SKUs (a store's log customers), which the data only see through their sum.
+    ``sku_level`` (:math:`\\theta`) is then a deterministic of the sampled ``sku_level_within``
+    (or ``sku_level_intercept_within``).
     """
     import pymc as pm
     import pytensor.tensor as pt
@@ -319,10 +420,24 @@ def build_model(
                 means.append(level1)
             mean_vec = pt.stack(means)
             eta = 0.0
+            offset = None  # (n_sku,) the covariates' share of each SKU's sampled level
             if other:
                 model.add_coord("fixed_term", [data.terms[j] for j in other])
-                X = pm.Data("X", data.X[:, other], dims=("obs", "fixed_term"))
+                Xo = np.asarray(data.X[:, other], dtype=float)
                 beta_other = pm.Normal("beta_fixed", 0.0, pri["beta_sd"], dims="fixed_term")
+                if within_sku_covariates:
+                    n_sku = len(data.sku_levels)
+                    cnt = np.maximum(np.bincount(data.sku_idx, minlength=n_sku), 1)
+                    xbar = np.column_stack(
+                        [
+                            np.bincount(data.sku_idx, weights=Xo[:, j], minlength=n_sku) / cnt
+                            for j in range(Xo.shape[1])
+                        ]
+                    )
+                    xbar = xbar - xbar.mean(axis=0)
+                    Xo = Xo - xbar[data.sku_idx]
+                    offset = pt.dot(pt.as_tensor_variable(xbar), beta_other)
+                X = pm.Data("X", Xo, dims=("obs", "fixed_term"))
                 eta = pt.dot(X, beta_other)
             if data.has_categories:
                 if parameterization == "centred_sku":  # thin categories: non-centred level
@@ -341,9 +456,22 @@ def build_model(
                 pm.Deterministic("category_effect", m - mean_vec, dims=("category", "effect"))
             else:
                 sku_mean = pt.zeros((len(data.sku_levels), k)) + mean_vec
+            # the sampled SKU levels: theta, or theta + (offset, 0) with within-SKU covariates
+            sfx = "_within" if offset is not None else ""
+            level_shift = (
+                pt.stack([offset] + [pt.zeros_like(offset)] * (k - 1), axis=1)
+                if offset is not None
+                else 0.0
+            )
             if k == 2 and not centre_sku_slope:
                 # intercepts centred, slopes non-centred given them (the same MvNormal)
-                theta0 = pm.Normal("sku_level_intercept", sku_mean[:, 0], chol[0, 0], dims="sku")
+                lik0 = pm.Normal(
+                    "sku_level_intercept" + sfx,
+                    sku_mean[:, 0] + (offset if offset is not None else 0.0),
+                    chol[0, 0],
+                    dims="sku",
+                )
+                theta0 = lik0 - offset if offset is not None else lik0
                 z1 = pm.Normal("sku_slope_z", 0.0, 1.0, dims="sku")
                 theta1 = (
                     sku_mean[:, 1]
@@ -353,12 +481,26 @@ def build_model(
                 theta = pm.Deterministic(
                     "sku_level", pt.stack([theta0, theta1], axis=1), dims=("sku", "effect")
                 )
-            elif k == 2:
-                theta = pm.MvNormal("sku_level", mu=sku_mean, chol=chol, dims=("sku", "effect"))
+                coef = pt.stack([lik0, theta1], axis=1)
             else:
-                theta = pm.Normal("sku_level", sku_mean, sd, dims=("sku", "effect"))
+                if k == 2:
+                    sampled = pm.MvNormal(
+                        "sku_level" + sfx,
+                        mu=sku_mean + level_shift,
+                        chol=chol,
+                        dims=("sku", "effect"),
+                    )
+                else:
+                    sampled = pm.Normal(
+                        "sku_level" + sfx, sku_mean + level_shift, sd, dims=("sku", "effect")
+                    )
+                theta = (
+                    pm.Deterministic("sku_level", sampled - level_shift, dims=("sku", "effect"))
+                    if offset is not None
+                    else sampled
+                )
+                coef = sampled
             pm.Deterministic("sku_effect", theta - sku_mean, dims=("sku", "effect"))
-            coef = theta
             # the intercept and slopes of the non-centred model, as deterministics
             pm.Deterministic("intercept", level0 + (level1 * shift if j_slope is not None else 0.0))
             if data.terms:
@@ -456,15 +598,17 @@ def fit_posterior(
     family: str = "negbin",
     method: str = "nuts",
     chains: int = 2,
-    tune: int = 500,
-    draws: int = 500,
+    tune: int = 1000,
+    draws: int = 3000,
     seed: int = 0,
     cores: int | None = None,
     advi_iterations: int = 20_000,
     priors: dict[str, float] | None = None,
     parameterization: str = "auto",
     centred: bool | None = None,
-    centre_sku_slope: bool = True,
+    centre_sku_slope: bool | str = "auto",
+    within_sku_covariates: bool = True,
+    adaptation: str = "diag",
 ) -> Posterior:
     """Build the model, sample it (nutpie NUTS, PyMC's own NUTS, or ADVI) and keep the draws.
 
@@ -478,22 +622,39 @@ def fit_posterior(
         See :func:`build_model`; ``"auto"`` resolves with :func:`choose_parameterization`.
     centred : bool, optional
         Older spelling: True / False = ``"centred"`` / ``"noncentred"`` (overrides).
-    centre_sku_slope : bool
-        See :func:`build_model` (False: experimental, for the benchmarks).
+    centre_sku_slope : bool or "auto"
+        See :func:`build_model`; ``"auto"`` (default) resolves with
+        :func:`choose_sku_slope_form` (a Laplace pilot's pooling factor of the SKU slopes).
+    within_sku_covariates : bool
+        See :func:`build_model` (default True: the same model, covariates centred within SKU).
+    adaptation : str
+        nutpie's mass-matrix adaptation (``"diag"``, its default; ``"low_rank"``...).
     """
     import pymc as pm
 
     if centred is not None:  # the older boolean spelling
         parameterization = "centred" if centred else "noncentred"
     param = choose_parameterization(data, parameterization)
+    seconds: dict[str, float] = {}
+    centre_slope, pooling = choose_sku_slope_form(data, param, centre_sku_slope, family=family)
+    if np.isfinite(pooling.get("pilot_seconds", float("nan"))):
+        seconds["pilot"] = pooling["pilot_seconds"]
+    options: dict[str, Any] = {
+        "centre_sku_slope": centre_slope,
+        "centre_sku_slope_requested": centre_sku_slope,
+        "within_sku_covariates": within_sku_covariates and param != "noncentred",
+        "pooling_slope_median": pooling.get("slope"),
+        "pooling_intercept_median": pooling.get("intercept"),
+        "adaptation": adaptation,
+    }
     model = build_model(
         data,
         family=family,
         priors=priors,
         parameterization=param,
-        centre_sku_slope=centre_sku_slope,
+        centre_sku_slope=centre_slope,
+        within_sku_covariates=within_sku_covariates,
     )
-    seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     if method == "nuts":
         import nutpie
@@ -510,6 +671,7 @@ def fit_posterior(
             seed=seed,
             progress_bar=False,
             save_warmup=False,
+            adaptation=adaptation,
         )
         seconds["sample"] = time.perf_counter() - t1
     elif method == "nuts_pymc":
@@ -556,4 +718,5 @@ def fit_posterior(
         idata=idata,
         seconds=seconds,
         parameterization=param,
+        options=options,
     )

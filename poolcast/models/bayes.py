@@ -49,7 +49,14 @@ the non-centred model fails the gate (R-hat 1.26, bulk ESS 7) on the trade-off b
 intercept and the eight category effects, which centring removes (``benchmarks/README.md``).
 
 Sampling: nutpie (NUTS, numba backend), ``chains`` x (``tune`` + ``draws``) with the fixed
-``seed``. Above ``advi_threshold`` training rows the candidate uses mean-field ADVI instead
+``seed``; defaults 2 x (1000 + 3000): 500 + 500 per chain left the slow scales near 0 (category
+and SKU promo SDs) at a bulk ESS of 160-270 and a max R-hat over the SKU effects of 1.015-1.02
+(2 chains), short of the gate (``benchmarks/README.md``). In the centred forms the covariates
+enter centred within SKU (``within_sku_covariates``: the same model, the covariate slope vs
+SKU level trade-off out of the sampled space) and the SKU promo slopes are sampled centred or
+non-centred given the intercepts by a Laplace pilot's pooling factor
+(``centre_sku_slope="auto"``, :func:`~poolcast.models._bayes_core.choose_sku_slope_form`);
+both recorded as ``sampling_options`` in ``describe()``. Above ``advi_threshold`` training rows the candidate uses mean-field ADVI instead
 (``method="auto"``): an approximation, labelled ``sampler = "advi"`` in ``describe()`` and in
 the child run. ``fit_horizons="first"`` (default) fits one posterior per origin, on the
 horizon-1 rows, and forecasts every horizon with it (a third of the cost of ``"all"``).
@@ -188,6 +195,10 @@ class BayesHierarchical(CovariateCandidate):
         ``"first"``: one posterior per origin (horizon 1) serves every horizon.
     max_stored_draws : int
         Posterior draws kept for forecasting (thinned evenly).
+    adaptation : {"diag", "draw_diag", "low_rank"}
+        nutpie's mass-matrix adaptation. ``"low_rank"`` fitted Rossmann's correlated month
+        dummies where ``"diag"`` missed the gate on bulk ESS (``benchmarks/README.md``), but
+        it is not measured on the 1k-SKU panel, so the default stays ``"diag"``.
 
     Attributes
     ----------
@@ -212,6 +223,7 @@ class BayesHierarchical(CovariateCandidate):
         "parameterization": [Options(frozenset({"auto", "centred", "centred_sku", "noncentred"}))],
         "fit_horizons": [Options(frozenset({"first", "all"}))],
         "max_stored_draws": [Interval(int, 10, None)],
+        "adaptation": [Options(frozenset({"diag", "draw_diag", "low_rank"}))],
     }
 
     ineligible_reason_: str | None = None
@@ -223,14 +235,15 @@ class BayesHierarchical(CovariateCandidate):
         include_promo: bool = True,
         family: str | None = None,
         chains: int = 2,
-        tune: int = 500,
-        draws: int = 500,
+        tune: int = 1000,
+        draws: int = 3000,
         seed: int = 0,
         method: str = "auto",
         advi_threshold: int = ADVI_THRESHOLD,
         parameterization: str = "auto",
         fit_horizons: str = "first",
         max_stored_draws: int = 1000,
+        adaptation: str = "diag",
     ) -> None:
         self.customer_terms = customer_terms
         self.include_promo = include_promo
@@ -244,6 +257,7 @@ class BayesHierarchical(CovariateCandidate):
         self.parameterization = parameterization
         self.fit_horizons = fit_horizons
         self.max_stored_draws = max_stored_draws
+        self.adaptation = adaptation
 
     # -- fit --------------------------------------------------------------------------
     def fit(self, train: pl.DataFrame, *, history: pl.DataFrame | None = None) -> Self:
@@ -318,6 +332,7 @@ class BayesHierarchical(CovariateCandidate):
                     draws=self.draws,
                     seed=self.seed + horizon,
                     parameterization=self.parameterization,
+                    adaptation=self.adaptation,
                 )
             except (ValueError, FloatingPointError, np.linalg.LinAlgError, RuntimeError) as exc:
                 raise PoolcastError(
@@ -473,6 +488,7 @@ class BayesHierarchical(CovariateCandidate):
             "approximate": post.method == "advi",
             "parameterization": post.parameterization,
             "parameterization_requested": self.parameterization,
+            "sampling_options": dict(post.options),
             "levels": model.levels,
             "category_level": model.category_note or f"{len(model.category_index)} categories",
             "family": self.family,
@@ -593,6 +609,7 @@ def _thin(post: Posterior, keep: int) -> Posterior:
         idata=post.idata,
         seconds=post.seconds,
         parameterization=post.parameterization,
+        options=post.options,
     )
 
 

@@ -20,11 +20,13 @@ from poolcast.models import default_candidates, make_candidate
 from poolcast.models._bayes_core import (
     CENTRED_MIN_ROWS_PER_SKU,
     CENTRED_MIN_SKUS_PER_CATEGORY,
+    SLOPE_CENTRED_MAX_POOLING,
     HierData,
     Posterior,
     _slope_column,
     build_model,
     choose_parameterization,
+    choose_sku_slope_form,
     fit_posterior,
     ineligibility,
 )
@@ -127,6 +129,32 @@ def test_auto_parameterization_by_rows_per_sku_and_skus_per_category() -> None:
         choose_parameterization(_tiny([2]), "other")
 
 
+@pytest.mark.parametrize(
+    ("sd_promo", "intercept", "centred"),
+    [
+        (0.003, 1.0, False),  # the slopes hardly differ (Rossmann's stores): non-centred
+        (0.8, 3.0, True),  # they differ and every SKU's data pin its slope down: centred
+    ],
+)
+def test_auto_sku_slope_form_by_pooling_factor(sd_promo, intercept, centred) -> None:
+    """``centre_sku_slope="auto"``: a Laplace pilot's median pooling factor of the SKU slopes
+    against SLOPE_CENTRED_MAX_POOLING decides; recorded with the pilot's figures."""
+    sim = simulate_panel(
+        40, 36, family="negbin", seed=2, sd_promo=sd_promo, intercept=intercept, promo_rate=0.4
+    )
+    data = _design(sim.frame, categories=True)
+    assert choose_parameterization(data) == "centred_sku"  # 36 rows per SKU, 5 per category
+    chosen, pooling = choose_sku_slope_form(data, "centred_sku")
+    assert chosen is centred
+    assert (pooling["slope"] < SLOPE_CENTRED_MAX_POOLING) is centred
+    assert 0.0 <= pooling["intercept"] < 0.5 and pooling["pilot_seconds"] > 0
+    # an explicit choice is kept, no pilot; the non-centred model has no such choice
+    assert choose_sku_slope_form(data, "centred", False) == (False, {})
+    assert choose_sku_slope_form(data, "noncentred") == (True, {})
+    with pytest.raises(ValueError):
+        choose_sku_slope_form(data, "centred", "other")
+
+
 def test_slope_column_found_up_to_a_shift() -> None:
     assert _slope_column(_tiny([5, 5], slope_shift=0.25)) == (1, pytest.approx(0.25))
     assert _slope_column(_tiny([5, 5])) == (None, 0.0)  # random intercept only
@@ -197,6 +225,49 @@ def test_sku_slopes_non_centred_given_the_intercepts_is_the_same_model() -> None
     logp_nc = float(nc.compile_fn(nc.logp(), mode="FAST_COMPILE")(point))
     logp_c = float(c.compile_fn(c.logp(), mode="FAST_COMPILE")(shared | {"sku_level": theta}))
     assert logp_nc == pytest.approx(logp_c + np.log(l11).sum(), rel=1e-9)
+
+
+@pytest.mark.parametrize("centre_sku_slope", [True, False])
+def test_within_sku_covariates_is_the_same_model(centre_sku_slope: bool) -> None:
+    """``within_sku_covariates=True`` samples theta_i0 + (xbar_i - xbar) beta instead of
+    theta_i0 and centres x within SKU: a shift with Jacobian 1, so at matching points the log
+    density and every output (intercept, beta, SKU and category effects, linear predictor)
+    are those of the plain centred model."""
+    data = _tiny([5, 7, 4, 6], slope_shift=0.25)
+    rng = np.random.default_rng(4)
+    data = HierData(  # a covariate whose SKU means differ a lot (log customers)
+        **data.__dict__ | {"X": data.X + np.outer([-2.0, 0.5, 1.0, 3.0], [1.0, 0.0])[data.sku_idx]}
+    )
+    kw = {"family": "negbin", "parameterization": "centred", "centre_sku_slope": centre_sku_slope}
+    w = build_model(data, within_sku_covariates=True, **kw)
+    c = build_model(data, **kw)
+    name = "sku_level" if centre_sku_slope else "sku_level_intercept"
+    point = {k: v + rng.normal(0.0, 0.3, np.shape(v)) for k, v in c.initial_point().items()}
+    beta = point["beta_fixed"][0]
+    xbar = np.bincount(data.sku_idx, weights=data.X[:, 0]) / np.bincount(data.sku_idx)
+    offset = (xbar - xbar.mean()) * beta
+    shifted = point[name].copy()
+    if centre_sku_slope:
+        shifted[:, 0] += offset
+    else:
+        shifted += offset
+    wpoint = {k: v for k, v in point.items() if k != name} | {name + "_within": shifted}
+    assert float(w.compile_fn(w.logp(), mode="FAST_COMPILE")(wpoint)) == pytest.approx(
+        float(c.compile_fn(c.logp(), mode="FAST_COMPILE")(point)), rel=1e-10
+    )
+    outs = ["intercept", "beta", "category_effect", "sku_effect", "sku_level"]
+
+    def values(model, pt_):
+        fn = model.compile_fn(
+            model.replace_rvs_by_values([model[n] for n in outs]),
+            inputs=model.value_vars,
+            mode="FAST_COMPILE",
+            on_unused_input="ignore",
+        )
+        return fn(pt_)
+
+    for a, b in zip(values(w, wpoint), values(c, point), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
 def test_centred_outputs_map_back_to_the_noncentred_coordinates() -> None:
