@@ -206,6 +206,11 @@ class BacktestConfig:
         Predictive samples drawn per row by candidates that simulate.
     candidates : tuple of str or None
         Candidate names to run; None runs the default line-up.
+    params : dict of str to dict
+        Constructor parameters per candidate, e.g. ``[backtest.params.bayes_nb2_hier]`` with
+        ``draws = 1000`` and ``adaptation = "low_rank"``; they override the line-up's own (a
+        name must be a known candidate and each key one of its constructor parameters:
+        :func:`poolcast.models.registry.check_candidate_params`).
     selection_metric : str
         Metric the champion minimises (ties broken by MASE): scaled_pinball, mase, mae, rmse,
         wape, crps or pinball_<q>.
@@ -223,6 +228,7 @@ class BacktestConfig:
     calibration_origins: Annotated[int, Field(strict=True, ge=0, le=12)] | None = None
     n_samples: PositiveInt = 500
     candidates: tuple[str, ...] | None = None
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
     selection_metric: str = "scaled_pinball"
     seed: NonNegativeInt = 20261127
 
@@ -231,6 +237,17 @@ class BacktestConfig:
     def _distinct(cls, value: tuple[float, ...]) -> tuple[float, ...]:
         if len(set(value)) != len(value):
             raise ValueError("quantile levels must be distinct")
+        return value
+
+    @field_validator("params")
+    @classmethod
+    def _known_params(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from poolcast.models.registry import check_candidate_params  # models do not import config
+
+        try:
+            check_candidate_params(value)
+        except InvalidParameterError as exc:
+            raise ValueError(str(exc)) from None
         return value
 
     @field_validator("selection_metric")
@@ -436,7 +453,8 @@ def _describe_errors(exc: pydantic.ValidationError, cls: type) -> str:
 
 def _default_of(info: Any) -> str:
     if info.default_factory is not None:
-        return "see below"
+        empty = info.default_factory()
+        return _toml(empty) if empty in ({}, [], ()) else "see below"
     value = info.default
     if value is PydanticUndefined:
         return "required"
@@ -509,6 +527,8 @@ def _schema_text(s: dict[str, Any]) -> str:
         return f"{noun} {high}".strip()
     if kind == "string":
         return {"date": "a month YYYY-MM", "path": "a path"}.get(s.get("format", ""), "a string")
+    if kind == "object":
+        return "a table"
     return ""
 
 

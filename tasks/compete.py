@@ -47,6 +47,7 @@ def candidate_lineup(
         has_customers=validated.has_customers,
         has_promo=has_promo,
         names=config.backtest.candidates,
+        params=config.backtest.params,
         n_skus=panel.get_column("sku").n_unique(),
         **kwargs,
     )

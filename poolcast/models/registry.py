@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from poolcast.errors import InvalidParameterError
 from poolcast.models._design import plan_term
@@ -34,6 +36,7 @@ __all__ = [
     "CANDIDATE_CLASSES",
     "CANDIDATE_NAMES",
     "PlanFactory",
+    "check_candidate_params",
     "default_candidates",
     "make_candidate",
 ]
@@ -113,6 +116,37 @@ class PlanFactory:
         return candidate
 
 
+def check_candidate_params(params: Mapping[str, Mapping[str, Any]]) -> None:
+    """Refuse ``[backtest.params]`` that name an unknown candidate, a parameter its constructor
+    does not take, or a value its parameter checks reject.
+
+    Raises
+    ------
+    InvalidParameterError
+        Naming the candidate and the key.
+    """
+    for name, kwargs in params.items():
+        if name not in CANDIDATE_CLASSES:
+            raise InvalidParameterError(
+                f"[backtest.params] unknown candidate {name!r}; known candidates are "
+                f"{list(CANDIDATE_NAMES)}"
+            )
+        cls = CANDIDATE_CLASSES[name]
+        accepted = sorted(p for p in inspect.signature(cls.__init__).parameters if p != "self")
+        unknown = sorted(set(kwargs) - set(accepted))
+        if unknown:
+            raise InvalidParameterError(
+                f"[backtest.params.{name}] unknown parameter(s) {unknown}; {name} takes {accepted}"
+            )
+        try:
+            candidate = cls(**kwargs)
+            validate = getattr(candidate, "_validate_params", None)
+            if validate is not None:
+                validate()
+        except (InvalidParameterError, TypeError, ValueError) as exc:
+            raise InvalidParameterError(f"[backtest.params.{name}] {exc}") from None
+
+
 def make_candidate(name: str, **params: object) -> Candidate:
     """A new, unfitted candidate by name (``params`` go to its constructor).
 
@@ -138,6 +172,7 @@ def default_candidates(
     plan_columns: tuple[str, ...] = (),
     plan_transforms: dict[str, str] | None = None,
     intermittent: bool | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Callable[[], Candidate]]:
     """Factories of the default line-up, keyed by candidate name, in a stable order.
 
@@ -175,6 +210,9 @@ def default_candidates(
         observed SKU-months are zero). False leaves Croston, TSB and ADIDA out of the default
         line-up; True or None (not computed) keeps them (they are cheap: a few seconds per
         origin at 5k SKUs, benchmarks/README.md). ``naive`` and ``auto_ets`` are always in.
+    params : mapping of str to mapping, optional
+        ``[backtest] params``: constructor parameters per candidate name, applied over the
+        line-up's own (:func:`check_candidate_params` checks them).
 
     Returns
     -------
@@ -201,19 +239,21 @@ def default_candidates(
     extra_plan = tuple(
         plan_term(c, transforms.get(c, "identity")) for c in plan_columns if c != "promo"
     )
+    params = params or {}
+    check_candidate_params(params)
     factories: dict[str, Callable[[], Candidate]] = {}
     for name in chosen:
         cls = CANDIDATE_CLASSES[name]
+        extra = dict(params.get(name, {}))
         if name in _BASELINES or name in _CLASSICAL:
-            factories[name] = cls
+            factories[name] = partial(cls, **extra) if extra else cls
         elif name in _PANEL_ONLY:
-            factories[name] = PlanFactory(cls, (("include_promo", has_promo),), extra_plan)
+            own = {"include_promo": has_promo, **extra}
+            factories[name] = PlanFactory(cls, tuple(own.items()), extra_plan)
         elif extra_plan:
-            factories[name] = PlanFactory(
-                cls,
-                (("customer_terms", customer_terms), ("include_promo", has_promo)),
-                extra_plan,
-            )
+            own = {"customer_terms": customer_terms, "include_promo": has_promo, **extra}
+            factories[name] = PlanFactory(cls, tuple(own.items()), extra_plan)
         else:
-            factories[name] = partial(cls, customer_terms=customer_terms, include_promo=has_promo)
+            own = {"customer_terms": customer_terms, "include_promo": has_promo, **extra}
+            factories[name] = partial(cls, **own)
     return factories

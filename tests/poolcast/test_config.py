@@ -182,3 +182,52 @@ def test_readme_lists_exactly_the_settings_of_the_model() -> None:
     assert block.strip() == settings_markdown().strip(), (
         "README's settings table is stale: paste the output of `python -m poolcast.config`"
     )
+
+
+def test_candidate_params_reach_the_lineup_over_its_own_settings(tmp_path: Path) -> None:
+    from poolcast.models import default_candidates
+
+    path = tmp_path / "run.toml"
+    path.write_text(
+        "[backtest]\n"
+        'candidates = ["bayes_nb2_hier", "moving_average", "glmm_nb2_ri"]\n'
+        "[backtest.params.bayes_nb2_hier]\n"
+        'adaptation = "low_rank"\n'
+        "draws = 1000\n"
+        "[backtest.params.moving_average]\n"
+        "window = 12\n"
+        "[backtest.params.glmm_nb2_ri]\n"
+        "include_promo = false\n"
+    )
+    config = load_config(path)
+    lineup = default_candidates(
+        has_customers=True,
+        has_promo=True,
+        names=config.backtest.candidates,
+        params=config.backtest.params,
+    )
+    bayes = lineup["bayes_nb2_hier"]()
+    assert (bayes.adaptation, bayes.draws, bayes.customer_terms) == ("low_rank", 1000, "log")
+    assert lineup["moving_average"]().window == 12
+    assert lineup["glmm_nb2_ri"]().include_promo is False  # over the line-up's has_promo
+    assert load_config(None).backtest.params == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("[backtest.params.nope]\nx = 1\n", "unknown candidate 'nope'"),
+        ("[backtest.params.bayes_nb2_hier]\ndraw = 5\n", "unknown parameter(s) ['draw']"),
+        ('[backtest.params.bayes_nb2_hier]\nadaptation = "dense"\n', "adaptation='dense'"),
+        ("[backtest.params.moving_average]\nwindow = 0\n", "window=0"),
+    ],
+)
+def test_bad_candidate_params_are_refused_naming_candidate_and_key(
+    tmp_path: Path, text: str, fragment: str
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(InvalidParameterError) as info:
+        load_config(path)
+    assert fragment in str(info.value)
+    assert "[backtest" in str(info.value)
