@@ -48,6 +48,7 @@ __all__ = [
     "make_covariate_spec",
     "plan_term",
     "plan_term_column",
+    "required_plan_columns",
 ]
 
 FOURIER_COLUMNS: tuple[str, ...] = ("fourier_s1", "fourier_c1", "fourier_s2", "fourier_c2")
@@ -82,6 +83,13 @@ def plan_term(column: str, transform: str = "identity") -> str:
 def plan_term_column(term: str) -> str:
     """The plan column a design term reads (``log1p_open_days`` -> ``open_days``)."""
     return term.removeprefix(LOG1P_PREFIX)
+
+
+def required_plan_columns(include_promo: bool, plan_terms: tuple[str, ...]) -> tuple[str, ...]:
+    """The plan columns a covariate candidate needs for the forecast months: ``promo`` (when
+    it uses it) and the columns of its ``plan_terms`` (``log1p_open_days`` needs ``open_days``)."""
+    promo = ("promo",) if include_promo else ()
+    return promo + tuple(plan_term_column(c) for c in plan_terms if c != "promo")
 
 
 def _with_derived_terms(frame: pl.DataFrame, terms: tuple[str, ...] | list[str]) -> pl.DataFrame:

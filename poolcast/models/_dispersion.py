@@ -46,6 +46,7 @@ __all__ = [
     "DispersionClasses",
     "dispersion_classes",
     "finite_or_none",
+    "n_classes_of",
     "refit_with_dispersion_classes",
     "sku_excess_dispersion",
 ]
@@ -241,6 +242,17 @@ def refit_with_dispersion_classes(
         return res, None, notes
     notes["dispersion_loglik_gain"] = float(res_d.loglik - res.loglik)
     return res_d, classes, notes
+
+
+def n_classes_of(name: str, dispersion_classes: int | None, default: int) -> int:
+    """A candidate's number of dispersion classes: its ``dispersion_classes`` parameter, or its
+    default when None (0 = one NB2 size). Refuses 1, which is no class split."""
+    k = default if dispersion_classes is None else int(dispersion_classes)
+    if k == 1:
+        raise InvalidParameterError(
+            f"{name}: dispersion_classes=1; use 0 (one NB2 size) or K >= 2 classes"
+        )
+    return k
 
 
 def finite_or_none(values: dict[str, float] | None) -> dict[str, float | None] | None:

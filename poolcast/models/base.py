@@ -29,7 +29,7 @@ from poolcast.errors import (
     NotFittedError,
     PoolcastError,
 )
-from poolcast.models._design import CovariateSpec, make_covariate_spec, plan_term_column
+from poolcast.models._design import CovariateSpec, make_covariate_spec, required_plan_columns
 from poolcast.models._validation import Interval, Options, validate_parameters
 from poolcast.models.forecast import KEY_COLUMNS, Forecast, quantiles_from_samples
 
@@ -394,8 +394,7 @@ class CovariateCandidate(Candidate):
     def required_plan_columns(self) -> tuple[str, ...]:  # type: ignore[override]
         """``promo`` (when ``include_promo``) and the plan columns of the ``plan_terms``
         (``log1p_open_days`` needs ``open_days``)."""
-        promo = ("promo",) if getattr(self, "include_promo", False) else ()
-        return promo + tuple(plan_term_column(c) for c in self.plan_terms if c != "promo")
+        return required_plan_columns(getattr(self, "include_promo", False), tuple(self.plan_terms))
 
     @property
     def coef_(self) -> dict[int, np.ndarray]:

@@ -38,6 +38,7 @@ from poolcast.models._design import CovariateSpec, add_covariate, build_covariat
 from poolcast.models._dispersion import (
     DispersionClasses,
     finite_or_none,
+    n_classes_of,
     refit_with_dispersion_classes,
 )
 from poolcast.models._validation import Interval, Options, validate_parameters
@@ -146,19 +147,16 @@ class GlmmCandidate(CovariateCandidate):
     @property
     def n_dispersion_classes(self) -> int:
         """The number of dispersion classes this candidate fits (0 = one NB2 size)."""
-        k = getattr(self, "dispersion_classes", None)
-        return self._default_dispersion_classes if k is None else int(k)
+        return n_classes_of(
+            self.name, getattr(self, "dispersion_classes", None), self._default_dispersion_classes
+        )
 
     def _validate_params(self) -> None:
         params = self.get_params()
         if params["n_agq"] is None:
             params["n_agq"] = self._default_n_agq
         validate_parameters(self._parameter_constraints, params, caller=self.name)
-        k = self.n_dispersion_classes
-        if k == 1:
-            raise InvalidParameterError(
-                f"{self.name}: dispersion_classes=1; use 0 (one NB2 size) or K >= 2 classes"
-            )
+        k = self.n_dispersion_classes  # refuses dispersion_classes=1
         if k and (self._family != "negbin" or self._method != "laplace"):
             raise InvalidParameterError(
                 f"{self.name}: dispersion_classes={k} needs an NB2 Laplace candidate (the "

@@ -33,16 +33,21 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import polars as pl
 
-from poolcast.errors import DataContractError, InvalidParameterError, PoolcastError
+from poolcast.errors import DataContractError, PoolcastError
 from poolcast.glmm import GlmmControl
 from poolcast.glmm import fit as glmm_fit
 from poolcast.glmm.ar1 import ar1_latent_moments
 from poolcast.glmm.simulate import MAX_POISSON_RATE
 from poolcast.glmm.terms import design_for_newdata
-from poolcast.models._design import build_covariate_frame, make_covariate_spec, plan_term_column
+from poolcast.models._design import (
+    build_covariate_frame,
+    make_covariate_spec,
+    required_plan_columns,
+)
 from poolcast.models._dispersion import (
     DispersionClasses,
     finite_or_none,
+    n_classes_of,
     refit_with_dispersion_classes,
 )
 from poolcast.models._validation import Interval, validate_parameters
@@ -198,15 +203,11 @@ class GlmmNegBinAr1(Candidate):
     @property
     def n_dispersion_classes(self) -> int:
         """The number of dispersion classes this candidate fits (0 = one NB2 size)."""
-        k = self.dispersion_classes
-        return self._default_dispersion_classes if k is None else int(k)
+        return n_classes_of(self.name, self.dispersion_classes, self._default_dispersion_classes)
 
     def _validate_params(self) -> None:
         validate_parameters(self._parameter_constraints, self.get_params(), caller=self.name)
-        if self.n_dispersion_classes == 1:
-            raise InvalidParameterError(
-                f"{self.name}: dispersion_classes=1; use 0 (one NB2 size) or K >= 2 classes"
-            )
+        _ = self.n_dispersion_classes  # refuses dispersion_classes=1
 
     #: Plan columns used as covariates besides ``promo`` (the registry sets them).
     plan_terms: tuple[str, ...] = ()
@@ -215,8 +216,7 @@ class GlmmNegBinAr1(Candidate):
     def required_plan_columns(self) -> tuple[str, ...]:  # type: ignore[override]
         """``promo`` (when ``include_promo``) and the plan columns of the ``plan_terms``
         (``log1p_open_days`` needs ``open_days``)."""
-        promo = ("promo",) if self.include_promo else ()
-        return promo + tuple(plan_term_column(c) for c in self.plan_terms if c != "promo")
+        return required_plan_columns(self.include_promo, tuple(self.plan_terms))
 
     @property
     def formula(self) -> str:
