@@ -36,6 +36,10 @@ class GlmmControl:
         Maximum iterations of the outer optimiser (L-BFGS-B) in each stage.
     outer_gtol : float
         Projected-gradient tolerance of the outer optimiser (deviance scale).
+    outer_restarts : int
+        Restarts of stage 2 from its polished end point while the scaled gradient there is
+        above ``grad_tol`` (L-BFGS-B stalled on its relative-reduction test); each is kept only
+        when it lowers the deviance (0 disables).
     outer_ftol : float
         Relative deviance-change tolerance of the outer optimiser.
     grad_tol : float
@@ -66,6 +70,7 @@ class GlmmControl:
     pirls_max_halvings: int = 20
     outer_max_iter: int = 500
     outer_gtol: float = 1e-6
+    outer_restarts: int = 3
     outer_ftol: float = 1e-13
     grad_tol: float = 2e-3
     singular_tol: float = 1e-4
@@ -87,7 +92,13 @@ class GlmmControl:
                 raise InvalidParameterError(
                     f"GlmmControl.{f.name}={value!r} is not a check level; use one of {_CHECK_LEVELS}."
                 )
-            if f.type in ("float", "int") and not value > 0:
+            if f.name == "outer_restarts":
+                if not (isinstance(value, int) and value >= 0):
+                    raise InvalidParameterError(
+                        f"GlmmControl.outer_restarts={value!r} must be an integer >= 0 "
+                        "(0 disables the restarts)."
+                    )
+            elif f.type in ("float", "int") and not value > 0:
                 raise InvalidParameterError(
                     f"GlmmControl.{f.name}={value!r} must be positive; pass a positive number."
                 )

@@ -148,7 +148,8 @@ class GlmmResults:
     trials : np.ndarray or None
         Binomial trials of the fitted rows.
     converged : bool
-        Optimiser converged, scaled gradient small, Hessian PD (unless singular).
+        Optimiser stopped on its tolerance or a failed line search (L-BFGS-B codes 0 / 2, not
+        the iteration limit), scaled gradient small, Hessian PD (unless singular).
     diagnostics : dict
         grad_norm, scaled_grad, hessian_pd, singular, optimizer return code, messages.
     messages : tuple[str, ...]
@@ -463,7 +464,10 @@ def make_results(design: GlmmDesign, objective: Objective, opt: OptSummary) -> G
     if not hess_pd:
         scaled = grad_norm
     messages = list(design.messages)
-    converged = opt.return_code == 0 and scaled < control.grad_tol and (hess_pd or singular)
+    # L-BFGS-B's code 2 is a failed line search: at an optimum (machine-precision deviance
+    # differences) it is the usual way to stop, so the gradient check decides there; code 1
+    # (iteration limit) stays a failure
+    converged = opt.return_code in (0, 2) and scaled < control.grad_tol and (hess_pd or singular)
     if not converged:
         msg = (
             f"Model failed to converge: optimizer code {opt.return_code} ({opt.message}), "

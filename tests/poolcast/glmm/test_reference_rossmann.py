@@ -5,7 +5,12 @@ Rossmann cut at 2015-04, horizon 1, two candidates' designs (euros, 11 covariate
 * ``nb2_ri_2014_09``: our PIRLS once ran store effects to 7e4 (a clamped mean in the NB2
   log-likelihood) and the candidate forecast NaN rates;
 * ``poisson_ri_slope_2014_08``: a PIRLS warm start from an optimiser trial near theta = 0
-  put eta beyond exp()'s range and the fit ended with a NaN log-likelihood.
+  put eta beyond exp()'s range and the fit ended with a NaN log-likelihood;
+* ``nb2_ri_slope_100_2014_09`` (the first 100 stores, as the Bayesian candidate's Laplace
+  pilot saw them): L-BFGS-B stopped on its relative-reduction test far from the optimum
+  (logLik -20768 against -20458, max|gradient| 1.3e4) and the pilot took that fit's SDs;
+  the optimiser now restarts from such a stall. glmmTMB puts the promo SD at 3e-8 (ours
+  4e-4, logLik 0.017 higher: the profile is flat there) and gives no SEs at that boundary.
 
 ``reference_rossmann.json`` holds the R fits of the same frames (glmmTMB 1.1.5 for the NB2;
 lme4 for the Poisson one, where glmmTMB stops at its evaluation limit), written by
@@ -68,10 +73,12 @@ def test_matches_the_r_reference(fits, key):
     assert list(res.fixef) == list(ref["fixef"])
     for name, value in ref["fixef"].items():
         assert res.fixef[name] == pytest.approx(value, abs=1e-3), name
-        assert res.fixef_se[name] == pytest.approx(ref["fixef_se"][name], rel=0.02), name
+        if ref["fixef_se"][name] != "NaN":  # glmmTMB has no SEs at a boundary (singular) fit
+            assert res.fixef_se[name] == pytest.approx(ref["fixef_se"][name], rel=0.02), name
     for name, sd in ref["sd_sku"].items():
         assert res.sd["sku"][name] == pytest.approx(sd, rel=0.02, abs=2e-3), name
-    if ref.get("corr_sku"):  # R writes an empty list for a single-term factor
+    singular = min(ref["sd_sku"].values()) < 1e-4  # a correlation with a zero SD is arbitrary
+    if ref.get("corr_sku") and not singular:  # R writes an empty list for a single-term factor
         corr = float(np.atleast_1d(np.asarray(res.corr["sku"], dtype=float))[0])
         assert corr == pytest.approx(ref["corr_sku"], abs=0.02)
     if ref.get("nb_theta"):  # {} for Poisson
