@@ -16,7 +16,7 @@ Run (Rossmann's first 100 stores, cut at 2015-04, last of 3 origins)::
 
     PYTHONPATH=. .venv/bin/python benchmarks/bayes_real_diagnosis.py \\
         --cut /tmp/bayes3/ross100/input/rossmann_cut_2015-04.csv --mapping rossmann \\
-        --as-of 2015-04 --config benchmarks/bayes_rossmann_100.toml \\
+        --as-of 2015-04 --config benchmarks/bayes_subset.toml \\
         --param centred,noncentred,centred+slope_nc --key rossmann_100_diagnosis
 
 ``--tune`` / ``--draws`` per chain (default: the candidate's defaults).
@@ -36,8 +36,9 @@ import numpy as np
 import poolcast.models.bayes as bayes_module
 from poolcast.backtest import prepare_splits
 from poolcast.config import ValidationConfig, load_config, parse_month
+from poolcast.features import panel_plan_columns
 from poolcast.io import load_source
-from poolcast.models import make_candidate
+from poolcast.models import default_candidates, make_candidate
 from poolcast.models._bayes_core import fit_posterior
 from poolcast.validation import validate_panel
 
@@ -77,6 +78,14 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=None)
     ap.add_argument("--param", default="centred")
     ap.add_argument("--origin", type=int, default=-1, help="Index into the backtest origins.")
+    ap.add_argument(
+        "--n-origins", type=int, default=None, help="Backtest origins (default: --config's)."
+    )
+    ap.add_argument(
+        "--no-plan",
+        action="store_true",
+        help="Leave out the plan covariates (what the script did before 2026-12-01 12:00).",
+    )
     defaults = make_candidate("bayes_nb2_hier")
     ap.add_argument("--tune", type=int, default=defaults.tune)
     ap.add_argument("--draws", type=int, default=defaults.draws)
@@ -86,12 +95,27 @@ def main() -> None:
 
     cfg = load_config(args.config)
     as_of = parse_month(args.as_of, what="--as-of")
-    panel = validate_panel(
+    validated = validate_panel(
         load_source(args.cut, args.mapping), config=ValidationConfig(), as_of=as_of
-    ).panel
-    split = prepare_splits(panel, feature_config=cfg.features, n_origins=cfg.backtest.n_origins)[
-        args.origin
-    ]
+    )
+    panel = validated.panel
+    n_origins = args.n_origins or cfg.backtest.n_origins
+    split = prepare_splits(panel, feature_config=cfg.features, n_origins=n_origins)[args.origin]
+    # the candidate as `poolcast run` builds it: the data's plan columns (Rossmann's open and
+    # holiday days) as covariates, the mapping's transforms, the config's parameters
+    plan_columns = panel_plan_columns(panel)
+    lineup_kw = (
+        {"plan_columns": plan_columns, "plan_transforms": dict(validated.plan_transforms)}
+        if len(plan_columns) > 1 and not args.no_plan
+        else {}
+    )
+    factory = default_candidates(
+        has_customers=validated.has_customers,
+        has_promo=bool(panel.get_column("promo").max() or 0),
+        names=("bayes_nb2_hier",),
+        params=cfg.backtest.params,
+        **lineup_kw,
+    )["bayes_nb2_hier"]
     rows = {}
     for name in args.param.split(","):
         param, *variants = name.split("+")
@@ -102,13 +126,22 @@ def main() -> None:
                 "slope_c": {"centre_sku_slope": True},
                 "nowithin": {"within_sku_covariates": False},
                 "lowrank": {"adaptation": "low_rank"},
+                "qr": {"fixed_basis": "qr"},
+                "raw": {"fixed_basis": "raw"},
+                "atmean": {"levels_at_covariate_mean": True},
+                "noatmean": {"levels_at_covariate_mean": False},
+                "ta90": {"target_accept": 0.9},
+                "ta95": {"target_accept": 0.95},
             }[v]
-        cand_kw = {"adaptation": kw.pop("adaptation")} if "adaptation" in kw else {}
+        # the candidate's own parameters (it passes them to fit_posterior explicitly)
+        cand_kw = {
+            key: kw.pop(key) for key in ("adaptation", "fixed_basis", "target_accept") if key in kw
+        }
         bayes_module.fit_posterior = functools.partial(fit_posterior, **kw)
         load0 = _load()
         t0 = time.perf_counter()
-        cand = make_candidate(
-            "bayes_nb2_hier", parameterization=param, tune=args.tune, draws=args.draws, **cand_kw
+        cand = factory().set_params(
+            parameterization=param, tune=args.tune, draws=args.draws, **cand_kw
         )
         cand.fit(split.train, history=panel)
         wall = time.perf_counter() - t0

@@ -36,6 +36,7 @@ __all__ = [
     "CENTRED_MIN_ROWS_PER_SKU",
     "CENTRED_MIN_SKUS_PER_CATEGORY",
     "DIAGNOSTIC_THRESHOLDS",
+    "FIXED_BASES",
     "PARAMETERIZATIONS",
     "SLOPE_CENTRED_MAX_POOLING",
     "HierData",
@@ -45,6 +46,7 @@ __all__ = [
     "choose_sku_slope_form",
     "diagnostics",
     "fit_posterior",
+    "fixed_effects_rotation",
     "ineligibility",
     "pooling_factors",
 ]
@@ -298,6 +300,66 @@ def _slope_column(data: HierData) -> tuple[int | None, float]:
     return None, 0.0
 
 
+#: How the sampler sees the fixed effects (:func:`build_model`): ``"raw"`` the coefficients,
+#: ``"qr"`` a rotation that makes their approximate posterior covariance the identity.
+FIXED_BASES = ("raw", "qr")
+
+
+def _working_weights(data: HierData, family: str) -> np.ndarray:
+    """(n,) approximate GLM working weights of the log link, :math:`w = m/(1 + a m)`, from
+    each SKU's mean count :math:`m_i` (floored at 0.01) and, for NB2, the moment estimate
+    :math:`a = \\max(0, \\sum((y - m)^2 - m) / \\sum m^2)` of the dispersion (a = 0 for
+    Poisson). Only a preconditioner: any positive weights give the same model."""
+    y = np.asarray(data.y, dtype=float)
+    n_sku = len(data.sku_levels)
+    cnt = np.maximum(np.bincount(data.sku_idx, minlength=n_sku), 1)
+    m = np.maximum(np.bincount(data.sku_idx, weights=y, minlength=n_sku) / cnt, 0.01)
+    m_row = m[data.sku_idx]
+    a = 0.0
+    if family == "negbin":
+        a = max(0.0, float(np.sum((y - m_row) ** 2 - m_row) / np.sum(m_row**2)))
+    return m_row / (1.0 + a * m_row)
+
+
+def fixed_effects_rotation(X: np.ndarray, weights: np.ndarray, prior_sd: float) -> np.ndarray:
+    """Upper-triangular :math:`R` with :math:`R^\\top R = X^\\top W X + I/s^2`, the precision of
+    the Gaussian approximation to the fixed effects' posterior (weights W, prior N(0, s^2)).
+
+    ``fixed_basis="qr"`` samples :math:`\\gamma = R\\beta` (the weighted QR
+    reparameterisation: :math:`\\sqrt W X = QR` up to the prior's ridge), whose approximate
+    posterior covariance is the identity, so a diagonal mass matrix suffices even for strongly
+    correlated covariates (month dummies, trend and Fourier terms); :math:`\\beta =
+    R^{-1}\\gamma` and the prior :math:`\\gamma \\sim N(0, s^2 RR^\\top)` keep the model."""
+    Xw = np.asarray(X, dtype=float) * np.sqrt(np.asarray(weights, dtype=float))[:, None]
+    prec = Xw.T @ Xw + np.eye(X.shape[1]) / prior_sd**2
+    return np.linalg.cholesky(prec).T
+
+
+def _fixed_coefficients(
+    name: str,
+    X: np.ndarray,
+    dim: str,
+    prior_sd: float,
+    basis: str,
+    weights: np.ndarray | None,
+):
+    """The fixed effects :math:`\\beta \\sim N(0, s^2 I)` named ``name``: sampled directly
+    (``"raw"``) or as :math:`\\gamma = R\\beta` (``"qr"``, :func:`fixed_effects_rotation`;
+    ``name`` is then a deterministic and ``name + "_qr"`` the sampled vector)."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    if basis == "raw":
+        return pm.Normal(name, 0.0, prior_sd, dims=dim)
+    if basis != "qr":
+        raise ValueError(f"fixed_basis={basis!r}: use one of {FIXED_BASES}")
+    R = fixed_effects_rotation(X, weights, prior_sd)
+    chol = prior_sd * np.linalg.cholesky(R @ R.T)
+    gamma = pm.MvNormal(name + "_qr", mu=np.zeros(R.shape[0]), chol=chol, dims=dim)
+    r_inv = np.linalg.solve(R, np.eye(R.shape[0]))
+    return pm.Deterministic(name, pt.dot(pt.as_tensor_variable(r_inv), gamma), dims=dim)
+
+
 def build_model(
     data: HierData,
     *,
@@ -307,6 +369,8 @@ def build_model(
     centre_category_slope: bool = False,
     centre_sku_slope: bool = True,
     within_sku_covariates: bool = False,
+    levels_at_covariate_mean: bool = False,
+    fixed_basis: str = "raw",
 ):
     """The PyMC model of the module docstring (coordinates: term, sku, category, effect).
 
@@ -343,6 +407,20 @@ def build_model(
     between SKUs (a store's log customers), which the data only see through their sum.
     ``sku_level`` (:math:`\\theta`) is then a deterministic of the sampled ``sku_level_within``
     (or ``sku_level_intercept_within``).
+    ``levels_at_covariate_mean=True`` (with ``within_sku_covariates``; what
+    :func:`fit_posterior` uses): the covariates enter fully centred within SKU,
+    :math:`x_{it} - \\bar x_i`, and every sampled level carries the covariates' mean
+    contribution: the SKU levels :math:`\\theta_{i0} + \\bar x_i^\\top\\beta`, the population
+    and centred category intercepts :math:`\\mu_0 + \\bar x^\\top\\beta`, :math:`m_{c0} + \\bar
+    x^\\top\\beta` (sampled as ``level_intercept_at_mean``, ``category_level_at_mean``). A
+    shift with Jacobian 1 again, the same model; it removes the trade-off between a common
+    shift of uncentred covariates (all month dummies against the reference month) and every
+    level, which ``within_sku_covariates`` alone leaves when the SKUs share the covariate's
+    mean (Rossmann's month dummies, ``benchmarks/README.md``).
+    ``fixed_basis="qr"`` (what :func:`fit_posterior` uses): the fixed effects, and in the
+    centred forms the mean promo slope with them (column: promo), are sampled in the rotated
+    basis of :func:`fixed_effects_rotation` (``beta_fixed_qr`` / ``fixed_and_slope_qr``; a
+    linear map: the same model, the log density shifted by the constant log |R|).
     """
     import pymc as pm
     import pytensor.tensor as pt
@@ -371,6 +449,7 @@ def build_model(
     cat_of_sku = np.asarray(data.sku_category, dtype=np.int64) if data.has_categories else None
     j_slope, shift = _slope_column(data) if k == 2 else (None, 0.0)
     hier_centred = parameterization in ("centred", "centred_sku")
+    weights = _working_weights(data, family) if fixed_basis == "qr" else None
     with pm.Model(coords=coords) as model:
         sku_idx = pm.Data("sku_idx", data.sku_idx.astype(np.int64), dims="obs")
         # SKU covariance: LKJ(eta) on the correlation, half-normal SDs (k = 2) / SDs (k = 1)
@@ -395,7 +474,9 @@ def build_model(
             intercept = pm.Normal("intercept", centre, pri["intercept_sd"])
             eta = intercept
             if data.terms:
-                beta = pm.Normal("beta", 0.0, pri["beta_sd"], dims="term")
+                beta = _fixed_coefficients(
+                    "beta", data.X, "term", pri["beta_sd"], fixed_basis, weights
+                )
                 eta = eta + pt.dot(X, beta)
             v = pm.Normal("sku_z", 0.0, 1.0, dims=("sku", "effect"))
             b = pm.Deterministic(
@@ -407,24 +488,29 @@ def build_model(
                 a = pm.Deterministic("category_effect", u * tau, dims=("category", "effect"))
                 coef = coef + a[cat_of_sku]
         else:
-            # population mean of the SKU coefficients: (intercept, promo slope)
-            level0 = pm.Normal("level_intercept", centre, pri["intercept_sd"])
-            means = [level0]
             other = [j for j in range(len(data.terms)) if j != j_slope]
-            if k == 2:
-                level1 = (
-                    pm.Normal("level_slope", 0.0, pri["beta_sd"])
-                    if j_slope is not None
-                    else pt.as_tensor_variable(0.0)
-                )
-                means.append(level1)
-            mean_vec = pt.stack(means)
+            # with fixed_basis="qr" the mean promo slope joins the rotation: its column (promo)
+            # is nearly collinear with plan covariates such as Rossmann's promo days
+            joint_slope = fixed_basis == "qr" and k == 2 and j_slope is not None
+            slope_col = np.asarray(data.slope, dtype=float) if joint_slope else None
+            coefs = None
+            if joint_slope:
+                model.add_coord("rotated_term", [data.terms[j] for j in other] + [data.slope_term])
+                if not other:
+                    coefs = _fixed_coefficients(
+                        "fixed_and_slope",
+                        slope_col[:, None],
+                        "rotated_term",
+                        pri["beta_sd"],
+                        fixed_basis,
+                        weights,
+                    )
             eta = 0.0
             offset = None  # (n_sku,) the covariates' share of each SKU's sampled level
+            at_mean = None  # x_bar' beta: the covariates' share of the sampled population level
             if other:
                 model.add_coord("fixed_term", [data.terms[j] for j in other])
                 Xo = np.asarray(data.X[:, other], dtype=float)
-                beta_other = pm.Normal("beta_fixed", 0.0, pri["beta_sd"], dims="fixed_term")
                 if within_sku_covariates:
                     n_sku = len(data.sku_levels)
                     cnt = np.maximum(np.bincount(data.sku_idx, minlength=n_sku), 1)
@@ -434,11 +520,54 @@ def build_model(
                             for j in range(Xo.shape[1])
                         ]
                     )
-                    xbar = xbar - xbar.mean(axis=0)
+                    grand = xbar.mean(axis=0)
+                    if not levels_at_covariate_mean:
+                        xbar = xbar - grand
                     Xo = Xo - xbar[data.sku_idx]
+                if joint_slope:  # rotated together with the mean promo slope (below)
+                    coefs = _fixed_coefficients(
+                        "fixed_and_slope",
+                        np.column_stack([Xo, slope_col]),
+                        "rotated_term",
+                        pri["beta_sd"],
+                        fixed_basis,
+                        weights,
+                    )
+                    beta_other = pm.Deterministic(
+                        "beta_fixed", coefs[: len(other)], dims="fixed_term"
+                    )
+                else:
+                    beta_other = _fixed_coefficients(
+                        "beta_fixed", Xo, "fixed_term", pri["beta_sd"], fixed_basis, weights
+                    )
+                if within_sku_covariates:
                     offset = pt.dot(pt.as_tensor_variable(xbar), beta_other)
+                    if levels_at_covariate_mean:
+                        at_mean = pt.dot(pt.as_tensor_variable(grand), beta_other)
                 X = pm.Data("X", Xo, dims=("obs", "fixed_term"))
                 eta = pt.dot(X, beta_other)
+            # population mean of the SKU coefficients: (intercept, promo slope); sampled at the
+            # covariates' mean (level0 + x_bar' beta) when levels_at_covariate_mean
+            if at_mean is None:
+                level0 = pm.Normal("level_intercept", centre, pri["intercept_sd"])
+            else:
+                level0 = (
+                    pm.Normal("level_intercept_at_mean", centre + at_mean, pri["intercept_sd"])
+                    - at_mean
+                )
+            means = [level0]
+            if k == 2:
+                if coefs is not None:
+                    level1 = pm.Deterministic("level_slope", coefs[-1])
+                elif j_slope is not None:
+                    level1 = pm.Normal("level_slope", 0.0, pri["beta_sd"])
+                else:
+                    level1 = pt.as_tensor_variable(0.0)
+                means.append(level1)
+            mean_vec = pt.stack(means)
+            # the sampled category levels: m_c, or m_c + (x_bar' beta, 0) with at_mean
+            cat_shift = 0.0 if at_mean is None else at_mean
+            cat_sfx = "" if at_mean is None else "_at_mean"
             if data.has_categories:
                 if parameterization == "centred_sku":  # thin categories: non-centred level
                     u = pm.Normal("category_z", 0.0, 1.0, dims=("category", "effect"))
@@ -447,11 +576,32 @@ def build_model(
                     # the category intercepts centred (each is the mean of many SKUs), the
                     # category slopes non-centred: their scale tau_1 is often near 0 (no
                     # category differences in promo lift), the funnel centring walks into
-                    m0 = pm.Normal("category_level", level0, tau[0], dims="category")
+                    m0 = (
+                        pm.Normal(
+                            "category_level" + cat_sfx,
+                            level0 + cat_shift,
+                            tau[0],
+                            dims="category",
+                        )
+                        - cat_shift
+                    )
                     u1 = pm.Normal("category_slope_z", 0.0, 1.0, dims="category")
                     m = pt.stack([m0, level1 + tau[1] * u1], axis=1)
                 else:
-                    m = pm.Normal("category_level", mean_vec, tau, dims=("category", "effect"))
+                    vec_shift = (
+                        0.0
+                        if at_mean is None
+                        else pt.stack([at_mean] + [pt.zeros_like(at_mean)] * (k - 1))
+                    )
+                    m = (
+                        pm.Normal(
+                            "category_level" + cat_sfx,
+                            mean_vec + vec_shift,
+                            tau,
+                            dims=("category", "effect"),
+                        )
+                        - vec_shift
+                    )
                 sku_mean = m[cat_of_sku]
                 pm.Deterministic("category_effect", m - mean_vec, dims=("category", "effect"))
             else:
@@ -608,7 +758,10 @@ def fit_posterior(
     centred: bool | None = None,
     centre_sku_slope: bool | str = "auto",
     within_sku_covariates: bool = True,
+    levels_at_covariate_mean: bool = True,
     adaptation: str = "diag",
+    fixed_basis: str = "qr",
+    target_accept: float = 0.8,
 ) -> Posterior:
     """Build the model, sample it (nutpie NUTS, PyMC's own NUTS, or ADVI) and keep the draws.
 
@@ -627,8 +780,17 @@ def fit_posterior(
         :func:`choose_sku_slope_form` (a Laplace pilot's pooling factor of the SKU slopes).
     within_sku_covariates : bool
         See :func:`build_model` (default True: the same model, covariates centred within SKU).
+    levels_at_covariate_mean : bool
+        See :func:`build_model` (default True: the same model, the levels sampled at the
+        covariates' mean; only with ``within_sku_covariates``).
     adaptation : str
         nutpie's mass-matrix adaptation (``"diag"``, its default; ``"low_rank"``...).
+    fixed_basis : {"qr", "raw"}
+        See :func:`build_model` (default ``"qr"``: the same model, the fixed effects sampled
+        in a basis where their approximate posterior is uncorrelated).
+    target_accept : float
+        NUTS's target acceptance rate (nutpie's and PyMC's default 0.8; higher: smaller steps,
+        fewer divergences, more gradient evaluations per draw).
     """
     import pymc as pm
 
@@ -643,9 +805,14 @@ def fit_posterior(
         "centre_sku_slope": centre_slope,
         "centre_sku_slope_requested": centre_sku_slope,
         "within_sku_covariates": within_sku_covariates and param != "noncentred",
+        "levels_at_covariate_mean": levels_at_covariate_mean
+        and within_sku_covariates
+        and param != "noncentred",
         "pooling_slope_median": pooling.get("slope"),
         "pooling_intercept_median": pooling.get("intercept"),
         "adaptation": adaptation,
+        "fixed_basis": fixed_basis,
+        "target_accept": target_accept,
     }
     model = build_model(
         data,
@@ -654,6 +821,8 @@ def fit_posterior(
         parameterization=param,
         centre_sku_slope=centre_slope,
         within_sku_covariates=within_sku_covariates,
+        levels_at_covariate_mean=levels_at_covariate_mean and within_sku_covariates,
+        fixed_basis=fixed_basis,
     )
     t0 = time.perf_counter()
     if method == "nuts":
@@ -672,6 +841,7 @@ def fit_posterior(
             progress_bar=False,
             save_warmup=False,
             adaptation=adaptation,
+            target_accept=target_accept,
         )
         seconds["sample"] = time.perf_counter() - t1
     elif method == "nuts_pymc":
@@ -684,6 +854,7 @@ def fit_posterior(
                 random_seed=seed,
                 progressbar=False,
                 compute_convergence_checks=False,
+                target_accept=target_accept,
             )
         seconds["sample"] = time.perf_counter() - t0
     elif method == "advi":

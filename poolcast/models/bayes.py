@@ -56,7 +56,11 @@ enter centred within SKU (``within_sku_covariates``: the same model, the covaria
 SKU level trade-off out of the sampled space) and the SKU promo slopes are sampled centred or
 non-centred given the intercepts by a Laplace pilot's pooling factor
 (``centre_sku_slope="auto"``, :func:`~poolcast.models._bayes_core.choose_sku_slope_form`);
-both recorded as ``sampling_options`` in ``describe()``. Above ``advi_threshold`` training rows the candidate uses mean-field ADVI instead
+every sampled level carries the covariates' mean contribution (``levels_at_covariate_mean``:
+the covariates fully centred within SKU, so a common shift of the month dummies no longer
+trades off against every level) and the fixed effects are sampled in a weighted-QR basis
+(``fixed_basis="qr"``, :func:`~poolcast.models._bayes_core.fixed_effects_rotation`); all
+the same model, recorded as ``sampling_options`` in ``describe()``. Above ``advi_threshold`` training rows the candidate uses mean-field ADVI instead
 (``method="auto"``): an approximation, labelled ``sampler = "advi"`` in ``describe()`` and in
 the child run. ``fit_horizons="first"`` (default) fits one posterior per origin, on the
 horizon-1 rows, and forecasts every horizon with it (a third of the cost of ``"all"``).
@@ -87,6 +91,7 @@ import polars as pl
 from poolcast.errors import PoolcastError
 from poolcast.models._bayes_core import (
     DIAGNOSTIC_THRESHOLDS,
+    FIXED_BASES,
     HierData,
     Posterior,
     fit_posterior,
@@ -199,6 +204,12 @@ class BayesHierarchical(CovariateCandidate):
         nutpie's mass-matrix adaptation. ``"low_rank"`` fitted Rossmann's correlated month
         dummies where ``"diag"`` missed the gate on bulk ESS (``benchmarks/README.md``), but
         it is not measured on the 1k-SKU panel, so the default stays ``"diag"``.
+    fixed_basis : {"qr", "raw"}
+        How the sampler sees the fixed effects: ``"qr"`` (default) in the weighted-QR basis
+        of :func:`~poolcast.models._bayes_core.fixed_effects_rotation`, where their
+        approximate posterior is uncorrelated (the same model); ``"raw"`` as coefficients.
+    target_accept : float
+        NUTS's target acceptance rate (nutpie's default 0.8).
 
     Attributes
     ----------
@@ -224,6 +235,8 @@ class BayesHierarchical(CovariateCandidate):
         "fit_horizons": [Options(frozenset({"first", "all"}))],
         "max_stored_draws": [Interval(int, 10, None)],
         "adaptation": [Options(frozenset({"diag", "draw_diag", "low_rank"}))],
+        "fixed_basis": [Options(frozenset(FIXED_BASES))],
+        "target_accept": [Interval(float, 0.5, 0.999)],
     }
 
     ineligible_reason_: str | None = None
@@ -244,6 +257,8 @@ class BayesHierarchical(CovariateCandidate):
         fit_horizons: str = "first",
         max_stored_draws: int = 1000,
         adaptation: str = "diag",
+        fixed_basis: str = "qr",
+        target_accept: float = 0.8,
     ) -> None:
         self.customer_terms = customer_terms
         self.include_promo = include_promo
@@ -258,6 +273,8 @@ class BayesHierarchical(CovariateCandidate):
         self.fit_horizons = fit_horizons
         self.max_stored_draws = max_stored_draws
         self.adaptation = adaptation
+        self.fixed_basis = fixed_basis
+        self.target_accept = target_accept
 
     # -- fit --------------------------------------------------------------------------
     def fit(self, train: pl.DataFrame, *, history: pl.DataFrame | None = None) -> Self:
@@ -333,6 +350,8 @@ class BayesHierarchical(CovariateCandidate):
                     seed=self.seed + horizon,
                     parameterization=self.parameterization,
                     adaptation=self.adaptation,
+                    fixed_basis=self.fixed_basis,
+                    target_accept=self.target_accept,
                 )
             except (ValueError, FloatingPointError, np.linalg.LinAlgError, RuntimeError) as exc:
                 raise PoolcastError(

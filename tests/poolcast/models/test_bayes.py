@@ -24,10 +24,12 @@ from poolcast.models._bayes_core import (
     HierData,
     Posterior,
     _slope_column,
+    _working_weights,
     build_model,
     choose_parameterization,
     choose_sku_slope_form,
     fit_posterior,
+    fixed_effects_rotation,
     ineligibility,
 )
 from poolcast.models._design import CovariateSpec
@@ -268,6 +270,153 @@ def test_within_sku_covariates_is_the_same_model(centre_sku_slope: bool) -> None
 
     for a, b in zip(values(w, wpoint), values(c, point), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def _correlated_covariates(data: HierData) -> HierData:
+    """``data`` with two more fixed covariates, strongly correlated with its first (like month
+    dummies and a trend) and differing between SKUs."""
+    rng = np.random.default_rng(7)
+    x = data.X[:, 0]
+    extra = np.column_stack([0.9 * x + 0.1 * rng.normal(size=x.size), x - 0.5 * data.sku_idx])
+    X = np.column_stack([extra, data.X])
+    return HierData(**data.__dict__ | {"X": X, "terms": ("x1", "x2", *data.terms)})
+
+
+@pytest.mark.parametrize(
+    ("parameterization", "slope_shift", "family"),
+    [("centred", 0.25, "negbin"), ("centred", None, "poisson"), ("noncentred", 0.25, "negbin")],
+)
+def test_qr_fixed_basis_is_the_same_model(parameterization, slope_shift, family) -> None:
+    """``fixed_basis="qr"`` samples gamma = R beta with R'R = X'WX + I/s^2 (X the fixed
+    covariates as the likelihood sees them: centred within SKU in the centred form, where the
+    mean promo slope joins beta with the promo column) and the
+    prior gamma ~ N(0, s^2 RR'): a linear map, so at matching points the log density is the
+    raw model's minus log|det R| and every output (intercept, beta, effects) is the same."""
+    data = _correlated_covariates(_tiny([5, 7, 4, 6], slope_shift=slope_shift))
+    kw = {"family": family, "parameterization": parameterization, "within_sku_covariates": True}
+    raw = build_model(data, **kw)
+    qr = build_model(data, fixed_basis="qr", **kw)
+    centred = parameterization == "centred"
+    joint = centred and slope_shift is not None  # the mean promo slope joins the rotation
+    names = ["beta_fixed", "level_slope"] if joint else ["beta_fixed" if centred else "beta"]
+    sampled = "fixed_and_slope_qr" if joint else names[0] + "_qr"
+    # the covariates the rotation is built from, by the documented formula
+    j_slope, _ = _slope_column(data)
+    cols = [j for j in range(data.X.shape[1]) if j != j_slope or not centred]
+    X = data.X[:, cols]
+    if centred:
+        cnt = np.bincount(data.sku_idx)
+        xbar = np.column_stack([np.bincount(data.sku_idx, weights=c) / cnt for c in X.T])
+        X = X - (xbar - xbar.mean(axis=0))[data.sku_idx]
+    if joint:
+        X = np.column_stack([X, data.slope])
+    y = data.y.astype(float)
+    m = (np.bincount(data.sku_idx, weights=y) / np.bincount(data.sku_idx))[data.sku_idx]
+    a = max(0.0, np.sum((y - m) ** 2 - m) / np.sum(m**2)) if family == "negbin" else 0.0
+    w = m / (1.0 + a * m)
+    np.testing.assert_allclose(_working_weights(data, family), w, rtol=1e-12)
+    R = fixed_effects_rotation(X, w, 1.0)
+    np.testing.assert_allclose(R.T @ R, X.T @ (w[:, None] * X) + np.eye(X.shape[1]), rtol=1e-10)
+    assert np.allclose(R, np.triu(R))
+    rng = np.random.default_rng(5)
+    point = {k: v + rng.normal(0.0, 0.3, np.shape(v)) for k, v in raw.initial_point().items()}
+    coef = np.concatenate([np.atleast_1d(point[n]) for n in names])
+    qpoint = {k: v for k, v in point.items() if k not in names} | {sampled: R @ coef}
+    assert set(qpoint) == {v.name for v in qr.value_vars}
+    logp_raw = float(raw.compile_fn(raw.logp(), mode="FAST_COMPILE")(point))
+    logp_qr = float(qr.compile_fn(qr.logp(), mode="FAST_COMPILE")(qpoint))
+    assert logp_qr == pytest.approx(logp_raw - np.log(np.abs(np.diag(R))).sum(), rel=1e-10)
+    outs = ["intercept", "beta", "sku_effect"] + (
+        ["category_effect"] if data.has_categories else []
+    )
+
+    def values(model, pt_):
+        fn = model.compile_fn(
+            model.replace_rvs_by_values([model[n] for n in outs]),
+            inputs=model.value_vars,
+            mode="FAST_COMPILE",
+            on_unused_input="ignore",
+        )
+        return fn(pt_)
+
+    for a_, b_ in zip(values(qr, qpoint), values(raw, point), strict=True):
+        np.testing.assert_allclose(a_, b_, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("parameterization", "slope_shift", "centre_sku_slope"),
+    [
+        ("centred", 0.25, False),
+        ("centred", 0.25, True),
+        ("centred", None, True),
+        ("centred_sku", 0.25, True),
+    ],
+)
+def test_levels_at_covariate_mean_is_the_same_model(
+    parameterization, slope_shift, centre_sku_slope
+) -> None:
+    """``levels_at_covariate_mean=True`` centres the covariates fully within SKU and samples
+    every level plus the covariates' mean contribution: SKU levels + xbar_i' beta (instead of
+    + (xbar_i - xbar)' beta), the population intercept and the centred category intercepts
+    + xbar' beta. A shift with Jacobian 1: at matching points the log density and every output
+    equal the within-SKU model's."""
+    data = _correlated_covariates(_tiny([5, 7, 4, 6], slope_shift=slope_shift))
+    data = HierData(
+        **data.__dict__ | {"X": data.X + np.array([2.0, -1.0, 0.5] + [0.0] * (data.X.shape[1] - 3))}
+    )
+    kw = {
+        "family": "negbin",
+        "parameterization": parameterization,
+        "centre_sku_slope": centre_sku_slope,
+        "within_sku_covariates": True,
+    }
+    base = build_model(data, **kw)
+    shifted = build_model(data, levels_at_covariate_mean=True, **kw)
+    rng = np.random.default_rng(6)
+    point = {k: v + rng.normal(0.0, 0.3, np.shape(v)) for k, v in base.initial_point().items()}
+    j_slope, _ = _slope_column(data)
+    other = [j for j in range(data.X.shape[1]) if j != j_slope]
+    cnt = np.bincount(data.sku_idx)
+    xbar = np.column_stack([np.bincount(data.sku_idx, weights=data.X[:, j]) / cnt for j in other])
+    c = float(xbar.mean(axis=0) @ point["beta_fixed"])
+    spoint = dict(point)
+    spoint["level_intercept_at_mean"] = spoint.pop("level_intercept") + c
+    level = "sku_level_within" if centre_sku_slope else "sku_level_intercept_within"
+    lev = spoint[level].copy()
+    if lev.ndim == 2:
+        lev[:, 0] += c
+    else:
+        lev += c
+    spoint[level] = lev
+    if "category_level" in spoint:
+        cat = spoint.pop("category_level").copy()
+        if cat.ndim == 2:
+            cat[:, 0] += c
+        else:
+            cat += c
+        spoint["category_level_at_mean"] = cat
+    assert set(spoint) == {v.name for v in shifted.value_vars}
+    assert float(shifted.compile_fn(shifted.logp(), mode="FAST_COMPILE")(spoint)) == pytest.approx(
+        float(base.compile_fn(base.logp(), mode="FAST_COMPILE")(point)), rel=1e-10
+    )
+    outs = ["intercept", "beta", "category_effect", "sku_effect", "sku_level"]
+
+    def values(model, pt_):
+        fn = model.compile_fn(
+            model.replace_rvs_by_values([model[n] for n in outs]),
+            inputs=model.value_vars,
+            mode="FAST_COMPILE",
+            on_unused_input="ignore",
+        )
+        return fn(pt_)
+
+    for a_, b_ in zip(values(shifted, spoint), values(base, point), strict=True):
+        np.testing.assert_allclose(a_, b_, rtol=1e-9, atol=1e-12)
+
+
+def test_qr_fixed_basis_refuses_an_unknown_basis() -> None:
+    with pytest.raises(ValueError, match="fixed_basis='svd'"):
+        build_model(_tiny([4, 4]), fixed_basis="svd")
 
 
 def test_centred_outputs_map_back_to_the_noncentred_coordinates() -> None:
