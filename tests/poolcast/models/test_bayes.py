@@ -229,6 +229,27 @@ def test_sku_slopes_non_centred_given_the_intercepts_is_the_same_model() -> None
     assert logp_nc == pytest.approx(logp_c + np.log(l11).sum(), rel=1e-9)
 
 
+def _outputs(model, point: dict, names: list[str]) -> list[np.ndarray]:
+    """The deterministics ``names`` of ``model`` at the value-space ``point``."""
+    fn = model.compile_fn(
+        model.replace_rvs_by_values([model[n] for n in names]),
+        inputs=model.value_vars,
+        mode="FAST_COMPILE",
+        on_unused_input="ignore",
+    )
+    return fn(point)
+
+
+def _assert_same_model(a, a_point, b, b_point, names, *, logp_shift=0.0, rtol=1e-10) -> None:
+    """Two parameterisations of one model at matching points: log densities equal up to the
+    constant ``logp_shift`` (a linear map's log-Jacobian) and every output in ``names`` equal."""
+    logp_a = float(a.compile_fn(a.logp(), mode="FAST_COMPILE")(a_point))
+    logp_b = float(b.compile_fn(b.logp(), mode="FAST_COMPILE")(b_point))
+    assert logp_a == pytest.approx(logp_b + logp_shift, rel=rtol)
+    for x, y in zip(_outputs(a, a_point, names), _outputs(b, b_point, names), strict=True):
+        np.testing.assert_allclose(x, y, rtol=max(rtol, 1e-9), atol=1e-12)
+
+
 @pytest.mark.parametrize("centre_sku_slope", [True, False])
 def test_within_sku_covariates_is_the_same_model(centre_sku_slope: bool) -> None:
     """``within_sku_covariates=True`` samples theta_i0 + (xbar_i - xbar) beta instead of
@@ -254,22 +275,8 @@ def test_within_sku_covariates_is_the_same_model(centre_sku_slope: bool) -> None
     else:
         shifted += offset
     wpoint = {k: v for k, v in point.items() if k != name} | {name + "_within": shifted}
-    assert float(w.compile_fn(w.logp(), mode="FAST_COMPILE")(wpoint)) == pytest.approx(
-        float(c.compile_fn(c.logp(), mode="FAST_COMPILE")(point)), rel=1e-10
-    )
     outs = ["intercept", "beta", "category_effect", "sku_effect", "sku_level"]
-
-    def values(model, pt_):
-        fn = model.compile_fn(
-            model.replace_rvs_by_values([model[n] for n in outs]),
-            inputs=model.value_vars,
-            mode="FAST_COMPILE",
-            on_unused_input="ignore",
-        )
-        return fn(pt_)
-
-    for a, b in zip(values(w, wpoint), values(c, point), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    _assert_same_model(w, wpoint, c, point, outs)
 
 
 def _correlated_covariates(data: HierData) -> HierData:
@@ -323,24 +330,11 @@ def test_qr_fixed_basis_is_the_same_model(parameterization, slope_shift, family)
     coef = np.concatenate([np.atleast_1d(point[n]) for n in names])
     qpoint = {k: v for k, v in point.items() if k not in names} | {sampled: R @ coef}
     assert set(qpoint) == {v.name for v in qr.value_vars}
-    logp_raw = float(raw.compile_fn(raw.logp(), mode="FAST_COMPILE")(point))
-    logp_qr = float(qr.compile_fn(qr.logp(), mode="FAST_COMPILE")(qpoint))
-    assert logp_qr == pytest.approx(logp_raw - np.log(np.abs(np.diag(R))).sum(), rel=1e-10)
     outs = ["intercept", "beta", "sku_effect"] + (
         ["category_effect"] if data.has_categories else []
     )
-
-    def values(model, pt_):
-        fn = model.compile_fn(
-            model.replace_rvs_by_values([model[n] for n in outs]),
-            inputs=model.value_vars,
-            mode="FAST_COMPILE",
-            on_unused_input="ignore",
-        )
-        return fn(pt_)
-
-    for a_, b_ in zip(values(qr, qpoint), values(raw, point), strict=True):
-        np.testing.assert_allclose(a_, b_, rtol=1e-9, atol=1e-12)
+    shift = -np.log(np.abs(np.diag(R))).sum()
+    _assert_same_model(qr, qpoint, raw, point, outs, logp_shift=shift)
 
 
 @pytest.mark.parametrize(
@@ -396,22 +390,8 @@ def test_levels_at_covariate_mean_is_the_same_model(
             cat += c
         spoint["category_level_at_mean"] = cat
     assert set(spoint) == {v.name for v in shifted.value_vars}
-    assert float(shifted.compile_fn(shifted.logp(), mode="FAST_COMPILE")(spoint)) == pytest.approx(
-        float(base.compile_fn(base.logp(), mode="FAST_COMPILE")(point)), rel=1e-10
-    )
     outs = ["intercept", "beta", "category_effect", "sku_effect", "sku_level"]
-
-    def values(model, pt_):
-        fn = model.compile_fn(
-            model.replace_rvs_by_values([model[n] for n in outs]),
-            inputs=model.value_vars,
-            mode="FAST_COMPILE",
-            on_unused_input="ignore",
-        )
-        return fn(pt_)
-
-    for a_, b_ in zip(values(shifted, spoint), values(base, point), strict=True):
-        np.testing.assert_allclose(a_, b_, rtol=1e-9, atol=1e-12)
+    _assert_same_model(shifted, spoint, base, point, outs)
 
 
 def test_qr_fixed_basis_refuses_an_unknown_basis() -> None:
