@@ -37,6 +37,7 @@ __all__ = [
     "CENTRED_MIN_SKUS_PER_CATEGORY",
     "DIAGNOSTIC_THRESHOLDS",
     "FIXED_BASES",
+    "INTERCEPT_CENTRED_MAX_POOLING",
     "PARAMETERIZATIONS",
     "SLOPE_CENTRED_MAX_POOLING",
     "HierData",
@@ -49,6 +50,7 @@ __all__ = [
     "fixed_effects_rotation",
     "ineligibility",
     "pooling_factors",
+    "resolve_parameterization",
 ]
 
 #: Gate of the issue: R-hat above, bulk ESS below, divergences above -> not eligible.
@@ -209,6 +211,34 @@ def choose_parameterization(data: HierData, requested: str = "auto") -> str:
     return "centred"
 
 
+#: Median pooling factor of the SKU intercepts at or above which ``parameterization="auto"``
+#: samples the SKU level non-centred even when the rows per SKU would centre it: the prior,
+#: not the data, pins the intercepts down (intermittent SKUs, most months zero: car parts'
+#: first 100 SKUs have 94% zeros and a Laplace SKU SD of 0, and their centred fits diverged).
+INTERCEPT_CENTRED_MAX_POOLING = 0.5
+
+
+def resolve_parameterization(
+    data: HierData, requested: str = "auto", *, family: str = "negbin"
+) -> tuple[str, dict[str, float] | None]:
+    """The parameterisation :func:`fit_posterior` samples, and the Laplace pilot's figures
+    when one ran (:func:`pooling_factors`; None otherwise).
+
+    ``requested`` other than ``"auto"`` is kept. ``"auto"``: :func:`choose_parameterization`
+    (rows per SKU, SKUs per category); when that centres, a pilot's median pooling factor of
+    the SKU intercepts at or above :data:`INTERCEPT_CENTRED_MAX_POOLING` (a singular pilot:
+    1) overrides it with ``"noncentred"``: many rows that each carry little information
+    (intermittent demand) leave the intercepts to their prior, where centring is a funnel. A
+    failed pilot (NaN) keeps the rows' choice."""
+    param = choose_parameterization(data, requested)
+    if requested != "auto" or param == "noncentred":
+        return param, None
+    pilot = pooling_factors(data, family=family)
+    if pilot["intercept"] >= INTERCEPT_CENTRED_MAX_POOLING:  # False when NaN
+        param = "noncentred"
+    return param, pilot
+
+
 #: Median pooling factor of the SKU slopes below which ``centre_sku_slope="auto"`` samples
 #: them centred: the data's information about a slope then outweighs its prior's (the
 #: Gaussian crossover of centred and non-centred Gibbs rates, Papaspiliopoulos, Roberts &
@@ -218,31 +248,30 @@ SLOPE_CENTRED_MAX_POOLING = 0.5
 
 def pooling_factors(data: HierData, *, family: str = "negbin") -> dict[str, float]:
     """Median pooling factors of the SKU effects from a Laplace pilot (``poolcast.glmm.fit``,
-    two levels: observations in SKUs, the same fixed covariates, ``(1 + slope | sku)``).
+    two levels: observations in SKUs, the same fixed covariates, ``(1 + slope | sku)`` or
+    ``(1 | sku)`` without a random slope).
 
     For SKU i the pooling factor of its slope is :math:`\\lambda_i = v_i / s^2` with
     :math:`v_i` the conditional variance of its slope given its intercept under the Laplace
     posterior and :math:`s^2 = \\Sigma_{11} - \\Sigma_{10}^2/\\Sigma_{00}` the same under the
     prior (the scale ``L11`` the sampler sees): near 0 the data pin the slope down (centred
     mixes well), near 1 the prior does (non-centred). A singular fit (slope SD 0) gives 1.
-    Keys ``slope`` and ``intercept`` (:math:`C_{00}/\\Sigma_{00}`), NaN when the pilot fails;
-    ``pilot_seconds``."""
+    Keys ``slope`` (NaN without a random slope) and ``intercept`` (:math:`C_{00}/\\Sigma_{00}`,
+    1 when the pilot's intercept SD is 0), NaN when the pilot fails; ``pilot_seconds``."""
     nan = float("nan")
     out = {"slope": nan, "intercept": nan, "pilot_seconds": nan}
-    if data.slope is None:
-        return out
     import polars as pl
 
     from poolcast.glmm import fit as glmm_fit
 
     j_slope, _ = _slope_column(data)
     cols = {f"x{j}": data.X[:, j] for j in range(data.X.shape[1]) if j != j_slope}
+    slope = {"s": np.asarray(data.slope, dtype=float)} if data.slope is not None else {}
     frame = pl.DataFrame(
-        {"y": np.asarray(data.y), "sku": np.asarray(data.sku_idx, dtype=np.int64)}
-        | cols
-        | {"s": np.asarray(data.slope, dtype=float)}
+        {"y": np.asarray(data.y), "sku": np.asarray(data.sku_idx, dtype=np.int64)} | cols | slope
     ).with_columns(pl.col("sku").cast(pl.String))
-    formula = f"y ~ {' + '.join([*cols, 's'])} + (1 + s | sku)"
+    fixed = " + ".join([*cols, *slope]) or "1"
+    formula = f"y ~ {fixed} + ({'1 + s' if slope else '1'} | sku)"
     t0 = time.perf_counter()
     try:
         with np.errstate(all="ignore"), warnings.catch_warnings():
@@ -254,12 +283,14 @@ def pooling_factors(data: HierData, *, family: str = "negbin") -> dict[str, floa
         out["pilot_seconds"] = time.perf_counter() - t0
         return out
     out["pilot_seconds"] = time.perf_counter() - t0
+    lam0 = np.clip(cov[:, 0, 0] / sig[0, 0], 0.0, 1.0) if sig[0, 0] > 1e-12 else np.ones(len(cov))
+    out["intercept"] = float(np.median(lam0))
+    if not slope:
+        return out
     prior1 = sig[1, 1] - (sig[1, 0] ** 2 / sig[0, 0] if sig[0, 0] > 0 else 0.0)
     post1 = cov[:, 1, 1] - np.where(cov[:, 0, 0] > 0, cov[:, 1, 0] ** 2 / cov[:, 0, 0], 0.0)
     lam1 = np.clip(post1 / prior1, 0.0, 1.0) if prior1 > 1e-12 else np.ones(len(cov))
-    lam0 = np.clip(cov[:, 0, 0] / sig[0, 0], 0.0, 1.0) if sig[0, 0] > 1e-12 else np.ones(len(cov))
     out["slope"] = float(np.median(lam1))
-    out["intercept"] = float(np.median(lam0))
     return out
 
 
@@ -269,6 +300,7 @@ def choose_sku_slope_form(
     requested: bool | str = "auto",
     *,
     family: str = "negbin",
+    pooling: dict[str, float] | None = None,
 ) -> tuple[bool, dict[str, float]]:
     """Whether the centred forms sample the SKU slopes centred (True) or non-centred given
     the intercepts (False), and the pilot's pooling factors (:func:`pooling_factors`).
@@ -276,14 +308,15 @@ def choose_sku_slope_form(
     ``requested`` True / False is kept; ``"auto"``: centred when the median pooling factor
     of the SKU slopes is below :data:`SLOPE_CENTRED_MAX_POOLING`, else non-centred (also when
     the pilot fails: a non-centred slope has no funnel, the failure that stops a fit).
-    Irrelevant (True, no pilot) without a random slope or for ``"noncentred"``."""
+    Irrelevant (True, no pilot) without a random slope or for ``"noncentred"``. ``pooling``:
+    a pilot's figures already computed (:func:`pooling_factors`), else it is run here."""
     if isinstance(requested, bool):
         return requested, {}
     if requested != "auto":
         raise ValueError(f"centre_sku_slope={requested!r}")
     if data.slope is None or parameterization == "noncentred":
         return True, {}
-    pooling = pooling_factors(data, family=family)
+    pooling = pooling if pooling is not None else pooling_factors(data, family=family)
     lam = pooling["slope"]
     return bool(np.isfinite(lam) and lam < SLOPE_CENTRED_MAX_POOLING), pooling
 
@@ -772,7 +805,9 @@ def fit_posterior(
         benchmark); ``"advi"``: mean-field ADVI, ``draws * chains`` draws from the fitted
         approximation (approximate: no R-hat / ESS).
     parameterization : {"auto", "centred", "centred_sku", "noncentred"}
-        See :func:`build_model`; ``"auto"`` resolves with :func:`choose_parameterization`.
+        See :func:`build_model`; ``"auto"`` resolves with :func:`choose_parameterization`,
+        then a centred choice becomes ``"noncentred"`` when a Laplace pilot's median pooling
+        factor of the SKU intercepts is at least :data:`INTERCEPT_CENTRED_MAX_POOLING`.
     centred : bool, optional
         Older spelling: True / False = ``"centred"`` / ``"noncentred"`` (overrides).
     centre_sku_slope : bool or "auto"
@@ -796,9 +831,12 @@ def fit_posterior(
 
     if centred is not None:  # the older boolean spelling
         parameterization = "centred" if centred else "noncentred"
-    param = choose_parameterization(data, parameterization)
+    param, pilot = resolve_parameterization(data, parameterization, family=family)
     seconds: dict[str, float] = {}
-    centre_slope, pooling = choose_sku_slope_form(data, param, centre_sku_slope, family=family)
+    centre_slope, pooling = choose_sku_slope_form(
+        data, param, centre_sku_slope, family=family, pooling=pilot
+    )
+    pooling = pooling or pilot or {}
     if np.isfinite(pooling.get("pilot_seconds", float("nan"))):
         seconds["pilot"] = pooling["pilot_seconds"]
     options: dict[str, Any] = {

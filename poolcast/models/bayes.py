@@ -38,7 +38,10 @@ Priors (weakly informative, on the log scale of the mean) and why:
 Parameterisation: ``parameterization="auto"`` (default) picks ``"noncentred"`` when the
 median SKU has fewer than 12 training rows (``CENTRED_MIN_ROWS_PER_SKU``), else ``"centred"``
 when the median category has at least 10 SKUs, else ``"centred_sku"`` (the SKU level centred,
-the category level non-centred: small categories are thin groups); the choice is in
+the category level non-centred: small categories are thin groups); a centred choice becomes
+``"noncentred"`` when a Laplace pilot's median pooling factor of the SKU intercepts is at least
+0.5 (intermittent SKUs: the prior, not the data, pins their levels;
+:func:`~poolcast.models._bayes_core.resolve_parameterization`); the choice is in
 ``describe()`` (``parameterization``). ``"noncentred"`` samples
 :math:`b_i = L v_i`, :math:`a_c = \\tau\\circ u_c` with standard-normal :math:`v, u` and a
 separate intercept (removes the funnel of thin groups). ``"centred"`` is hierarchical

@@ -20,6 +20,7 @@ from poolcast.models import default_candidates, make_candidate
 from poolcast.models._bayes_core import (
     CENTRED_MIN_ROWS_PER_SKU,
     CENTRED_MIN_SKUS_PER_CATEGORY,
+    INTERCEPT_CENTRED_MAX_POOLING,
     SLOPE_CENTRED_MAX_POOLING,
     HierData,
     Posterior,
@@ -31,6 +32,7 @@ from poolcast.models._bayes_core import (
     fit_posterior,
     fixed_effects_rotation,
     ineligibility,
+    resolve_parameterization,
 )
 from poolcast.models._design import CovariateSpec
 from poolcast.models.bayes import BayesNegBinHierarchical, _BayesModel
@@ -155,6 +157,33 @@ def test_auto_sku_slope_form_by_pooling_factor(sd_promo, intercept, centred) -> 
     assert choose_sku_slope_form(data, "noncentred") == (True, {})
     with pytest.raises(ValueError):
         choose_sku_slope_form(data, "centred", "other")
+
+
+@pytest.mark.parametrize(
+    ("intercept", "sd_intercept", "expected"),
+    [
+        (-4.0, 0.05, "noncentred"),  # intermittent (car parts-like): the prior pins the levels
+        (3.0, 0.5, "centred_sku"),  # dense counts: each SKU's data pin its level down
+    ],
+)
+def test_auto_parameterization_by_the_pilot_intercept_pooling(
+    intercept, sd_intercept, expected
+) -> None:
+    """``"auto"`` centres by rows per SKU (36 here), then a Laplace pilot's median pooling
+    factor of the SKU intercepts at or above INTERCEPT_CENTRED_MAX_POOLING makes it
+    non-centred; the pilot's figures come back with the choice."""
+    sim = simulate_panel(
+        40, 36, family="negbin", seed=4, intercept=intercept, sd_intercept=sd_intercept,
+        sd_promo=0.0, sd_category=0.0, promo_rate=0.0,
+    )  # fmt: skip
+    data = _design(sim.frame, categories=True)
+    data = HierData(**data.__dict__ | {"slope": None, "X": data.X[:, 1:], "terms": data.terms[1:]})
+    assert choose_parameterization(data) == "centred_sku"  # the rows alone would centre
+    param, pilot = resolve_parameterization(data)
+    assert param == expected
+    assert (pilot["intercept"] >= INTERCEPT_CENTRED_MAX_POOLING) is (expected == "noncentred")
+    assert np.isnan(pilot["slope"]) and pilot["pilot_seconds"] > 0
+    assert resolve_parameterization(data, "centred") == ("centred", None)  # kept, no pilot
 
 
 def test_slope_column_found_up_to_a_shift() -> None:
