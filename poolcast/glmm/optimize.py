@@ -419,10 +419,7 @@ def _optimize(
     # re-run at the final point so the objective's last state is the optimum
     th, be, nbv = st.split(x)
     f = objective.deviance(th, be, nbv)
-    grad_proj = g.copy()
-    for i, (lo, _) in enumerate(bounds):
-        if lo is not None and x[i] <= lo + 1e-8 and grad_proj[i] > 0:
-            grad_proj[i] = 0.0
+    grad_proj = _projected_gradient(x, g, bounds)
     if st.vector:
         disp_names = tuple(f"disp.{n}" for n in d.disp_names)
     else:
