@@ -522,57 +522,46 @@ def build_model(
                 coef = coef + a[cat_of_sku]
         else:
             other = [j for j in range(len(data.terms)) if j != j_slope]
-            # with fixed_basis="qr" the mean promo slope joins the rotation: its column (promo)
-            # is nearly collinear with plan covariates such as Rossmann's promo days
-            joint_slope = fixed_basis == "qr" and k == 2 and j_slope is not None
-            slope_col = np.asarray(data.slope, dtype=float) if joint_slope else None
-            coefs = None
-            if joint_slope:
-                model.add_coord("rotated_term", [data.terms[j] for j in other] + [data.slope_term])
-                if not other:
-                    coefs = _fixed_coefficients(
-                        "fixed_and_slope",
-                        slope_col[:, None],
-                        "rotated_term",
-                        pri["beta_sd"],
-                        fixed_basis,
-                        weights,
-                    )
             eta = 0.0
             offset = None  # (n_sku,) the covariates' share of each SKU's sampled level
             at_mean = None  # x_bar' beta: the covariates' share of the sampled population level
+            Xo = np.asarray(data.X[:, other], dtype=float)  # (n, 0) without other terms
+            if other and within_sku_covariates:
+                n_sku = len(data.sku_levels)
+                cnt = np.maximum(np.bincount(data.sku_idx, minlength=n_sku), 1)
+                xbar = np.column_stack(
+                    [
+                        np.bincount(data.sku_idx, weights=Xo[:, j], minlength=n_sku) / cnt
+                        for j in range(Xo.shape[1])
+                    ]
+                )
+                grand = xbar.mean(axis=0)
+                if not levels_at_covariate_mean:
+                    xbar = xbar - grand
+                Xo = Xo - xbar[data.sku_idx]
             if other:
                 model.add_coord("fixed_term", [data.terms[j] for j in other])
-                Xo = np.asarray(data.X[:, other], dtype=float)
-                if within_sku_covariates:
-                    n_sku = len(data.sku_levels)
-                    cnt = np.maximum(np.bincount(data.sku_idx, minlength=n_sku), 1)
-                    xbar = np.column_stack(
-                        [
-                            np.bincount(data.sku_idx, weights=Xo[:, j], minlength=n_sku) / cnt
-                            for j in range(Xo.shape[1])
-                        ]
-                    )
-                    grand = xbar.mean(axis=0)
-                    if not levels_at_covariate_mean:
-                        xbar = xbar - grand
-                    Xo = Xo - xbar[data.sku_idx]
-                if joint_slope:  # rotated together with the mean promo slope (below)
-                    coefs = _fixed_coefficients(
-                        "fixed_and_slope",
-                        np.column_stack([Xo, slope_col]),
-                        "rotated_term",
-                        pri["beta_sd"],
-                        fixed_basis,
-                        weights,
-                    )
-                    beta_other = pm.Deterministic(
-                        "beta_fixed", coefs[: len(other)], dims="fixed_term"
-                    )
-                else:
-                    beta_other = _fixed_coefficients(
+            # with fixed_basis="qr" the mean promo slope joins the rotation: its column (promo)
+            # is nearly collinear with plan covariates such as Rossmann's promo days
+            coefs = None
+            if fixed_basis == "qr" and k == 2 and j_slope is not None:
+                model.add_coord("rotated_term", [data.terms[j] for j in other] + [data.slope_term])
+                coefs = _fixed_coefficients(
+                    "fixed_and_slope",
+                    np.column_stack([Xo, np.asarray(data.slope, dtype=float)]),
+                    "rotated_term",
+                    pri["beta_sd"],
+                    fixed_basis,
+                    weights,
+                )
+            if other:
+                beta_other = (
+                    pm.Deterministic("beta_fixed", coefs[: len(other)], dims="fixed_term")
+                    if coefs is not None
+                    else _fixed_coefficients(
                         "beta_fixed", Xo, "fixed_term", pri["beta_sd"], fixed_basis, weights
                     )
+                )
                 if within_sku_covariates:
                     offset = pt.dot(pt.as_tensor_variable(xbar), beta_other)
                     if levels_at_covariate_mean:
