@@ -81,3 +81,14 @@ def test_restart_leaves_a_boundary_saddle():
     bad = optimize(make_objective(d), start={"theta": np.array([0.5, 0.0, 0.0])})
     assert bad.deviance == pytest.approx(good.deviance, abs=1e-5)
     np.testing.assert_allclose(bad.theta, good.theta, atol=1e-3)
+
+
+def test_control_outer_restarts_accepts_zero_and_refuses_negative() -> None:
+    """0 switches the stall restarts off (a count, unlike the positive tolerances)."""
+    from poolcast.errors import InvalidParameterError
+
+    assert GlmmControl(outer_restarts=0).outer_restarts == 0
+    with pytest.raises(InvalidParameterError, match="outer_restarts=-1"):
+        GlmmControl(outer_restarts=-1)
+    with pytest.raises(InvalidParameterError, match="outer_gtol"):
+        GlmmControl(outer_gtol=0.0)
